@@ -1,0 +1,1 @@
+"""hedgegym.envs: the market simulator, scenario configs and Gymnasium environments."""

@@ -1,0 +1,158 @@
+"""Black–Scholes–Merton greeks, the smile and book aggregation, as numba kernels (MODEL.md §5).
+
+Formulas (Black & Scholes 1973; Merton 1973; Hull, *Options, Futures and Other Derivatives*,
+ch. 19), carry rate ``r``, no dividend, time to expiry ``tau`` in years::
+
+    d1 = (ln(S/K) + (r + sigma^2/2) tau) / (sigma sqrt(tau)),   d2 = d1 - sigma sqrt(tau)
+    call = S N(d1) - K e^{-r tau} N(d2)            put = K e^{-r tau} N(-d2) - S N(-d1)
+    delta_call = N(d1)                             delta_put = N(d1) - 1
+    gamma = n(d1) / (S sigma sqrt(tau))            vega = S n(d1) sqrt(tau)      (same for both)
+    vanna = d delta / d sigma = -n(d1) d2 / sigma                                 (same for both)
+    charm = d delta / d t = -n(d1) (2 r tau - d2 sigma sqrt(tau)) / (2 tau sigma sqrt(tau))
+
+``charm`` is per year, with the sign of calendar time moving forward (``-d delta / d tau``); with
+no dividend it is the same for calls and puts. At expiry (``tau = 0``) or zero total volatility
+the price is the intrinsic value against the forward strike ``K e^{-r tau}``, delta is 0 or 1
+(call; -1 or 0 put) and the other greeks are 0 — no NaN, no warning.
+
+Example:
+    >>> from hedgegym.envs.greeks import bsm_greeks
+    >>> g = bsm_greeks(100.0, 100.0, 1.0, 0.0, 0.2, True)
+    >>> round(float(g.price), 4), round(float(g.delta), 4)
+    (7.9656, 0.5398)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit
+
+_SQRT2 = math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+# Below this total volatility sigma*sqrt(tau) the option is priced at intrinsic value: the
+# lognormal density is narrower than float64 can resolve around the strike.
+_MIN_TOTAL_VOL = 1e-12
+
+
+class Greeks(NamedTuple):
+    """BSM value and sensitivities of one option per element (arrays broadcast together)."""
+
+    price: np.ndarray
+    delta: np.ndarray
+    gamma: np.ndarray
+    vega: np.ndarray
+    vanna: np.ndarray
+    charm: np.ndarray
+
+
+@njit(cache=True)
+def norm_cdf(x: float) -> float:
+    """Standard normal CDF via ``erfc`` (accurate in both tails)."""
+    return 0.5 * math.erfc(-x / _SQRT2)
+
+
+@njit(cache=True)
+def norm_pdf(x: float) -> float:
+    """Standard normal density."""
+    return _INV_SQRT_2PI * math.exp(-0.5 * x * x)
+
+
+@njit(cache=True)
+def line_greeks(spot, strike, tau, rate, vol, is_call):
+    """(price, delta, gamma, vega, vanna, charm) of one European option; see the module docstring."""
+    if tau <= 0.0:
+        tau = 0.0
+    total_vol = vol * math.sqrt(tau)
+    disc_strike = strike * math.exp(-rate * tau)
+    if total_vol < _MIN_TOTAL_VOL:
+        if is_call:
+            itm = spot > disc_strike
+            return (spot - disc_strike if itm else 0.0), (1.0 if itm else 0.0), 0.0, 0.0, 0.0, 0.0
+        itm = spot < disc_strike
+        return (disc_strike - spot if itm else 0.0), (-1.0 if itm else 0.0), 0.0, 0.0, 0.0, 0.0
+    d1 = (math.log(spot / strike) + (rate + 0.5 * vol * vol) * tau) / total_vol
+    d2 = d1 - total_vol
+    pdf = norm_pdf(d1)
+    gamma = pdf / (spot * total_vol)
+    vega = spot * pdf * math.sqrt(tau)
+    vanna = -pdf * d2 / vol
+    charm = -pdf * (2.0 * rate * tau - d2 * total_vol) / (2.0 * tau * total_vol)
+    if is_call:
+        price = spot * norm_cdf(d1) - disc_strike * norm_cdf(d2)
+        delta = norm_cdf(d1)
+    else:
+        price = disc_strike * norm_cdf(-d2) - spot * norm_cdf(-d1)
+        delta = norm_cdf(d1) - 1.0
+    # Far out of the money the two terms cancel to rounding noise below zero.
+    if price < 0.0:
+        price = 0.0
+    return price, delta, gamma, vega, vanna, charm
+
+
+@njit(cache=True)
+def smile_vol(sigma_atm, strike, spot, skew, smile, vol_floor):
+    """Sticky-moneyness smile, MODEL.md §5: sigma_atm (1 + skew m + smile m^2), m = ln(K/S), floored."""
+    m = math.log(strike / spot)
+    vol = sigma_atm * (1.0 + skew * m + smile * m * m)
+    return vol if vol > vol_floor else vol_floor
+
+
+@njit(cache=True)
+def _greeks_loop(spot, strike, tau, rate, vol, is_call, out):
+    for i in range(spot.shape[0]):
+        p, d, g, v, va, ch = line_greeks(spot[i], strike[i], tau[i], rate[i], vol[i], is_call[i])
+        out[0, i] = p
+        out[1, i] = d
+        out[2, i] = g
+        out[3, i] = v
+        out[4, i] = va
+        out[5, i] = ch
+
+
+def _check(name: str, arr: np.ndarray, lower: float, strict: bool) -> None:
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"bsm_greeks: {name} must be finite (got {arr[~np.isfinite(arr)][:3]})")
+    bad = arr <= lower if strict else arr < lower
+    if np.any(bad):
+        op = ">" if strict else ">="
+        raise ValueError(f"bsm_greeks: {name} must be {op} {lower:g} (got {arr[bad][:3]})")
+
+
+def bsm_greeks(spot, strike, tau, rate, vol, is_call) -> Greeks:
+    """BSM price and greeks over arrays of option lines (broadcast together).
+
+    Args:
+        spot: underlying price, > 0.
+        strike: strike, > 0.
+        tau: time to expiry in years, >= 0 (0: at expiry, intrinsic value).
+        rate: carry rate r per year (finite).
+        vol: implied volatility per sqrt(year), >= 0.
+        is_call: True for calls, False for puts.
+
+    Returns:
+        :class:`Greeks` of arrays with the broadcast shape (0-d arrays for scalar inputs);
+        ``charm`` per year of calendar time.
+    """
+    arrays = np.broadcast_arrays(
+        np.asarray(spot, dtype=np.float64), np.asarray(strike, dtype=np.float64),
+        np.asarray(tau, dtype=np.float64), np.asarray(rate, dtype=np.float64),
+        np.asarray(vol, dtype=np.float64), np.asarray(is_call, dtype=np.bool_),
+    )
+    shape = arrays[0].shape
+    s, k, t, r, v, c = (np.ascontiguousarray(a).ravel() for a in arrays)
+    _check("spot", s, 0.0, True)
+    _check("strike", k, 0.0, True)
+    _check("tau", t, 0.0, False)
+    _check("rate", r, -np.inf, True)
+    _check("vol", v, 0.0, False)
+    out = np.empty((6, s.shape[0]))
+    _greeks_loop(s, k, t, r, v, c, out)
+    return Greeks(*(out[j].reshape(shape) for j in range(6)))
+
+
+def gex(gamma, spot):
+    """Dollar gamma per 1 % move, MODEL.md §3: ``GEX = Gamma S^2 0.01`` (USD per 1 %)."""
+    return np.asarray(gamma) * np.asarray(spot) ** 2 * 0.01

@@ -1,0 +1,412 @@
+"""`Market`: the validating factory in front of the numba kernel (hftbacktest-style).
+
+A :class:`Market` holds the struct-of-arrays state of N envs of one scenario and advances them
+together. It turns a validated :class:`~hedgegym.envs.config.ScenarioConfig` into the kernel's
+parameter arrays once, checks every runtime input (seeds, rows, trades) before numba sees it, and
+exposes the state through named views. The Gymnasium envs sit directly on it.
+
+Example:
+    >>> import numpy as np
+    >>> from hedgegym.envs.config import ScenarioConfig
+    >>> from hedgegym.envs.market import Market
+    >>> m = Market(ScenarioConfig(), n_envs=4)
+    >>> m.reset(seeds=np.arange(4))
+    >>> out = m.step(np.zeros((4, 3)))        # agent inactive
+    >>> m.spot.shape, bool(np.all(m.spot > 0))
+    ((4,), True)
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from hedgegym.envs import kernel
+from hedgegym.envs.config import DAYS_PER_YEAR, HOURS_PER_YEAR, VENUE_NAMES, ScenarioConfig, validate_config
+from hedgegym.envs.layout import (
+    FUTURE,
+    L_EXPIRY,
+    L_IS_CALL,
+    L_QUANTITY,
+    L_STRIKE,
+    LINE_WIDTH,
+    N_VENUES,
+    O_EXO_SPOT,
+    O_SPOT,
+    OBS_DIM,
+    OUT_WIDTH,
+    P_AGENT_IMPACT,
+    P_BASIS_MEAN,
+    P_BASIS_SPEED,
+    P_BASIS_VOL,
+    P_BOOK_CENTRE,
+    P_BOOK_GROSS,
+    P_BREAKER,
+    P_COST_OF_CAPITAL,
+    P_DEALER_INV_DEPTH,
+    P_DT,
+    P_EPISODE_STEPS,
+    P_FUNDING_CAP,
+    P_FUNDING_INTERVAL,
+    P_FUTURE_EXPIRY,
+    P_FUTURE_ROLL,
+    P_HALT_STEPS,
+    P_HALT_THRESHOLD,
+    P_HEDGE_RATIO,
+    P_HESTON,
+    P_INITIAL_DELTA_HEDGE,
+    P_INTEREST,
+    P_JUMP_INTENSITY,
+    P_JUMP_MEAN,
+    P_JUMP_STD,
+    P_JUMPS,
+    P_KAPPA_V,
+    P_MIX_FUTURE,
+    P_MIX_PERP,
+    P_MIX_SPOT,
+    P_MU,
+    P_NEWTON_ITERATIONS,
+    P_PERMANENT_SHARE,
+    P_PHI_FLOOR,
+    P_PIN_STRIKE,
+    P_PNL_SCALE,
+    P_PREMIUM_SPEED,
+    P_PREMIUM_VOL,
+    P_RATE,
+    P_REBALANCE_EVERY,
+    P_RESILIENCE,
+    P_REWARD_MODE,
+    P_RHO_SV,
+    P_RISK_AVERSION,
+    P_SIGMA,
+    P_SKEW,
+    P_SMILE,
+    P_SPOT0,
+    P_TERMINATES,
+    P_THETA_V,
+    P_V0,
+    P_VOL_FLOOR,
+    P_VOL_PREMIUM,
+    P_XI,
+    PARAMS_WIDTH,
+    REWARD_MEAN_VARIANCE,
+    REWARD_PNL,
+    REWARD_TERMINAL_PNL,
+    S_CRISIS_STEPS,
+    S_CUM_BOOK_PNL,
+    S_CUM_CARRY,
+    S_CUM_FEES,
+    S_CUM_FUNDING,
+    S_CUM_HEDGE_PNL,
+    S_CUM_PNL,
+    S_CUM_REWARD,
+    S_CUM_SLIPPAGE,
+    S_FUTURE_EXPIRY,
+    S_HALT_STEPS,
+    S_LOG_SPOT,
+    S_N_TRADES,
+    S_STEP,
+    S_SUM_PHI,
+    S_SUM_R2,
+    S_SUM_X2,
+    S_T,
+    S_TURNOVER_USD,
+    S_X,
+    STATE_WIDTH,
+    V_ENABLED,
+    V_ETA,
+    V_FEE,
+    V_HALF_SPREAD,
+    V_INV_DEPTH,
+    V_MARGIN,
+    V_TRANSMISSION,
+    VENUE_WIDTH,
+)
+
+_REWARD_MODES = {"mean_variance": REWARD_MEAN_VARIANCE, "pnl": REWARD_PNL, "terminal_pnl": REWARD_TERMINAL_PNL}
+# Rows above this are stepped by the numba-parallel kernel unless told otherwise.
+PARALLEL_THRESHOLD = 256
+
+
+def lines_array(lines) -> np.ndarray:
+    """Option lines as the kernel's ``[L, LINE_WIDTH]`` array (expiry in years)."""
+    arr = np.zeros((len(lines), LINE_WIDTH))
+    for j, line in enumerate(lines):
+        arr[j, L_STRIKE] = line.strike
+        arr[j, L_EXPIRY] = line.expiry_days / DAYS_PER_YEAR
+        arr[j, L_IS_CALL] = 1.0 if line.kind == "call" else 0.0
+        arr[j, L_QUANTITY] = line.quantity
+    return arr
+
+
+def _inv_depth(depth: float) -> float:
+    return 0.0 if math.isinf(depth) else 1.0 / depth
+
+
+def dealer_effective_depth(config: ScenarioConfig) -> float:
+    """D_eff of MODEL.md §3: 1/D_eff = sum_v mix_v transmission_v / D_v (USD per 1 %; inf: none)."""
+    inv = _dealer_inv_depth(config)
+    return math.inf if inv == 0.0 else 1.0 / inv
+
+
+def _dealer_inv_depth(config: ScenarioConfig) -> float:
+    mix = config.dealers.venue_mix
+    venues = config.venues
+    return (mix.spot * venues.spot.transmission * _inv_depth(venues.spot.depth_usd_per_pct)
+            + mix.perp * venues.perp.transmission * _inv_depth(venues.perp.depth_usd_per_pct)
+            + mix.future * venues.future.transmission * _inv_depth(venues.future.depth_usd_per_pct))
+
+
+def pin_strike(config: ScenarioConfig) -> float:
+    """Strike with the largest dealer open interest (|quantity| summed per strike); spot0 if none."""
+    oi: dict[float, float] = {}
+    for line in config.dealers.lines:
+        oi[line.strike] = oi.get(line.strike, 0.0) + abs(line.quantity)
+    return max(oi, key=oi.get) if oi else config.market.spot0
+
+
+def build_params(config: ScenarioConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(params, venues, dealer_lines, agent_lines) arrays of the kernel for a validated config."""
+    m, ep, ag, dl = config.market, config.episode, config.agent, config.dealers
+    p = np.zeros(PARAMS_WIDTH)
+    p[P_DT] = ep.dt
+    p[P_MU] = m.mu
+    p[P_SIGMA] = m.sigma
+    p[P_RATE] = m.rate
+    p[P_SPOT0] = m.spot0
+    p[P_HESTON] = float(m.heston.enabled)
+    p[P_KAPPA_V] = m.heston.kappa_v
+    p[P_THETA_V] = m.heston.theta_v
+    p[P_XI] = m.heston.xi
+    p[P_RHO_SV] = m.heston.rho_sv
+    p[P_V0] = m.heston.v0 if (m.heston.enabled and m.heston.v0 is not None) else m.sigma ** 2
+    p[P_JUMPS] = float(m.jumps.enabled)
+    p[P_JUMP_INTENSITY] = m.jumps.intensity
+    p[P_JUMP_MEAN] = m.jumps.mean
+    p[P_JUMP_STD] = m.jumps.std
+    p[P_PERMANENT_SHARE] = m.impact.permanent_share
+    p[P_RESILIENCE] = m.impact.resilience
+    p[P_PHI_FLOOR] = m.impact.phi_floor
+    p[P_NEWTON_ITERATIONS] = m.impact.newton_iterations
+    p[P_BREAKER] = float(m.impact.circuit_breaker.enabled)
+    p[P_HALT_THRESHOLD] = m.impact.circuit_breaker.halt_threshold
+    p[P_HALT_STEPS] = m.impact.circuit_breaker.halt_steps
+    p[P_SKEW] = m.smile.skew
+    p[P_SMILE] = m.smile.smile
+    p[P_VOL_PREMIUM] = m.smile.vol_premium
+    p[P_VOL_FLOOR] = m.smile.vol_floor
+    p[P_HEDGE_RATIO] = dl.hedge_ratio
+    p[P_MIX_SPOT] = dl.venue_mix.spot
+    p[P_MIX_PERP] = dl.venue_mix.perp
+    p[P_MIX_FUTURE] = dl.venue_mix.future
+    p[P_DEALER_INV_DEPTH] = _dealer_inv_depth(config)
+    p[P_REBALANCE_EVERY] = dl.rebalance_every
+    perp, fut = config.venues.perp, config.venues.future
+    p[P_PREMIUM_SPEED] = perp.premium_speed
+    p[P_PREMIUM_VOL] = perp.premium_vol
+    p[P_FUNDING_INTERVAL] = perp.funding_interval_hours / HOURS_PER_YEAR
+    p[P_INTEREST] = perp.interest
+    p[P_FUNDING_CAP] = perp.funding_cap
+    p[P_FUTURE_EXPIRY] = fut.expiry_days / DAYS_PER_YEAR
+    p[P_FUTURE_ROLL] = fut.roll_days / DAYS_PER_YEAR
+    p[P_BASIS_MEAN] = fut.basis_mean
+    p[P_BASIS_SPEED] = fut.basis_speed
+    p[P_BASIS_VOL] = fut.basis_vol
+    p[P_COST_OF_CAPITAL] = ag.funding_cost_of_capital
+    p[P_EPISODE_STEPS] = config.episode_steps
+    p[P_TERMINATES] = float(config.terminates)
+    p[P_AGENT_IMPACT] = 1.0
+    p[P_PIN_STRIKE] = pin_strike(config)
+    p[P_REWARD_MODE] = _REWARD_MODES[ag.reward]
+    p[P_RISK_AVERSION] = ag.risk_aversion
+    p[P_PNL_SCALE] = config.pnl_scale
+    p[P_BOOK_GROSS] = sum(abs(line.quantity) for line in ag.lines) or 1.0
+    weights = np.array([abs(line.quantity) for line in ag.lines])
+    strikes = np.array([line.strike for line in ag.lines])
+    p[P_BOOK_CENTRE] = float(np.exp(np.average(np.log(strikes), weights=weights))) if weights.sum() > 0 \
+        else float(strikes.mean())
+    p[P_INITIAL_DELTA_HEDGE] = float(ag.initial_hedge == "delta")
+
+    venues = np.zeros((N_VENUES, VENUE_WIDTH))
+    for v, name in enumerate(VENUE_NAMES):
+        vc = getattr(config.venues, name)
+        venues[v, V_FEE] = vc.fee
+        venues[v, V_HALF_SPREAD] = vc.half_spread
+        venues[v, V_INV_DEPTH] = _inv_depth(vc.depth_usd_per_pct)
+        venues[v, V_ETA] = vc.eta
+        venues[v, V_TRANSMISSION] = vc.transmission
+        venues[v, V_MARGIN] = vc.margin
+        venues[v, V_ENABLED] = float(name in ag.venues)
+    return p, venues, lines_array(dl.lines), lines_array(ag.lines)
+
+
+class Market:
+    """N envs of one scenario, stepped together by the numba kernel.
+
+    Args:
+        config: a :class:`ScenarioConfig` or a mapping validated into one.
+        n_envs: number of rows (envs), >= 1.
+        parallel: use the numba-parallel kernel; default: when ``n_envs >= 256``.
+        agent_impact: when False the agent's trades pay costs but do not move prices (used to
+            measure the agent's own share of the volatility amplification).
+    """
+
+    def __init__(self, config, n_envs: int = 1, parallel: bool | None = None, agent_impact: bool = True):
+        self.config: ScenarioConfig = validate_config(config)
+        if isinstance(n_envs, bool) or not isinstance(n_envs, (int, np.integer)) or n_envs < 1:
+            raise ValueError(f"n_envs must be an integer >= 1 (got {n_envs!r})")
+        self.n_envs = int(n_envs)
+        self.params, self.venues, self.dealer_lines, self.agent_lines = build_params(self.config)
+        self.params[P_AGENT_IMPACT] = 1.0 if agent_impact else 0.0
+        self.parallel = self.n_envs >= PARALLEL_THRESHOLD if parallel is None else bool(parallel)
+        self._step_kernel = kernel.step_parallel if self.parallel else kernel.step_serial
+        self.state = np.zeros((self.n_envs, STATE_WIDTH))
+        self.hedge = np.zeros((self.n_envs, N_VENUES))
+        self.keys = np.zeros(self.n_envs, dtype=np.uint64)
+        self.out = np.zeros((self.n_envs, OUT_WIDTH))
+        self.obs = np.zeros((self.n_envs, OBS_DIM), dtype=np.float32)
+        self._zero_trades = np.zeros((self.n_envs, N_VENUES))
+        self.enabled_venues = np.flatnonzero(self.venues[:, V_ENABLED] > 0.5)
+
+    @property
+    def episode_steps(self) -> int:
+        """Steps per episode."""
+        return int(self.params[P_EPISODE_STEPS])
+
+    def reset(self, seeds, episodes=None, rows=None) -> None:
+        """Start a new episode in ``rows`` (all by default) from ``seeds`` and ``episodes`` (ints >= 0)."""
+        rows = np.arange(self.n_envs, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
+        if rows.ndim != 1 or np.any(rows < 0) or np.any(rows >= self.n_envs):
+            raise ValueError(f"rows must be indices in [0, {self.n_envs}) (got {rows})")
+        seeds = _as_uint64("seeds", seeds, rows.shape[0])
+        episodes = _as_uint64("episodes", 0 if episodes is None else episodes, rows.shape[0])
+        kernel.reset_rows(rows, seeds, episodes, self.state, self.hedge, self.keys, self.params,
+                          self.venues, self.dealer_lines, self.agent_lines)
+
+    def step(self, trades=None) -> np.ndarray:
+        """Advance every row by one step. ``trades[N, 3]``: coins per venue (zeros: agent inactive).
+
+        Returns the ``out[N, OUT_WIDTH]`` array (``O_*`` columns), overwritten by the next step.
+        """
+        if trades is None:
+            trades = self._zero_trades
+        else:
+            trades = np.asarray(trades, dtype=np.float64)
+            if trades.shape != (self.n_envs, N_VENUES):
+                raise ValueError(f"trades must have shape ({self.n_envs}, {N_VENUES}) (got {trades.shape})")
+            if not np.all(np.isfinite(trades)):
+                raise ValueError("trades must be finite (got NaN or inf)")
+        self._step_kernel(self.state, self.hedge, self.keys, trades, self.params, self.venues,
+                          self.dealer_lines, self.agent_lines, self.out)
+        return self.out
+
+    def observe(self) -> np.ndarray:
+        """Observations ``[N, OBS_DIM]`` float32 of the current state (overwritten next call)."""
+        kernel.observe_rows(self.state, self.hedge, self.params, self.obs)
+        return self.obs
+
+    def actions_to_trades(self, actions, mode: str | None = None) -> np.ndarray:
+        """Map actions ``[N, n_enabled]`` in [-1, 1] to the kernel's trades ``[N, 3]`` in coins.
+
+        ``mode`` (default ``agent.action_mode``): ``"trade"``: trade ``a * max_trade``;
+        ``"target"``: trade to the position ``a * max_trade`` (futures: delta coins, i.e.
+        ``a * max_trade / exp(r (T_f - t))`` contracts). Disabled venues get 0. The caller checks
+        shape and finiteness (the envs do, at ``step()``).
+        """
+        mode = mode or self.config.agent.action_mode
+        max_trade = self.config.agent.max_trade
+        trades = np.zeros((self.n_envs, N_VENUES))
+        trades[:, self.enabled_venues] = actions * max_trade
+        if mode == "target":
+            fut_delta = np.exp(self.params[P_RATE] * np.maximum(self.state[:, S_FUTURE_EXPIRY] - self.state[:, S_T], 0))
+            trades[:, FUTURE] /= fut_delta
+            trades -= self.hedge
+            trades[:, self.venues[:, V_ENABLED] < 0.5] = 0.0
+        return trades
+
+    def episode_metrics(self, rows=None) -> dict[str, np.ndarray]:
+        """Totals of the current episode per row (MODEL.md §7), from the kernel's accumulators.
+
+        Keys: ``pnl``, ``book_pnl``, ``hedge_pnl``, ``fees``, ``slippage_usd``, ``slippage_bps``
+        (of traded notional), ``funding``, ``carry``, ``turnover_usd``, ``n_trades``,
+        ``realised_vol`` and ``realised_vol_exo`` (annualised, zero-mean), ``vol_amplification``
+        (their ratio), ``mean_phi``, ``crisis_steps``, ``halt_steps``, ``pin_distance`` and
+        ``pin_distance_exo`` (|price - pin strike| / pin strike), ``steps``, ``reward``.
+        """
+        st = self.state if rows is None else self.state[np.asarray(rows)]
+        steps = np.maximum(st[:, S_STEP], 1.0)
+        years = steps * self.params[P_DT]
+        turnover = st[:, S_TURNOVER_USD]
+        pin = self.params[P_PIN_STRIKE]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            slippage_bps = np.where(turnover > 0, st[:, S_CUM_SLIPPAGE] / turnover * 1e4, 0.0)
+            amplification = np.where(st[:, S_SUM_X2] > 0, np.sqrt(st[:, S_SUM_R2] / st[:, S_SUM_X2]), 1.0)
+        return {
+            "pnl": st[:, S_CUM_PNL].copy(),
+            "book_pnl": st[:, S_CUM_BOOK_PNL].copy(),
+            "hedge_pnl": st[:, S_CUM_HEDGE_PNL].copy(),
+            "fees": st[:, S_CUM_FEES].copy(),
+            "slippage_usd": st[:, S_CUM_SLIPPAGE].copy(),
+            "slippage_bps": slippage_bps,
+            "funding": st[:, S_CUM_FUNDING].copy(),
+            "carry": st[:, S_CUM_CARRY].copy(),
+            "turnover_usd": turnover.copy(),
+            "n_trades": st[:, S_N_TRADES].copy(),
+            "realised_vol": np.sqrt(st[:, S_SUM_R2] / years),
+            "realised_vol_exo": np.sqrt(st[:, S_SUM_X2] / years),
+            "vol_amplification": amplification,
+            "mean_phi": st[:, S_SUM_PHI] / steps,
+            "crisis_steps": st[:, S_CRISIS_STEPS].copy(),
+            "halt_steps": st[:, S_HALT_STEPS].copy(),
+            "pin_distance": np.abs(np.exp(st[:, S_LOG_SPOT]) - pin) / pin,
+            "pin_distance_exo": np.abs(np.exp(st[:, S_X]) - pin) / pin,
+            "steps": st[:, S_STEP].copy(),
+            "reward": st[:, S_CUM_REWARD].copy(),
+        }
+
+    @property
+    def spot(self) -> np.ndarray:
+        """Spot price per row (USD)."""
+        return np.exp(self.state[:, S_LOG_SPOT])
+
+    @property
+    def exo_spot(self) -> np.ndarray:
+        """Exogenous (no-impact) price per row (USD)."""
+        return np.exp(self.state[:, S_X])
+
+    @property
+    def t(self) -> np.ndarray:
+        """Time per row, years since the episode's start."""
+        return self.state[:, S_T]
+
+    @property
+    def step_index(self) -> np.ndarray:
+        """Steps taken in the current episode, per row."""
+        return self.state[:, S_STEP].astype(np.int64)
+
+    def run(self, seeds, trades_fn=None, record=(O_SPOT, O_EXO_SPOT)) -> dict[int, np.ndarray]:
+        """Run whole episodes from ``seeds`` with trades from ``trades_fn(market)`` (None: inactive).
+
+        Returns ``{column: array[N, steps]}`` of the recorded ``O_*`` columns.
+        """
+        self.reset(seeds)
+        n = self.episode_steps
+        rec = {c: np.empty((self.n_envs, n)) for c in record}
+        for k in range(n):
+            out = self.step(None if trades_fn is None else trades_fn(self))
+            for c in record:
+                rec[c][:, k] = out[:, c]
+        return rec
+
+
+def _as_uint64(name: str, values, n: int) -> np.ndarray:
+    arr = np.asarray(values)
+    if arr.ndim == 0:
+        arr = np.full(n, arr)
+    if arr.shape != (n,):
+        raise ValueError(f"{name} must be a scalar or have shape ({n},) (got {arr.shape})")
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"{name} must be integers (got dtype {arr.dtype})")
+    if np.any(arr < 0):
+        raise ValueError(f"{name} must be >= 0 (got {arr[arr < 0][:3]})")
+    return arr.astype(np.uint64)
