@@ -467,3 +467,16 @@ def load_scenario(name: str, overrides: Mapping[str, Any] | None = None) -> Scen
         known = ", ".join(list_scenarios()) or "(none found)"
         raise ConfigError(f"unknown scenario {name!r}; known scenarios: {known}")
     return load_config(path, overrides)
+
+
+def resolve_scenario(scenario: str | None = None, config: str | os.PathLike | None = None,
+                     overrides: Mapping[str, Any] | None = None) -> ScenarioConfig:
+    """The scenario named ``scenario`` or loaded from the YAML file ``config`` (not both).
+
+    Neither given: the ``default`` scenario. ``overrides`` are dotted keys (``market.sigma``).
+    """
+    if scenario is not None and config is not None:
+        raise ConfigError("give either a scenario name or a config file, not both")
+    if config is not None:
+        return load_config(config, overrides)
+    return load_scenario(scenario or "default", overrides)

@@ -158,11 +158,15 @@ def _dealer_inv_depth(config: ScenarioConfig) -> float:
 
 
 def pin_strike(config: ScenarioConfig) -> float:
-    """Strike with the largest dealer open interest (|quantity| summed per strike); spot0 if none."""
+    """Strike with the largest dealer open interest (|quantity| summed per strike); spot0 if none.
+
+    Ties go to the strike nearest the initial spot.
+    """
     oi: dict[float, float] = {}
     for line in config.dealers.lines:
         oi[line.strike] = oi.get(line.strike, 0.0) + abs(line.quantity)
-    return max(oi, key=oi.get) if oi else config.market.spot0
+    spot0 = config.market.spot0
+    return max(oi, key=lambda k: (oi[k], -abs(k - spot0))) if oi else spot0
 
 
 def build_params(config: ScenarioConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
