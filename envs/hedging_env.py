@@ -1,0 +1,444 @@
+"""`HedgingEnv`: one dealer desk hedging its options book in a market with reflexive impact.
+
+The Gymnasium environment of one episode stream. It is a thin wrapper over a one-row
+:class:`~hedgegym.envs.market.Market`: the numba kernel computes the dynamics, the observation, the
+reward and the episode end; this module validates the action, maps it to trades, and packs the
+kernel's outputs into Gymnasium's ``(obs, reward, terminated, truncated, info)``. The batched
+:class:`~hedgegym.envs.vector_env.HedgingVectorEnv` sits on the same kernel and the same helpers
+below, so the two agree bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from gymnasium.error import ResetNeeded
+from hedgegym.envs.config import (
+    VENUE_NAMES,
+    ConfigError,
+    ScenarioConfig,
+    apply_overrides,
+    load_scenario,
+    read_yaml,
+    validate_config,
+)
+from hedgegym.envs.layout import (
+    O_BOOK_PNL,
+    O_CARRY,
+    O_CRISIS,
+    O_EXO_SPOT,
+    O_FEES,
+    O_FUNDING,
+    O_GEX,
+    O_HALTED,
+    O_HEDGE_PNL,
+    O_PHI,
+    O_PNL,
+    O_REWARD,
+    O_SLIPPAGE,
+    O_SPOT,
+    O_TERMINATED,
+    O_TRUNCATED,
+    OBS_BOUND,
+    OBS_DIM,
+    OBS_NAMES,
+    P_SPOT0,
+    S_BOOK_DELTA,
+    S_CUM_PNL,
+    S_GEX,
+    S_LOG_SPOT,
+    S_PHI,
+    S_STEP,
+)
+
+DEFAULT_SCENARIO = "default"
+# Arrays up to this many entries (or rows of observations) are checked with Python scalars.
+_SMALL = 8
+RENDER_MODES = ["ansi"]
+
+# The per-step info, shared by HedgingEnv (Python scalars) and HedgingVectorEnv (arrays): (key, out column).
+STEP_INFO_FLOATS = (
+    ("spot", O_SPOT), ("exo_spot", O_EXO_SPOT), ("phi", O_PHI), ("gex", O_GEX),
+    ("step_pnl", O_PNL), ("book_pnl", O_BOOK_PNL), ("hedge_pnl", O_HEDGE_PNL),
+    ("fees", O_FEES), ("slippage", O_SLIPPAGE), ("funding", O_FUNDING), ("carry", O_CARRY),
+)
+STEP_INFO_FLAGS = (("liquidity_crisis", O_CRISIS), ("halted", O_HALTED))
+
+
+class HedgingEnv(gym.Env):
+    """Delta hedging of an options book in a market whose dealers' hedging feeds back on the price.
+
+    ## Description
+    The agent is one dealer desk (MODEL.md §6). It holds an options book (by default short a strip
+    of calls and puts around the money, expiring at the episode's end) and hedges it on up to three
+    venues: spot, a perpetual swap and a dated future (``agent.venues``). Every step (``episode.dt_hours``)
+    its trades execute with fees, spread and temporary impact, push the price (permanent and transient
+    impact), the exogenous price moves, and the background dealers rebalance their own options hedge at
+    the new price: short-gamma dealers (``phi < 0``) amplify moves, long-gamma dealers (``phi > 0``) damp
+    and pin them (Frey & Stremme 1997; Sircar & Papanicolaou 1998). The market model is MODEL.md; the
+    scenario is a :class:`~hedgegym.envs.config.ScenarioConfig`.
+
+    ## Action Space
+    ``Box(-1, 1, (n,), float32)`` with ``n = len(agent.venues)``, one entry per enabled venue in the
+    order spot, perp, future (disabled venues are skipped). With ``agent.action_mode``:
+
+    - ``"trade"`` (default): trade ``a * agent.max_trade`` coins on the venue this step (futures: contracts).
+    - ``"target"``: trade to the position ``a * agent.max_trade`` coins of delta (futures: converted to
+      contracts at ``exp(r (T_f - t))`` coins per contract).
+
+    Finite values outside [-1, 1] are **clipped** to [-1, 1] (Gaussian policies emit them; SB3 clips
+    too). A wrong shape, NaN or inf raises ``ValueError``. Trades are ignored while the circuit breaker
+    halts trading (``info["halted"]``).
+
+    ## Observation Space
+    ``Box(-50, 50, (19,), float32)``: every entry is scaled to O(1) and clipped to +-``OBS_BOUND`` = 50,
+    so a policy trains without an observation normaliser. Names are ``hedgegym.envs.layout.OBS_NAMES``.
+    "Gross" is the book's gross quantity ``sum |quantity|`` (coins), ``sigma`` is ``market.sigma``.
+
+    ===  ================  ========================================================  ===========
+    idx  name              meaning and scale                                          range
+    ===  ================  ========================================================  ===========
+    0    time_to_expiry    steps left / episode steps                                 [0, 1]
+    1    log_moneyness     ln(S / book's centre strike) / (sigma sqrt(horizon))       ~ N(0, 1)
+    2    book_delta        book delta (coins) / gross                                 [-1, 1]
+    3    book_gamma        book gamma * S * 1 % (delta change per 1 % move) / gross   ~ [-1, 1]
+    4    book_vanna        book vanna * 0.1 (delta change per 10 vol pts) / gross     ~ [-1, 1]
+    5    book_charm        book charm * dt (delta change over one step) / gross       ~ [-1, 1]
+    6    hedge_spot        spot position (coins) / gross                              [-50, 50]
+    7    hedge_perp        perp position (coins) / gross                              [-50, 50]
+    8    hedge_future      futures position in delta coins / gross                    [-50, 50]
+    9    net_delta         (book delta + hedge deltas) / gross                        [-50, 50]
+    10   last_return       last spot log-return / (sigma sqrt(dt))                    ~ N(0, 1)
+    11   realised_vol      EWMA (1 day) realised vol / sigma                          ~ 1
+    12   atm_vol           ATM implied vol / sigma                                    ~ 1
+    13   perp_premium      perp premium / 0.001 (10 bp)                               ~ [-5, 5]
+    14   funding_rate      funding rate per interval / 0.0001 (1 bp)                  ~ [-75, 75]*
+    15   futures_basis     annualised basis / 0.1                                     ~ [-5, 5]
+    16   phi               dealer GEX / dealer depth (phi), as is                     ~ [-1, 1]
+    17   liquidity_crisis  1 if the last step hit the phi floor, else 0               {0, 1}
+    18   halted            1 while the circuit breaker halts trading, else 0          {0, 1}
+    ===  ================  ========================================================  ===========
+
+    (*) every entry is clipped to [-50, 50]. Observations are finite always: a non-finite value from
+    the simulator raises ``RuntimeError`` rather than reaching the policy.
+
+    ## Rewards
+    With ``x = step P&L / pnl_scale`` (``pnl_scale``: ``agent.pnl_scale_usd``, by default 1e-3 of the
+    book's gross notional ``sum |quantity| * spot0``), and the step P&L of MODEL.md §6 (book
+    mark-to-model change + hedge P&L - fees - slippage - funding - carry of margin capital),
+    ``agent.reward`` selects:
+
+    - ``"mean_variance"`` (default, Kolm & Ritter 2019): ``r = x - (risk_aversion / 2) x^2``;
+    - ``"pnl"``: ``r = x``;
+    - ``"terminal_pnl"``: 0 until the last step, then the episode's total P&L / pnl_scale (for
+      CVaR and other objectives on the episode's P&L distribution).
+
+    ## Starting State
+    Spot at ``market.spot0``, exogenous price equal to spot, no transient impact, variance
+    ``sigma^2`` (Heston: ``v0``), hedge positions flat (``agent.initial_hedge="delta"``: short the
+    book's delta on spot). Every path is random only through the episode's seed (common random
+    numbers: two policies on the same seed meet the same shocks).
+
+    ## Episode End
+    Every episode lasts ``config.episode_steps`` steps.
+
+    - Termination: the agent's last option expires (within ``episode.horizon_days``); the book
+      settles in cash at intrinsic value on that step.
+    - Truncation: ``episode.horizon_days`` is reached before the last expiry.
+
+    ``step()`` after the episode ended, or before the first ``reset()``, raises
+    ``gymnasium.error.ResetNeeded``.
+
+    ## Info
+    ``reset()`` and every ``step()`` return:
+
+    ====================  ==============================================================
+    spot, exo_spot        spot and the exogenous (no-impact) price after the step, USD
+    phi, gex              dealer gamma over depth, and dealer GEX (USD per 1 % move)
+    step_pnl              the step's P&L, USD (= book_pnl + hedge_pnl - fees - slippage
+                          - funding - carry)
+    book_pnl, hedge_pnl   change in the book's mark, P&L of the hedge positions, USD
+    fees, slippage        the step's trading costs, USD
+    funding, carry        perp funding paid and the cost of margin capital, USD
+    hedge                 positions after the step, float64 array (3,): spot (coins),
+                          perp (coins), future (contracts); disabled venues 0
+    book_delta            the book's delta, coins
+    liquidity_crisis      True if the clearing hit the phi floor this step
+    halted                True if the circuit breaker halted trading this step
+    ====================  ==============================================================
+
+    At ``reset()`` the P&L entries are 0 and the prices are ``spot0``. On the episode's last step
+    ``info["episode_metrics"]`` holds the episode's totals (MODEL.md §7), floats: ``pnl``,
+    ``book_pnl``, ``hedge_pnl``, ``fees``, ``slippage_usd``, ``slippage_bps`` (of traded notional),
+    ``funding``, ``carry``, ``turnover_usd``, ``n_trades``, ``realised_vol`` and ``realised_vol_exo``
+    (annualised), ``vol_amplification`` (their ratio), ``mean_phi``, ``crisis_steps``,
+    ``halt_steps``, ``pin_distance``, ``pin_distance_exo``, ``steps``, ``reward``.
+
+    ## Seeding
+    ``reset(seed=s)`` starts the stream ``s`` at episode 0; each later ``reset()`` without a seed
+    starts the stream's next episode (1, 2, ...). The first ``reset()`` without a seed draws the
+    stream's seed from ``self.np_random``. Episode ``e`` of stream ``s`` is the same path whatever
+    the actions and whichever env (single or vector) runs it.
+
+    ## Arguments
+    - ``config``: a :class:`ScenarioConfig`, a mapping validated into one, or the path of a YAML
+      file. Exclusive with ``scenario``.
+    - ``scenario``: the name of a scenario in ``configs/scenarios`` (default ``"default"``).
+    - ``render_mode``: ``None`` or ``"ansi"`` (``render()`` returns a one-line text summary).
+    - ``agent_impact``: if False the agent's trades pay their costs but do not move prices (to
+      measure the agent's own share of the volatility amplification).
+    - ``**overrides``: config fields as ``section__field=value`` keyword arguments, nested fields
+      joined by double underscores: ``market__sigma=0.8``, ``market__heston__enabled=True``,
+      ``agent__venues=["spot"]``. Validated like a YAML file; a bad one raises
+      :class:`~hedgegym.envs.config.ConfigError` naming the field.
+
+    ## Version History
+    - v0: initial version.
+
+    Example:
+        >>> from hedgegym.envs import HedgingEnv
+        >>> env = HedgingEnv(scenario="frictionless", agent__venues=["spot"])
+        >>> obs, info = env.reset(seed=0)
+        >>> obs.shape, env.action_space.shape
+        ((19,), (1,))
+        >>> obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+        >>> sorted(info)[:4]
+        ['book_delta', 'book_pnl', 'carry', 'exo_spot']
+    """
+
+    metadata = {"render_modes": RENDER_MODES, "render_fps": 4}
+
+    def __init__(
+        self,
+        config: ScenarioConfig | Mapping[str, Any] | str | os.PathLike | None = None,
+        scenario: str | None = None,
+        render_mode: str | None = None,
+        agent_impact: bool = True,
+        **overrides: Any,
+    ):
+        # Imported here so that `import hedgegym.envs` loads no numba (registration is by string).
+        from hedgegym.envs.market import Market
+
+        self.config: ScenarioConfig = resolve_config(config, scenario, overrides)
+        self.render_mode = check_render_mode(render_mode)
+        self.market = Market(self.config, n_envs=1, parallel=False, agent_impact=agent_impact)
+        self.episode_steps = self.market.episode_steps
+        self.venues: tuple[str, ...] = tuple(self.config.agent.venues)
+        self.action_space = spaces.Box(-1.0, 1.0, (len(self.venues),), np.float32)
+        self.observation_space = spaces.Box(-OBS_BOUND, OBS_BOUND, (OBS_DIM,), np.float32)
+        self._action_shape = (len(self.venues),)
+        self._stream_seed: int | None = None
+        self._episode = 0
+        # Why step() must wait for a reset (None: it need not).
+        self._needs_reset: str | None = "before reset()"
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """Start episode 0 of stream ``seed``, or the stream's next episode if ``seed`` is None."""
+        super().reset(seed=seed)
+        check_no_options(options)
+        if seed is not None:
+            self._stream_seed, self._episode = int(seed), 0
+        elif self._stream_seed is None:
+            self._stream_seed, self._episode = draw_stream_seed(self.np_random), 0
+        else:
+            self._episode += 1
+        self.market.reset(self._stream_seed, self._episode)
+        self._needs_reset = None
+        obs = self.market.observe()
+        check_finite_obs(obs, self.market)
+        return obs[0].copy(), reset_info(self.market, 0)
+
+    def step(self, action):
+        """Advance one step; see the class docstring for the action, reward and info."""
+        if self._needs_reset:
+            raise ResetNeeded(f"HedgingEnv.step() called {self._needs_reset}; call reset() first.")
+        actions = check_actions(action, self._action_shape, self.venues)
+        # Until this step completes, a failure inside it (non-finite output) leaves the env needing a reset.
+        self._needs_reset = "after a step that failed"
+        market = self.market
+        out = market.step(market.actions_to_trades(actions[None, :]))
+        obs = market.observe()
+        check_finite_obs(obs, market)
+        vals = out[0].tolist()
+        reward = vals[O_REWARD]
+        terminated = vals[O_TERMINATED] > 0.5
+        truncated = vals[O_TRUNCATED] > 0.5
+        info = {name: vals[col] for name, col in STEP_INFO_FLOATS}
+        for name, col in STEP_INFO_FLAGS:
+            info[name] = vals[col] > 0.5
+        info["hedge"] = market.hedge[0].copy()
+        info["book_delta"] = market.state[0, S_BOOK_DELTA].item()
+        if terminated or truncated:
+            info["episode_metrics"] = {k: v[0].item() for k, v in market.episode_metrics().items()}
+        if not math.isfinite(reward):
+            raise RuntimeError(f"the simulator produced a non-finite reward ({reward}) at step "
+                               f"{int(market.state[0, S_STEP])}; " + _NON_FINITE_HINT)
+        self._needs_reset = "after the episode ended (terminated or truncated)" if terminated or truncated else None
+        return obs[0].copy(), reward, terminated, truncated, info
+
+    def render(self):
+        """``"ansi"``: a one-line text summary of the current state; ``None``: warns, returns None."""
+        if self.render_mode is None:
+            gym.logger.warn("HedgingEnv.render() called without a render_mode; create the env with "
+                            "render_mode='ansi' to get a text summary.")
+            return None
+        return render_rows(self.market, [0])[0]
+
+
+# ------------------------------------------------------------------------------ shared helpers
+_NON_FINITE_HINT = ("the scenario's parameters are probably outside the range where the model is "
+                    "numerically sound (e.g. extreme vol, depth or step); please report it with the "
+                    "config and seed.")
+
+
+def resolve_config(config, scenario: str | None, overrides: Mapping[str, Any]) -> ScenarioConfig:
+    """The validated config from ``config`` or ``scenario`` plus ``section__field`` overrides.
+
+    ``config``: ScenarioConfig, mapping or YAML path; ``scenario``: a named scenario; neither:
+    the ``default`` scenario. Keyword arguments that are not overrides (no ``__``) are an error.
+    """
+    if config is not None and scenario is not None:
+        raise ConfigError(
+            f"pass either config= or scenario=, not both (got scenario={scenario!r}); a named id such as "
+            "hedgegym/ShortGammaCrash-v0 fixes its scenario: use hedgegym/Hedging-v0 with config=..."
+        )
+    bad = [k for k in overrides if "__" not in k]
+    if bad:
+        hint = (" (the episode's length is the scenario's: set episode__horizon_days)"
+                if "max_episode_steps" in bad else "")
+        raise ConfigError(
+            f"unknown argument(s) {', '.join(map(repr, bad))}: config overrides are keyword arguments "
+            "named section__field (nested fields joined by '__'), e.g. market__sigma=0.8 or "
+            f"agent__venues=['spot']{hint}"
+        )
+    if config is None:
+        base: ScenarioConfig | Mapping[str, Any] = load_scenario(scenario or DEFAULT_SCENARIO)
+        source = f" (scenario {scenario or DEFAULT_SCENARIO!r})"
+    elif isinstance(config, (str, os.PathLike)):
+        base, source = read_yaml(config), f" in {config}"
+    elif isinstance(config, (ScenarioConfig, Mapping)):
+        base, source = config, ""
+    else:
+        raise ConfigError(f"config must be a ScenarioConfig, a mapping or a YAML path (got {type(config).__name__})")
+    if not overrides:
+        return validate_config(base, source=source)
+    keys = ", ".join(f"{k}=" for k in overrides)
+    return validate_config(apply_overrides(_as_mapping(base), overrides, sep="__"),
+                           source=f"{source} with overrides {keys}")
+
+
+def _as_mapping(config: ScenarioConfig | Mapping[str, Any]) -> Mapping[str, Any]:
+    return config.model_dump() if isinstance(config, ScenarioConfig) else config
+
+
+def check_render_mode(render_mode: str | None) -> str | None:
+    """``render_mode`` if supported, else ``ValueError`` listing the supported ones."""
+    if render_mode is not None and render_mode not in RENDER_MODES:
+        raise ValueError(f"render_mode must be None or one of {RENDER_MODES} (got {render_mode!r})")
+    return render_mode
+
+
+def check_no_options(options: Mapping[str, Any] | None) -> None:
+    """The envs take no reset options (the vector env's ``reset_mask`` is handled before this)."""
+    if options:
+        raise ValueError(f"unknown reset option(s) {sorted(options)}: hedgegym envs take no reset options "
+                         "(the vector env takes only 'reset_mask')")
+
+
+def draw_stream_seed(rng: np.random.Generator, size: int | None = None):
+    """Stream seed(s) for an unseeded first reset, drawn from the env's Gymnasium RNG."""
+    seeds = rng.integers(0, 2**63, size=size, dtype=np.int64)
+    return int(seeds) if size is None else seeds.astype(np.uint64)
+
+
+def check_actions(action, shape: tuple[int, ...], venues: tuple[str, ...]) -> np.ndarray:
+    """``action`` as float64 of ``shape``, clipped to [-1, 1]; wrong shape, NaN or inf raise ValueError."""
+    try:
+        arr = np.asarray(action, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"action must be an array of numbers of shape {shape} (one per venue "
+                         f"{list(venues)}); could not convert {action!r}: {err}") from None
+    if arr.shape != shape:
+        raise ValueError(f"action must have shape {shape}, one value in [-1, 1] per enabled venue "
+                         f"{list(venues)} (got shape {arr.shape})")
+    # The common case, every entry in [-1, 1] (NaN fails both comparisons), costs one pass. A single
+    # env's few entries are checked in Python: numpy's reductions cost microseconds on tiny arrays.
+    if arr.size <= _SMALL:
+        in_range = all(-1.0 <= x <= 1.0 for x in arr.ravel().tolist())
+    else:
+        in_range = bool(((arr >= -1.0) & (arr <= 1.0)).all())
+    if in_range:
+        return arr
+    finite = np.isfinite(arr)
+    if not finite.all():
+        where = np.argwhere(~finite)[0]
+        kind = "NaN" if np.isnan(arr[tuple(where)]) else "inf"
+        env = f"env {where[0]}, " if len(shape) == 2 else ""
+        raise ValueError(f"action contains {kind} at {env}venue {venues[where[-1]]!r} "
+                         f"(index {tuple(int(i) for i in where)}); actions must be finite numbers in [-1, 1]")
+    return np.minimum(np.maximum(arr, -1.0), 1.0)
+
+
+def check_finite_obs(obs: np.ndarray, market) -> None:
+    """Raise if the simulator produced a non-finite observation: it must never reach a policy."""
+    # The kernel clips to +-OBS_BOUND, so only NaN can get through, and NaN propagates into a sum.
+    if obs.size <= _SMALL * OBS_DIM:
+        finite = math.isfinite(sum(obs.ravel().tolist()))
+    else:
+        finite = bool(np.isfinite(obs).all())
+    if not finite:
+        row, col = (int(i) for i in np.argwhere(~np.isfinite(obs))[0])
+        raise RuntimeError(f"the simulator produced a non-finite observation {OBS_NAMES[col]}={obs[row, col]} "
+                           f"in env {row} at step {int(market.state[row, S_STEP])}; " + _NON_FINITE_HINT)
+
+
+def reset_info(market, row: int) -> dict[str, Any]:
+    """The info of a freshly reset row, as Python scalars (HedgingEnv)."""
+    return {k: v[0].item() if k != "hedge" else v[0] for k, v in reset_info_arrays(market, [row]).items()}
+
+
+def reset_info_arrays(market, rows) -> dict[str, np.ndarray]:
+    """The info of freshly reset ``rows``, one entry per row: prices at spot0, P&L entries 0."""
+    rows = np.asarray(rows, dtype=np.int64)
+    n = rows.shape[0]
+    spot0 = market.params[P_SPOT0]
+    start = {"spot": np.full(n, spot0), "exo_spot": np.full(n, spot0),
+             "phi": market.state[rows, S_PHI], "gex": market.state[rows, S_GEX]}
+    info: dict[str, np.ndarray] = {name: start[name] if name in start else np.zeros(n)
+                                   for name, _ in STEP_INFO_FLOATS}
+    for name, _ in STEP_INFO_FLAGS:
+        info[name] = np.zeros(n, dtype=bool)
+    info["hedge"] = market.hedge[rows]
+    info["book_delta"] = market.state[rows, S_BOOK_DELTA]
+    return info
+
+
+def step_info_arrays(market) -> dict[str, np.ndarray]:
+    """The per-step info of every row as arrays (copies: the market's buffers are reused)."""
+    out = market.out
+    info: dict[str, np.ndarray] = {name: out[:, col].copy() for name, col in STEP_INFO_FLOATS}
+    for name, col in STEP_INFO_FLAGS:
+        info[name] = out[:, col] > 0.5
+    info["hedge"] = market.hedge.copy()
+    info["book_delta"] = market.state[:, S_BOOK_DELTA].copy()
+    return info
+
+
+def render_rows(market, rows) -> list[str]:
+    """One line of text per row: step, prices, phi, positions, P&L so far."""
+    lines = []
+    st, hedge = market.state, market.hedge
+    for i in rows:
+        positions = " ".join(f"{v} {hedge[i, j]:+.2f}" for j, v in enumerate(VENUE_NAMES))
+        lines.append(
+            f"step {int(st[i, S_STEP])}/{market.episode_steps}  spot {math.exp(st[i, S_LOG_SPOT]):,.1f}  "
+            f"phi {st[i, S_PHI]:+.3f}  book delta {st[i, S_BOOK_DELTA]:+.2f}  hedge {positions}  "
+            f"P&L {st[i, S_CUM_PNL]:+,.0f} USD"
+        )
+    return lines

@@ -1,0 +1,205 @@
+"""Stable-Baselines3 ``VecEnv`` over the batched hedging env, so SB3 needs no ``DummyVecEnv``.
+
+SB3's vectorised API differs from Gymnasium's: ``step`` returns ``(obs, rewards, dones, infos)``
+with ``done = terminated | truncated``, an env that ends is reset within the same step, and its
+final observation travels in ``infos[i]["terminal_observation"]`` (with
+``infos[i]["TimeLimit.truncated"]`` telling a time-out from a true end). :class:`HedgingSB3VecEnv`
+implements that contract on a :class:`~hedgegym.envs.vector_env.HedgingVectorEnv` in
+``AutoresetMode.SAME_STEP``, and adds Monitor's ``infos[i]["episode"]`` so SB3 logs episode rewards
+without a ``Monitor`` wrapper. Stable-Baselines3 is imported only by this module.
+
+Example:
+    >>> from stable_baselines3 import PPO
+    >>> from hedgegym.envs.sb3_vec_env import make_sb3_vec_env
+    >>> venv = make_sb3_vec_env("frictionless", n_envs=4, seed=0, agent__venues=["spot"])
+    >>> model = PPO("MlpPolicy", venv, n_steps=32, batch_size=64, n_epochs=1)
+    >>> _ = model.learn(128)
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AutoresetMode
+from hedgegym.envs.config import ScenarioConfig
+from hedgegym.envs.hedging_env import STEP_INFO_FLAGS, STEP_INFO_FLOATS
+from hedgegym.envs.vector_env import HedgingVectorEnv
+from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvObs, VecEnvStepReturn
+
+_SCALAR_KEYS = tuple(name for name, _ in STEP_INFO_FLOATS + STEP_INFO_FLAGS) + ("book_delta",)
+
+
+class HedgingSB3VecEnv(VecEnv):
+    """SB3 ``VecEnv`` over a :class:`HedgingVectorEnv` (which must use ``AutoresetMode.SAME_STEP``).
+
+    ``step_wait`` returns observations ``(num_envs, 19)`` float32, rewards ``(num_envs,)`` float32
+    (as ``DummyVecEnv``), dones ``(num_envs,)`` bool and a list of ``num_envs`` info dicts. Each info
+    holds the keys of :class:`~hedgegym.envs.hedging_env.HedgingEnv`'s step info as Python scalars
+    (``hedge``: an array ``(3,)``) and ``"TimeLimit.truncated"``; an env that ended also gets
+    ``"terminal_observation"``, ``"episode_metrics"`` (dict of floats) and Monitor's
+    ``"episode": {"r": episode reward, "l": episode length, "t": seconds since this adapter was
+    made}``; its reset info goes to ``self.reset_infos``.
+
+    The envs of the batch share one simulator, so:
+
+    - ``get_attr(name)`` returns the batch's attribute for each requested index
+      (``observation_space`` and ``action_space`` are the single env's);
+    - ``set_attr`` and ``env_method`` act on the batch once and need ``indices=None`` (all envs);
+      ``env_method`` returns the method's result for each env;
+    - ``env_is_wrapped(Monitor)`` is True, as the adapter writes Monitor's ``"episode"`` info
+      itself (so ``evaluate_policy`` reads episode rewards from it); every other wrapper: False.
+
+    Args:
+        vector_env: the batched env, created with ``autoreset_mode=AutoresetMode.SAME_STEP``.
+        step_info: False leaves the per-step info keys out (only ``"TimeLimit.truncated"`` and, for
+            envs that ended, the episode keys remain), saving the per-env dicts' cost at large N.
+    """
+
+    def __init__(self, vector_env: HedgingVectorEnv, step_info: bool = True):
+        if not isinstance(vector_env, HedgingVectorEnv):
+            raise TypeError(f"vector_env must be a HedgingVectorEnv (got {type(vector_env).__name__}); "
+                            "for other envs use stable_baselines3's DummyVecEnv")
+        if vector_env.autoreset_mode != AutoresetMode.SAME_STEP:
+            raise ValueError(
+                "SB3 resets an env in the step on which it ends: create the vector env with "
+                "HedgingVectorEnv(..., autoreset_mode=AutoresetMode.SAME_STEP) or use make_sb3_vec_env() "
+                f"(got {vector_env.autoreset_mode})"
+            )
+        # Set before VecEnv.__init__, which calls get_attr("render_mode").
+        self.venv = vector_env
+        self.step_info = bool(step_info)
+        super().__init__(vector_env.num_envs, vector_env.single_observation_space, vector_env.single_action_space)
+        self.metadata = dict(vector_env.metadata)
+        self._actions: np.ndarray | None = None
+        self._t_start = time.time()
+
+    # ------------------------------------------------------------------------------ reset / step
+    def reset(self) -> VecEnvObs:
+        """Reset every env, with the seeds set by ``seed()`` if any (used once), else the next episodes."""
+        if any(self._options):
+            raise ValueError(f"hedgegym envs take no reset options (got {self._options[:1]} from set_options)")
+        seeds = None if all(s is None for s in self._seeds) else list(self._seeds)
+        obs, info = self.venv.reset(seed=seeds)
+        self.reset_infos = self._info_dicts(info, np.zeros(self.num_envs, dtype=bool))
+        self._reset_seeds()
+        self._reset_options()
+        return obs
+
+    def step_async(self, actions: np.ndarray) -> None:
+        """Store the actions ``(num_envs, n_venues)`` for ``step_wait``."""
+        self._actions = actions
+
+    def step_wait(self) -> VecEnvStepReturn:
+        """Step the batch once; ended envs are reset in this step (see the class docstring)."""
+        if self._actions is None:
+            raise RuntimeError("step_wait() called without step_async(actions)")
+        actions, self._actions = self._actions, None
+        obs, rewards, terminated, truncated, info = self.venv.step(actions)
+        dones = terminated | truncated
+        infos = self._info_dicts(info, dones, (truncated & ~terminated).tolist())
+        if dones.any():
+            final_obs = info["final_obs"]
+            metrics = info["final_info"]["episode_metrics"]
+            names = [k for k in metrics if not k.startswith("_")]
+            elapsed = round(time.time() - self._t_start, 6)
+            reset_infos = self._info_dicts(info, np.zeros(self.num_envs, dtype=bool))
+            for i in np.flatnonzero(dones).tolist():
+                ep = {k: metrics[k][i].item() for k in names}
+                infos[i]["terminal_observation"] = final_obs[i]
+                infos[i]["episode_metrics"] = ep
+                infos[i]["episode"] = {"r": ep["reward"], "l": int(ep["steps"]), "t": elapsed}
+                self.reset_infos[i] = reset_infos[i]
+        return obs, rewards.astype(np.float32), dones, infos
+
+    def _info_dicts(self, info: dict[str, Any], ended: np.ndarray,
+                    time_limit: list[bool] | None = None) -> list[dict[str, Any]]:
+        """Per-env dicts of the step keys (for ``ended`` envs the final step's, from ``final_info``),
+        plus ``"TimeLimit.truncated"`` when ``time_limit`` is given."""
+        keys: tuple[str, ...] = ()
+        columns: list[list[Any]] = []
+        if self.step_info:
+            if ended.any():
+                final = info["final_info"]
+                info = {k: np.where(ended if info[k].ndim == 1 else ended[:, None], final[k], info[k])
+                        for k in _SCALAR_KEYS + ("hedge",)}
+            keys = _SCALAR_KEYS + ("hedge",)
+            columns = [info[k].tolist() for k in _SCALAR_KEYS] + [list(info["hedge"])]
+        if time_limit is not None:
+            keys += ("TimeLimit.truncated",)
+            columns.append(time_limit)
+        if not keys:
+            return [{} for _ in range(self.num_envs)]
+        # One dict per env is SB3's info API; this loop builds them (the step itself is batched).
+        return [dict(zip(keys, values, strict=True)) for values in zip(*columns, strict=True)]
+
+    def close(self) -> None:
+        """Close the batched env."""
+        self.venv.close()
+
+    # ------------------------------------------------------------------------------ attributes
+    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
+        """The batch's attribute once per requested env (spaces: the single env's)."""
+        single = {"observation_space": "single_observation_space", "action_space": "single_action_space"}
+        value = getattr(self.venv, single.get(attr_name, attr_name))
+        return [value for _ in self._get_indices(indices)]
+
+    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
+        """Set an attribute of the batch (all envs: they share one simulator)."""
+        self._require_all(indices, "set_attr")
+        setattr(self.venv, attr_name, value)
+
+    def env_method(self, method_name: str, *method_args, indices: VecEnvIndices = None, **method_kwargs) -> list[Any]:
+        """Call a method of the batch once (all envs) and return its result for each env."""
+        self._require_all(indices, "env_method")
+        result = getattr(self.venv, method_name)(*method_args, **method_kwargs)
+        return [result for _ in range(self.num_envs)]
+
+    def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
+        """True for ``Monitor`` (the adapter writes its ``"episode"`` info), False for any other wrapper."""
+        return [wrapper_class is Monitor for _ in self._get_indices(indices)]
+
+    def get_images(self) -> Sequence[np.ndarray | None]:
+        """The hedging envs render text, not images: warns and returns ``None`` per env (as DummyVecEnv)."""
+        warnings.warn(f"The render mode is {self.render_mode}; hedgegym envs have no rgb_array images.",
+                      stacklevel=2)
+        return [None for _ in range(self.num_envs)]
+
+    def _require_all(self, indices: VecEnvIndices, what: str) -> None:
+        idx = list(self._get_indices(indices))
+        if sorted(idx) != list(range(self.num_envs)):
+            raise ValueError(f"{what}: the {self.num_envs} envs of a HedgingSB3VecEnv share one simulator, so "
+                             f"{what} applies to all of them; pass indices=None (got {idx[:10]})")
+
+
+def make_sb3_vec_env(
+    scenario_or_config: str | ScenarioConfig | dict | Path = "default",
+    n_envs: int = 8,
+    seed: int | None = None,
+    step_info: bool = True,
+    **kwargs: Any,
+) -> HedgingSB3VecEnv:
+    """An SB3 ``VecEnv`` of ``n_envs`` hedging envs, ready for ``PPO("MlpPolicy", venv)``.
+
+    Args:
+        scenario_or_config: a named scenario (``"short-gamma-crash"``), a YAML path (a string
+            ending in ``.yaml``/``.yml`` or a ``Path``), a ``ScenarioConfig`` or a mapping.
+        n_envs: number of envs in the batch.
+        seed: if given, env ``i`` is seeded ``seed + i`` at the first ``reset()``.
+        step_info: see :class:`HedgingSB3VecEnv`.
+        **kwargs: ``HedgingVectorEnv`` arguments (``parallel``, ``agent_impact``, ``render_mode``)
+            and config overrides ``section__field=value``.
+    """
+    is_name = isinstance(scenario_or_config, str) and not scenario_or_config.endswith((".yaml", ".yml"))
+    source = {"scenario": scenario_or_config} if is_name else {"config": scenario_or_config}
+    venv = HedgingVectorEnv(n_envs, autoreset_mode=AutoresetMode.SAME_STEP, **source, **kwargs)
+    sb3_env = HedgingSB3VecEnv(venv, step_info=step_info)
+    if seed is not None:
+        sb3_env.seed(seed)
+    return sb3_env
