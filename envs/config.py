@@ -1,8 +1,9 @@
 """The scenario config: typed, validated, loaded from YAML, with defaults from ``MODEL.md``.
 
-A scenario is one :class:`ScenarioConfig` with five sections: ``market`` (exogenous dynamics,
+A scenario is one :class:`ScenarioConfig` with six sections: ``market`` (exogenous dynamics,
 impact, smile), ``venues`` (spot, perp, future), ``dealers`` (the background dealers' options book),
-``agent`` (the desk that hedges) and ``episode`` (horizon and step). Every field has a default, so
+``agent`` (the desk that hedges), ``episode`` (horizon and step) and ``baselines`` (the classical
+hedgers' parameters, read only by :mod:`hedgegym.agents.baselines`). Every field has a default, so
 an empty YAML file is the ``default`` scenario. Unknown keys, wrong types, out-of-range and
 non-finite values are rejected at load time with :class:`ConfigError`, whose message names the
 field (dotted path), the value given and what is allowed.
@@ -250,7 +251,10 @@ class AgentConfig(_Strict):
         default_factory=lambda: ["spot", "perp", "future"], description="Venues the agent may trade."
     )
     max_trade: float = Field(20.0, gt=0.0, description="Coins traded (or targeted) at action +-1.")
-    action_mode: Literal["trade", "target"] = Field("trade", description="Action is a trade or a target.")
+    action_mode: Literal["trade", "target", "delta"] = Field(
+        "trade", description="Action is a trade, a target position, or a deviation from the full delta hedge."
+    )
+    min_trade: float = Field(0.0, ge=0.0, description="Orders below this many coins are not sent (lot size).")
     reward: Literal["mean_variance", "pnl", "terminal_pnl"] = Field("mean_variance")
     risk_aversion: float = Field(1.0, ge=0.0, description="Kolm-Ritter kappa, in units of pnl_scale_usd.")
     pnl_scale_usd: float | None = Field(
@@ -302,6 +306,30 @@ class EpisodeConfig(_Strict):
         return self
 
 
+class BaselinesConfig(_Strict):
+    """The classical hedgers' parameters (:mod:`hedgegym.agents.baselines`); the envs ignore them."""
+
+    venue: Literal["spot", "perp", "future", "cheapest"] | None = Field(
+        None, description="Venue the hedgers trade, or 'cheapest' to route each trade by expected cost "
+                          "per coin; default the first of agent.venues."
+    )
+    band_width: float = Field(
+        0.05, ge=0.0, le=10.0, description="fixed_band: half-width of the no-trade band in net delta per coin "
+                                           "of gross book quantity (0.05 = 6 coins for a 120-coin book)."
+    )
+    risk_aversion_usd: float | None = Field(
+        None, gt=0.0, description="whalley_wilmott: absolute risk aversion gamma, per USD; default "
+                                  "agent.risk_aversion / pnl_scale (the reward's kappa in USD)."
+    )
+    leland_interval_steps: int = Field(
+        1, ge=1, description="leland: rebalance every this many steps (the interval of the Leland number)."
+    )
+    route_horizon_hours: float | None = Field(
+        None, gt=0.0, description="cheapest routing: holding horizon of a hedge for funding, basis and capital "
+                                  "carry, hours; default the time left in the episode."
+    )
+
+
 class ScenarioConfig(_Strict):
     """A whole scenario. ``ScenarioConfig()`` is the ``default`` scenario."""
 
@@ -312,9 +340,13 @@ class ScenarioConfig(_Strict):
     dealers: DealerConfig = DealerConfig()
     agent: AgentConfig = AgentConfig()
     episode: EpisodeConfig = EpisodeConfig()
+    baselines: BaselinesConfig = BaselinesConfig()
 
     @model_validator(mode="after")
     def _cross_fields(self) -> ScenarioConfig:
+        venue = self.baselines.venue
+        if venue not in (None, "cheapest") and venue not in self.agent.venues:
+            raise ValueError(f"baselines.venue={venue!r} is not one of agent.venues {self.agent.venues}")
         step_days = self.episode.dt_hours / 24.0
         for section, lines in (("agent", self.agent.lines), ("dealers", self.dealers.lines)):
             for i, line in enumerate(lines):

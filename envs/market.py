@@ -89,9 +89,11 @@ from hedgegym.envs.layout import (
     P_VOL_PREMIUM,
     P_XI,
     PARAMS_WIDTH,
+    PERP,
     REWARD_MEAN_VARIANCE,
     REWARD_PNL,
     REWARD_TERMINAL_PNL,
+    S_BOOK_DELTA,
     S_CRISIS_STEPS,
     S_CUM_BOOK_PNL,
     S_CUM_CARRY,
@@ -112,6 +114,7 @@ from hedgegym.envs.layout import (
     S_T,
     S_TURNOVER_USD,
     S_X,
+    SPOT,
     STATE_WIDTH,
     V_ENABLED,
     V_ETA,
@@ -309,23 +312,50 @@ class Market:
         kernel.observe_rows(self.state, self.hedge, self.params, self.obs)
         return self.obs
 
-    def actions_to_trades(self, actions, mode: str | None = None) -> np.ndarray:
-        """Map actions ``[N, n_enabled]`` in [-1, 1] to the kernel's trades ``[N, 3]`` in coins.
+    def net_delta(self) -> np.ndarray:
+        """Net delta per row in coins: book delta + spot + perp + futures contracts x exp(r (T_f - t))."""
+        return self.state[:, S_BOOK_DELTA] + self.hedge[:, SPOT] + self.hedge[:, PERP] \
+            + self.hedge[:, FUTURE] * self.future_delta()
 
-        ``mode`` (default ``agent.action_mode``): ``"trade"``: trade ``a * max_trade``;
-        ``"target"``: trade to the position ``a * max_trade`` (futures: delta coins, i.e.
-        ``a * max_trade / exp(r (T_f - t))`` contracts). Disabled venues get 0. The caller checks
-        shape and finiteness (the envs do, at ``step()``).
+    def future_delta(self) -> np.ndarray:
+        """Coins of delta per futures contract per row: exp(r (T_f - t)) (MODEL.md §4)."""
+        return np.exp(self.params[P_RATE] * np.maximum(self.state[:, S_FUTURE_EXPIRY] - self.state[:, S_T], 0.0))
+
+    def actions_to_trades(self, actions, mode: str | None = None) -> np.ndarray:
+        """Map actions ``[N, n_enabled]`` in [-1, 1] to the kernel's trades ``[N, 3]`` (coins; future: contracts).
+
+        ``mode`` (default ``agent.action_mode``), with ``m = agent.max_trade`` and ``n`` enabled venues:
+
+        * ``"trade"``: trade ``a_v m`` delta coins on venue v;
+        * ``"target"``: trade to the position ``a_v m`` delta coins on venue v;
+        * ``"delta"``: trade ``-net_delta / n + a_v m`` delta coins on venue v — ``a = 0`` closes the
+          whole net-delta gap, split evenly over the venues, and the action is the deviation from that
+          full delta hedge (trades relative to the book's delta: a policy starts from the textbook
+          hedger and learns bands and venue choice on top of it).
+
+        Futures trades in delta coins become contracts by dividing by ``exp(r (T_f - t))``. Orders
+        smaller than ``agent.min_trade`` coins are not sent (a venue's minimum order size; it also lets
+        a continuous policy express "no trade"). Disabled venues get 0. The caller checks shape and
+        finiteness (the envs do, at ``step()``).
         """
-        mode = mode or self.config.agent.action_mode
-        max_trade = self.config.agent.max_trade
+        agent = self.config.agent
+        mode = mode or agent.action_mode
+        enabled = self.enabled_venues
         trades = np.zeros((self.n_envs, N_VENUES))
-        trades[:, self.enabled_venues] = actions * max_trade
+        trades[:, enabled] = actions * agent.max_trade
+        if mode == "delta":
+            trades[:, enabled] -= self.net_delta()[:, None] / enabled.size
+        fut_delta = self.future_delta()
+        trades[:, FUTURE] /= fut_delta
         if mode == "target":
-            fut_delta = np.exp(self.params[P_RATE] * np.maximum(self.state[:, S_FUTURE_EXPIRY] - self.state[:, S_T], 0))
-            trades[:, FUTURE] /= fut_delta
             trades -= self.hedge
-            trades[:, self.venues[:, V_ENABLED] < 0.5] = 0.0
+            # A target equal to the position up to rounding is a hold: a * max_trade cannot hit every
+            # float position exactly, and a 1e-15-coin residue would count as a trade.
+            trades[np.abs(trades) <= 1e-12 * np.maximum(np.abs(self.hedge), agent.max_trade)] = 0.0
+        coins = np.abs(trades)
+        coins[:, FUTURE] *= fut_delta
+        trades[coins < agent.min_trade] = 0.0
+        trades[:, self.venues[:, V_ENABLED] < 0.5] = 0.0
         return trades
 
     def episode_metrics(self, rows=None) -> dict[str, np.ndarray]:
