@@ -1,0 +1,218 @@
+"""`train()` and `hedgegym train`: every shipped config trains, determinism, checkpoints, resume, Ctrl-C.
+
+Runs are tiny (4 envs, a few hundred timesteps, 20 evaluation episodes) so the file stays well
+under three minutes on two cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hedgegym.agents import sb3
+from hedgegym.envs.config import ConfigError
+from hedgegym.train.cli import app
+from hedgegym.train.experiment import load_experiment
+from hedgegym.train.training import train
+from stable_baselines3.common.callbacks import BaseCallback
+from typer.testing import CliRunner
+
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
+# Shrinks any shipped config to a smoke run; algorithm-specific sizes below.
+TINY = {"env.n_envs": 4, "training.total_timesteps": 384, "training.checkpoint_every": 128,
+        "evaluation.every": 256, "evaluation.episodes": 8, "evaluation.final_episodes": 20}
+TINY_PPO = {"algorithm.hyperparameters.n_steps": 32, "algorithm.hyperparameters.batch_size": 64,
+            "algorithm.hyperparameters.n_epochs": 1}
+TINY_OFF_POLICY = {"algorithm.hyperparameters.learning_starts": 64, "algorithm.hyperparameters.batch_size": 32,
+                   "algorithm.hyperparameters.buffer_size": 2000, "algorithm.hyperparameters.gradient_steps": 1}
+
+
+def tiny(path: Path, **extra):
+    algo = load_experiment(path).algorithm.name
+    sizes = TINY_PPO if algo in sb3.ON_POLICY else TINY_OFF_POLICY
+    return load_experiment(path, {**TINY, **sizes, **extra})
+
+
+def config_path(name: str) -> Path:
+    return next(p for p in CONFIGS if p.stem == name)
+
+
+class Capture(BaseCallback):
+    """Records the timestep training starts from and the first rollout's observations (PPO)."""
+
+    def __init__(self, interrupt_at: int | None = None):
+        super().__init__()
+        self.interrupt_at = interrupt_at
+        self.start = None
+        self.first_rollout = None
+
+    def _on_training_start(self) -> None:
+        self.start = self.num_timesteps
+
+    def _on_step(self) -> bool:
+        if self.interrupt_at is not None and self.num_timesteps >= self.interrupt_at:
+            self.interrupt_at = None
+            os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C sends
+        return True
+
+    def _on_rollout_end(self) -> None:
+        if self.first_rollout is None and hasattr(self.model, "rollout_buffer"):
+            self.first_rollout = self.model.rollout_buffer.observations.copy()
+
+
+def parameters(model) -> dict[str, np.ndarray]:
+    return {k: v.detach().numpy().copy() for k, v in model.policy.state_dict().items()}
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_shipped_config_trains_saves_and_evaluates(path, tmp_path):
+    cfg = tiny(path)
+    result = train(cfg, out=tmp_path / "run")
+    run = result.run_dir
+    assert not result.interrupted and result.timesteps >= cfg.training.total_timesteps
+    for name in ("config.yaml", "scenario.yaml", "run_info.json", "model.zip", "best_model.zip", "training_curve.png",
+                 "history.json", "checkpoints/latest.json", "evaluation/report.md", "evaluation/metrics.json"):
+        assert (run / name).is_file(), name
+    assert any((run / "tb").rglob("events.out.tfevents.*"))
+    normalises = cfg.env.normalize.observations or cfg.env.normalize.rewards
+    assert sb3.vecnormalize_path(run / "model.zip").is_file() == normalises
+    # The saved config is the resolved one: it reloads to the same experiment.
+    assert load_experiment(run / "config.yaml").resolved_dict() == cfg.resolved_dict()
+    info = json.loads((run / "run_info.json").read_text())
+    assert info["seed"] == cfg.training.seed and info["status"] == "finished" and "torch" in info["versions"]
+    # The model loads and acts; the evaluation compared it with every baseline on the held-out seeds.
+    model = sb3.load_model(cfg.algorithm.name, run / "model.zip")
+    actions, _ = model.predict(np.zeros((3, 19), dtype=np.float32), deterministic=True)
+    assert actions.shape == (3, len(cfg.scenario.resolved.agent.venues))
+    metrics = json.loads((run / "evaluation" / "metrics.json").read_text())
+    assert metrics["seed"] == cfg.evaluation.seed and metrics["episodes"] == 20
+    assert len(metrics["policies"]) == 1 + len(cfg.evaluation.baselines)
+    assert result.evaluation is not None and result.best_objective is not None
+
+
+@pytest.mark.parametrize("name", ["ppo_multi", "sac_multi"])
+def test_same_config_and_seed_give_the_same_rollout_and_parameters(name, tmp_path):
+    cfg = tiny(config_path(name), **{"evaluation.every": 0, "evaluation.baselines": [],
+                                     "training.total_timesteps": 256})
+    runs = []
+    for k in range(2):
+        capture = Capture()
+        result = train(cfg, out=tmp_path / f"run{k}", callbacks=[capture])
+        runs.append((capture.first_rollout, parameters(sb3.load_model(cfg.algorithm.name, result.model_path))))
+    (rollout_a, params_a), (rollout_b, params_b) = runs
+    if rollout_a is not None:
+        np.testing.assert_array_equal(rollout_a, rollout_b)
+    assert params_a.keys() == params_b.keys()
+    for key in params_a:
+        np.testing.assert_array_equal(params_a[key], params_b[key], err_msg=key)
+    # ... and a different seed trains a different policy (the seed reaches torch and the envs).
+    other = train(tiny(config_path(name), **{"evaluation.every": 0, "evaluation.baselines": [],
+                                             "training.total_timesteps": 256, "training.seed": 1}),
+                  out=tmp_path / "other")
+    params_c = parameters(sb3.load_model(cfg.algorithm.name, other.model_path))
+    assert any(not np.array_equal(params_a[k], params_c[k]) for k in params_a)
+
+
+def test_ctrl_c_checkpoints_and_resume_continues_from_it(tmp_path):
+    cfg = tiny(config_path("ppo_multi"), **{"training.total_timesteps": 768, "training.checkpoint_every": 256,
+                                            "evaluation.every": 256, "evaluation.baselines": ["delta"]})
+    run_dir = tmp_path / "run"
+    result = train(cfg, out=run_dir, callbacks=[Capture(interrupt_at=400)])
+    assert result.interrupted and 400 <= result.timesteps < 768
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    latest = json.loads((run_dir / "checkpoints" / "latest.json").read_text())
+    assert latest["timesteps"] == result.timesteps
+    assert not (run_dir / "evaluation").exists()
+    assert json.loads((run_dir / "run_info.json").read_text())["status"] == "interrupted"
+    # The checkpoint is usable: model and normaliser load, and the model acts.
+    ckpt = run_dir / "checkpoints" / latest["model"]
+    model = sb3.load_model("ppo", ckpt)
+    assert model.num_timesteps == result.timesteps
+    assert sb3.vecnormalize_path(ckpt).is_file()
+    model.predict(np.zeros((1, 19), dtype=np.float32))
+    # A new run never writes into an existing run's directory.
+    with pytest.raises(FileExistsError, match="already exists"):
+        train(cfg, out=run_dir)
+    # Resuming with a changed config (other than the length) is refused before training.
+    with pytest.raises(ConfigError, match="training.seed"):
+        train(load_experiment(run_dir / "config.yaml", {"training.seed": 5}), resume=run_dir)
+
+    capture = Capture()
+    resumed = train(resume=run_dir, callbacks=[capture])
+    assert capture.start == latest["timesteps"] == resumed.resumed_from
+    assert resumed.timesteps >= 768 and not resumed.interrupted
+    assert (run_dir / "evaluation" / "report.md").is_file()
+    info = json.loads((run_dir / "run_info.json").read_text())
+    assert info["status"] == "finished" and [r["from_timesteps"] for r in info["resumes"]] == [latest["timesteps"]]
+    assert [p.name for p in (run_dir / "tb").iterdir()] == ["ppo_1"]  # one TensorBoard run, continued
+    history = json.loads((run_dir / "history.json").read_text())
+    assert [e["timesteps"] for e in history["evaluations"]] == sorted(e["timesteps"] for e in history["evaluations"])
+    assert len(list((run_dir / "checkpoints").glob("step_*.zip"))) <= cfg.training.keep_checkpoints
+    # Nothing left to train: a clear error, not a silent no-op.
+    with pytest.raises(ConfigError, match="nothing left to train"):
+        train(resume=run_dir)
+    # A finished run can be extended; its earlier report is kept beside the new one.
+    extended = train(load_experiment(run_dir / "config.yaml", {"training.total_timesteps": 896}), resume=run_dir)
+    assert extended.resumed_from == resumed.timesteps and extended.timesteps >= 896
+    assert (run_dir / f"evaluation-{resumed.timesteps}" / "report.md").is_file()
+    assert (run_dir / "evaluation" / "report.md").is_file()
+
+
+def test_ctrl_c_during_the_final_evaluation_keeps_the_trained_run(tmp_path, monkeypatch):
+    import hedgegym.train.training as training
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "final_evaluation", interrupted)
+    cfg = tiny(config_path("ppo_spot"), **{"training.total_timesteps": 128, "evaluation.every": 0})
+    result = train(cfg, out=tmp_path / "run")
+    assert result.interrupted and result.timesteps >= 128 and result.evaluation is None
+    assert (tmp_path / "run" / "model.zip").is_file()
+    info = json.loads((tmp_path / "run" / "run_info.json").read_text())
+    assert info["status"] == "evaluation interrupted"
+
+
+def test_resume_needs_a_run_with_a_checkpoint(tmp_path):
+    with pytest.raises(ConfigError, match="not a run directory"):
+        train(resume=tmp_path)
+
+
+runner = CliRunner()
+
+
+def test_cli_rejects_bad_input_before_training(tmp_path):
+    cfg = config_path("ppo_spot")
+    for args, expected in [
+        ([str(cfg), "--set", "training.total_timesteps=-5"], "training.total_timesteps"),
+        ([str(cfg), "--set", "algorithm.name=dqn"], "algorithm.name"),
+        ([str(cfg), "--set", "algorithm.hyperparameters.buffer_size=10"], "buffer_size"),
+        ([str(cfg), "--set", "scenario.name=atlantis"], "atlantis"),
+        ([str(tmp_path / "missing.yaml")], "does not exist"),
+        ([], "give an experiment config"),
+        (["--resume", str(tmp_path)], "not a run directory"),
+    ]:
+        out = tmp_path / f"out{len(args)}"
+        result = runner.invoke(app, ["train", *args, "--out", str(out)] if args and args[0] != "--resume"
+                               else ["train", *args])
+        text = " ".join(result.output.split())  # rich wraps long lines
+        assert result.exit_code == 2, text
+        assert "error:" in text and expected in text, text
+        assert "Traceback" not in text
+        assert not out.exists()
+
+
+def test_cli_trains_and_reports(tmp_path):
+    sets = [f"{k}={v}" for k, v in {**TINY, **TINY_PPO, "evaluation.baselines": "[delta]"}.items()]
+    args = ["train", str(config_path("ppo_spot")), "--out", str(tmp_path / "run")]
+    for s in sets:
+        args += ["--set", s]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    text = result.output.replace("\n", "")
+    assert "evaluation/report.md" in text and "run directory" in text
+    assert (tmp_path / "run" / "evaluation" / "report.md").is_file()

@@ -1,0 +1,365 @@
+"""The experiment config: one YAML file says what to train, on which market, and how to judge it.
+
+An :class:`ExperimentConfig` has six sections: ``scenario`` (a named scenario or an inline one,
+plus overrides), ``algorithm`` (SB3 algorithm, its hyperparameters and policy network), ``env``
+(parallel envs, observation/reward normalisation), ``training`` (timesteps, seed, checkpoints,
+torch settings), ``evaluation`` (held-out seeds, schedule, baselines) and ``output_dir``. Like the
+scenario config it is strict: an unknown key, a wrong type, an out-of-range value, a
+hyperparameter the algorithm does not take or a scenario that does not exist is a
+:class:`~hedgegym.envs.config.ConfigError` at load time, naming the field, the value and what is
+allowed, before any training starts.
+
+Example:
+    >>> from hedgegym.train.experiment import validate_experiment
+    >>> cfg = validate_experiment({"scenario": "zero-dte", "algorithm": {"name": "ppo"},
+    ...                            "training": {"total_timesteps": 100_000}})
+    >>> cfg.scenario.resolved.episode_steps, cfg.run_name, cfg.evaluation.seed
+    (288, 'ppo-zero-dte-s0', 1000000)
+    >>> validate_experiment({"algorithm": {"name": "ppo", "hyperparameters": {"n_step": 64}},
+    ...                      "training": {"total_timesteps": 100_000}})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    hedgegym.envs.config.ConfigError: invalid experiment config:
+      algorithm.hyperparameters: PPO has no hyperparameter 'n_step'; allowed: batch_size, clip_range, ...
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from functools import cached_property
+from typing import Any, Literal
+
+import yaml
+from hedgegym.agents import sb3
+from hedgegym.envs.config import (
+    ConfigError,
+    ScenarioConfig,
+    apply_overrides,
+    read_yaml,
+    resolve_scenario,
+    validate_config,
+)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+
+class _Strict(BaseModel):
+    """Base of every section: unknown keys and NaN/inf are errors; models are frozen."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True, validate_default=True)
+
+
+# --------------------------------------------------------------------------------------- scenario
+class ScenarioSpec(_Strict):
+    """The market: a named scenario or an inline scenario config, with dotted or nested overrides.
+
+    In YAML, ``scenario: zero-dte`` is short for ``scenario: {name: zero-dte}``.
+    """
+
+    name: str | None = Field(None, description="Named scenario (configs/scenarios/NAME.yaml); default: 'default'.")
+    config: dict[str, Any] | None = Field(None, description="Inline scenario config: the sections of a scenario YAML.")
+    overrides: dict[str, Any] = Field(default_factory=dict,
+                                      description="Changes on top, dotted ({market.sigma: 0.8}) or nested.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_shorthand(cls, data: Any) -> Any:
+        return {"name": data} if isinstance(data, str) else data
+
+    @model_validator(mode="after")
+    def _resolves(self) -> ScenarioSpec:
+        if self.name is not None and self.config is not None:
+            raise ValueError(f"give either a scenario name or an inline config, not both (name={self.name!r})")
+        try:
+            self.resolved  # noqa: B018 - resolving here is the check that the scenario exists and validates
+        except ConfigError as err:
+            raise ValueError(str(err)) from None
+        return self
+
+    @cached_property
+    def resolved(self) -> ScenarioConfig:
+        """The validated :class:`ScenarioConfig` this spec names, overrides applied."""
+        overrides = _flatten(self.overrides)
+        if self.config is None:
+            return resolve_scenario(self.name, overrides=overrides)
+        data = apply_overrides(self.config, overrides) if overrides else self.config
+        return validate_config(data, source=" in scenario.config")
+
+
+def _flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"market": {"sigma": 0.8}}`` -> ``{"market.sigma": 0.8}``: nested overrides merge, not replace."""
+    out: dict[str, Any] = {}
+    for key, value in mapping.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(_flatten(value, path + "."))
+        else:
+            out[path] = value
+    return out
+
+
+# --------------------------------------------------------------------------------------- algorithm
+# Ranges of the common SB3 hyperparameters, checked at load (SB3 would fail, or train nonsense, later).
+_POSITIVE = {"learning_rate", "clip_range", "max_grad_norm", "target_kl", "n_steps", "batch_size", "n_epochs",
+             "buffer_size", "policy_delay", "target_update_interval", "stats_window_size"}
+_NON_NEGATIVE = {"vf_coef", "learning_starts", "target_policy_noise", "target_noise_clip"}
+_UNIT_INTERVAL = {"gamma", "gae_lambda", "tau"}  # in (0, 1]
+
+
+class PolicyKwargs(_Strict):
+    """The policy network (SB3 ``policy_kwargs``); a field left unset takes SB3's default."""
+
+    net_arch: list[int] | dict[str, list[int]] | None = Field(
+        None, description="Hidden layer sizes, shared ([64, 64]) or per head ({pi: [64], vf: [64]} / {pi, qf}).")
+    activation_fn: Literal["tanh", "relu", "elu", "leaky_relu", "gelu", "silu"] | None = Field(
+        None, description="Activation of the hidden layers, by name.")
+    log_std_init: float | None = Field(None, description="Initial log std of the Gaussian policy (PPO, SAC).")
+    ortho_init: bool | None = Field(None, description="Orthogonal weight initialisation (PPO).")
+    n_critics: int | None = Field(None, ge=1, le=10, description="Number of Q networks (SAC, TD3).")
+    share_features_extractor: bool | None = Field(None, description="Actor and critic share the features extractor.")
+
+    @field_validator("net_arch")
+    @classmethod
+    def _layers(cls, v):
+        layers = v if isinstance(v, list) else [n for head in (v or {}).values() for n in head]
+        if any(n < 1 for n in layers):
+            raise ValueError(f"layer sizes must be >= 1 (got {v})")
+        return v
+
+
+class AlgorithmConfig(_Strict):
+    """The stable-baselines3 algorithm, its hyperparameters and its policy network."""
+
+    name: Literal["ppo", "sac", "td3"] = Field(description="Algorithm: ppo (on-policy), sac or td3 (off-policy).")
+    policy: Literal["MlpPolicy"] = Field("MlpPolicy", description="SB3 policy class (observations are a flat vector).")
+    hyperparameters: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword arguments of the SB3 algorithm (n_steps, learning_rate, ...).")
+    policy_kwargs: PolicyKwargs = Field(PolicyKwargs(), description="The policy network.")
+    action_noise_std: float | None = Field(
+        None, gt=0.0, le=1.0, description="Gaussian exploration noise std, fraction of the action range (sac, td3).")
+
+    @field_validator("hyperparameters")
+    @classmethod
+    def _known_and_typed(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        name = info.data.get("name")
+        if name is None:  # the name itself failed; that error is reported
+            return v
+        from pydantic import TypeAdapter
+
+        allowed = sb3.hyperparameters_signature(name)
+        out = {}
+        for key, value in v.items():
+            if key not in allowed:
+                raise ValueError(f"{sb3.ALGORITHMS[name]} has no hyperparameter {key!r}; "
+                                 f"allowed: {', '.join(sorted(allowed))}")
+            param = allowed[key]
+            if isinstance(value, bool) and not isinstance(param.default, bool):
+                raise ValueError(f"{key}={value!r}: expected {_type_name(param)}, got a boolean")
+            try:
+                # Lax mode on purpose: YAML reads 3e-4 (no dot) as a string; the adapter parses it.
+                value = TypeAdapter(param.annotation, config=ConfigDict(arbitrary_types_allowed=True)) \
+                    .validate_python(value)
+            except ValidationError as err:
+                raise ValueError(f"{key}={value!r}: expected {_type_name(param)} "
+                                 f"({err.errors()[0]['msg']})") from None
+            _check_range(key, value)
+            out[key] = value
+        return out
+
+    @model_validator(mode="after")
+    def _policy_and_noise(self) -> AlgorithmConfig:
+        accepted = sb3.policy_parameters(self.name)
+        for key, value in self.policy_kwargs:
+            if value is not None and key not in accepted:
+                raise ValueError(f"policy_kwargs.{key}: the {sb3.ALGORITHMS[self.name]} policy does not take it; "
+                                 f"allowed: {', '.join(sorted(k for k in PolicyKwargs.model_fields if k in accepted))}")
+        heads = {"pi", "vf"} if self.name in sb3.ON_POLICY else {"pi", "qf"}
+        arch = self.policy_kwargs.net_arch
+        if isinstance(arch, dict) and set(arch) - heads:
+            raise ValueError(f"policy_kwargs.net_arch: unknown head(s) {sorted(set(arch) - heads)} for "
+                             f"{self.name}; allowed: {sorted(heads)}")
+        if self.action_noise_std is not None and self.name in sb3.ON_POLICY:
+            raise ValueError(f"action_noise_std={self.action_noise_std}: only off-policy algorithms (sac, td3) "
+                             "take exploration noise; ppo explores through its Gaussian policy (log_std_init)")
+        return self
+
+    def hyperparameter(self, key: str) -> Any:
+        """The value of hyperparameter ``key``: the config's, else SB3's default."""
+        return self.hyperparameters.get(key, sb3.hyperparameter_default(self.name, key))
+
+
+def _type_name(param) -> str:
+    ann = param.annotation
+    return getattr(ann, "__name__", None) or str(ann).replace("collections.abc.", "").replace("typing.", "")
+
+
+def _check_range(key: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    if key in _POSITIVE and not value > 0:
+        raise ValueError(f"{key}={value!r}: must be > 0")
+    if key in _NON_NEGATIVE and not value >= 0:
+        raise ValueError(f"{key}={value!r}: must be >= 0")
+    if key in _UNIT_INTERVAL and not 0 < value <= 1:
+        raise ValueError(f"{key}={value!r}: must be in (0, 1]")
+    if not math.isfinite(value):
+        raise ValueError(f"{key}={value!r}: must be finite")
+
+
+# --------------------------------------------------------------------------------------- env, training
+class NormalizeConfig(_Strict):
+    """Running normalisation of observations and rewards (SB3 ``VecNormalize``), saved with the model."""
+
+    observations: bool = Field(True, description="Standardise observations by running mean and std.")
+    rewards: bool = Field(True, description="Scale rewards by the running std of the discounted return.")
+    clip_observations: float = Field(10.0, gt=0.0, description="Clip normalised observations to +-this.")
+    clip_rewards: float = Field(10.0, gt=0.0, description="Clip normalised rewards to +-this.")
+
+
+class EnvConfig(_Strict):
+    """The batched training env."""
+
+    n_envs: int = Field(64, ge=1, le=65536, description="Parallel envs, stepped together by the numba kernel.")
+    parallel: bool = Field(False, description="Numba-parallel kernel over the cores (see agents.sb3.make_vec_env).")
+    normalize: NormalizeConfig = Field(NormalizeConfig(), description="Observation and reward normalisation.")
+
+
+class TrainingConfig(_Strict):
+    """Length, seed, checkpoints and torch settings of the training run."""
+
+    total_timesteps: int = Field(gt=0, description="Env steps to train for, summed over the parallel envs.")
+    seed: int = Field(0, ge=0, description="Seed of torch, SB3 and the training envs (env i starts at seed + i).")
+    checkpoint_every: int = Field(100_000, ge=0, description="Timesteps between checkpoints (0: only at the end).")
+    keep_checkpoints: int = Field(3, ge=1, description="Newest checkpoints kept; older ones are deleted.")
+    torch_threads: int = Field(1, ge=1, le=256, description="torch.set_num_threads; 1 is fastest for small MLPs.")
+    deterministic_torch: bool = Field(True, description="torch.use_deterministic_algorithms: reproducible runs.")
+    save_replay_buffer: bool = Field(
+        False, description="Checkpoint the replay buffer too (sac, td3), so --resume continues it (large).")
+
+
+class EvaluationConfig(_Strict):
+    """Held-out evaluation: periodically to keep the best model, and at the end against the baselines."""
+
+    seed: int = Field(1_000_000, ge=0, description="First held-out seed; episode j uses seed + j.")
+    every: int = Field(50_000, ge=0, description="Timesteps between periodic evaluations (0: none).")
+    episodes: int = Field(200, ge=1, description="Episodes of each periodic evaluation (best model by objective).")
+    final_episodes: int = Field(2000, ge=1, description="Episodes of the final evaluation against the baselines.")
+    baselines: list[str] = Field(default_factory=list, description="Baseline hedgers evaluated with the agent.")
+
+    @field_validator("baselines")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"baselines must not repeat (got {v})")
+        return v
+
+
+class ExperimentConfig(_Strict):
+    """A whole experiment: what ``hedgegym train CONFIG`` runs."""
+
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$",
+                             description="Experiment name, prefix of the run directory; default algorithm-scenario.")
+    description: str = Field("", description="One line on what the experiment is for.")
+    scenario: ScenarioSpec = Field(default_factory=ScenarioSpec, description="The market: a named or inline scenario.")
+    algorithm: AlgorithmConfig = Field(description="Algorithm, hyperparameters, policy network.")
+    env: EnvConfig = Field(EnvConfig(), description="Parallel envs and normalisation.")
+    training: TrainingConfig = Field(description="Timesteps, seed, checkpoints, torch settings.")
+    evaluation: EvaluationConfig = Field(EvaluationConfig(), description="Held-out evaluation and baselines.")
+    output_dir: str = Field("runs", min_length=1, description="Parent folder of the run directories.")
+
+    @model_validator(mode="after")
+    def _cross_sections(self) -> ExperimentConfig:
+        if self.algorithm.name in sb3.ON_POLICY:
+            rollout = self.algorithm.hyperparameter("n_steps") * self.env.n_envs
+            batch = self.algorithm.hyperparameter("batch_size")
+            if batch > rollout:
+                raise ValueError(f"algorithm.hyperparameters.batch_size={batch} exceeds the rollout of n_steps * "
+                                 f"env.n_envs = {rollout} transitions; lower it or raise n_steps")
+        train_seeds = range(self.training.seed, self.training.seed + self.env.n_envs)
+        held_out = range(self.evaluation.seed, self.evaluation.seed + max(self.evaluation.final_episodes,
+                                                                            self.evaluation.episodes))
+        if train_seeds.start < held_out.stop and held_out.start < train_seeds.stop:
+            raise ValueError(f"evaluation.seed={self.evaluation.seed}: held-out seeds {held_out.start}.."
+                             f"{held_out.stop - 1} overlap the training seeds {train_seeds.start}.."
+                             f"{train_seeds.stop - 1}; keep them apart")
+        _check_baselines(self.evaluation.baselines, self.scenario.resolved)
+        return self
+
+    @property
+    def run_name(self) -> str:
+        """Prefix of the run directory: ``<name>-s<seed>``, name defaulting to ``<algorithm>-<scenario>``."""
+        return f"{self.name or f'{self.algorithm.name}-{self.scenario.resolved.name}'}-s{self.training.seed}"
+
+    @property
+    def gamma(self) -> float:
+        """The discount: the algorithm's, shared with the reward normaliser."""
+        return float(self.algorithm.hyperparameter("gamma"))
+
+    def resolved_dict(self) -> dict[str, Any]:
+        """The config as plain data with the scenario inlined and overrides applied.
+
+        Saved as each run's ``config.yaml``: loading it gives the same experiment even after the
+        named scenario's YAML changes.
+        """
+        data = self.model_dump()
+        data["scenario"] = {"config": self.scenario.resolved.model_dump()}
+        return data
+
+
+def _check_baselines(names: list[str], scenario: ScenarioConfig) -> None:
+    """Each baseline must build for the scenario: a known name, a venue the agent may trade."""
+    from hedgegym.agents.baselines import make_baseline
+
+    for name in names:
+        try:
+            make_baseline(name, scenario)
+        except ValueError as err:
+            raise ValueError(f"evaluation.baselines: {err}") from None
+
+
+# --------------------------------------------------------------------------------------- loading
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        prefix = f"{loc}: " if loc else ""  # a cross-section check's message names its fields itself
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  {loc}: unknown field (got {e.get('input')!r}); check the spelling, see "
+                         "`hedgegym.train.experiment` for the fields")
+        elif e["type"] == "value_error":
+            # Our validators' messages already name the value and what is allowed.
+            lines.append(f"  {prefix}{e['msg'].removeprefix('Value error, ')}")
+        else:
+            lines.append(f"  {prefix}{e['msg']} (got {e.get('input')!r})")
+    return f"invalid experiment config{source}:\n" + "\n".join(lines)
+
+
+def validate_experiment(data: Mapping[str, Any] | ExperimentConfig, source: str = "") -> ExperimentConfig:
+    """Validate a mapping into an :class:`ExperimentConfig`; any problem is a :class:`ConfigError`."""
+    if isinstance(data, ExperimentConfig):
+        return data
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"invalid experiment config{source}: expected a mapping, got {type(data).__name__}")
+    try:
+        return ExperimentConfig.model_validate(dict(data))
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, source)) from None
+
+
+def load_experiment(path: str | os.PathLike, overrides: Mapping[str, Any] | None = None) -> ExperimentConfig:
+    """Load an experiment YAML and apply dotted ``overrides`` (``training.total_timesteps``).
+
+    Override values that are strings are parsed as YAML (``--set training.seed=3`` gives an int).
+    """
+    data = read_yaml(path)
+    if isinstance(data.get("scenario"), str):
+        # The shorthand `scenario: NAME` becomes a section, so `scenario.overrides.*` can be set on it.
+        data["scenario"] = {"name": data["scenario"]}
+    if overrides:
+        data = apply_overrides(data, overrides)
+    return validate_experiment(data, source=f" in {path}")
+
+
+def experiment_yaml(config: ExperimentConfig) -> str:
+    """The resolved config (:meth:`ExperimentConfig.resolved_dict`) as YAML text."""
+    return yaml.safe_dump(config.resolved_dict(), sort_keys=False)
