@@ -358,6 +358,23 @@ class Market:
         trades[:, self.venues[:, V_ENABLED] < 0.5] = 0.0
         return trades
 
+    def trades_to_actions(self, delta_trades, mode: str | None = None) -> np.ndarray:
+        """The actions ``[N, n_enabled]`` that :meth:`actions_to_trades` maps to ``delta_trades``.
+
+        ``delta_trades[N, 3]``: the wanted trade per venue in coins of delta. The inverse of
+        :meth:`actions_to_trades` for each mode, clipped to [-1, 1] (a trade larger than ``max_trade``
+        is cut to it: baselines are bound by the agent's limits). Used by the baseline hedgers.
+        """
+        agent = self.config.agent
+        mode = mode or agent.action_mode
+        units = np.array(delta_trades, dtype=np.float64)
+        if mode == "target":
+            units += self.hedge
+            units[:, FUTURE] += self.hedge[:, FUTURE] * (self.future_delta() - 1.0)
+        elif mode == "delta":
+            units += self.net_delta()[:, None] / self.enabled_venues.size
+        return np.clip(units[:, self.enabled_venues] / agent.max_trade, -1.0, 1.0)
+
     def episode_metrics(self, rows=None) -> dict[str, np.ndarray]:
         """Totals of the current episode per row (MODEL.md §7), from the kernel's accumulators.
 
