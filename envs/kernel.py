@@ -10,10 +10,10 @@ Implements MODEL.md §1–§6 in its order. Each env (row ``i``) advances from `
 4.   Market clearing with the background dealers (Frey & Stremme 1997; Sircar & Papanicolaou
      1998; Schönbucher & Wilmott 2000): solve
      ``y = s_pre + 0.01 (e^y / D_eff) (H_D(e^y) - H_D,k)``, ``H_D(S) = -hedge_ratio Delta_D(t, S)``
-     by Newton on the log-price ``y`` from ``s_pre`` (``f'(y) ~ 1 + phi``), with a bracketed
-     bisection fallback. Linearised, a step's return is ``x / (1 + phi)``, ``phi = GEX_D / D_eff``.
-     Where ``1 + phi <= phi_floor`` (or no root exists) the move is capped at ``x / phi_floor`` and
-     the step is flagged ``liquidity_crisis``.
+     by Newton on the log-price ``y`` from ``s_pre`` (``f'(y) ~ 1 + phi``, plus the smile's share),
+     with a bracketed bisection fallback. Linearised, a step's return is ``x / (1 + phi)``,
+     ``phi = GEX_D / D_eff``. Where ``1 + phi <= phi_floor`` (or no root exists) the move is capped
+     at ``x / phi_floor`` and the step is flagged ``liquidity_crisis``.
 5.   Transient impact decays by ``exp(-resilience dt)`` (Obizhaeva & Wang 2013); perp premium and
      futures basis follow exact OU updates; funding is paid at each ``funding_interval`` boundary
      (``position * mark * clamp(premium + interest, -cap, cap)``, longs pay when positive); a
@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from hedgegym.envs.greeks import line_greeks
+from hedgegym.envs.greeks import _MIN_TOTAL_VOL, norm_cdf, norm_pdf
 from hedgegym.envs.layout import (
     FUTURE,
     L_EXPIRY,
@@ -177,7 +177,16 @@ _MIX2 = np.uint64(0x94D049BB133111EB)
 _SEED_SALT = np.uint64(0xD1B54A32D192ED03)
 _SH30, _SH27, _SH31, _SH11 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(11)
 _TWO_POW_M53 = 1.0 / 9007199254740992.0
-SHOCKS_PER_STEP = 16  # counters reserved per step; 13 are used (6 normals x 2 uniforms + 1)
+SHOCKS_PER_STEP = 16  # uniforms reserved per step; 11 are used (5 normals x 2 uniforms, and number 12)
+# A line (or future) whose expiry is within this many years (~30 us) of the clock has expired: the
+# clock is a sum of dt's, so it lands on an expiry only up to rounding, and dealers, the agent's
+# book and the future must all see the expiry at the same step whichever way the rounding went.
+EXPIRY_TOLERANCE = 1e-12
+# Log-prices stay within ln(spot0) +- LOG_PRICE_BAND (a factor e^50 ~ 5e21 either way), a numerical
+# guard far outside any meaningful path: a capped crisis step multiplies a large jump by
+# 1/phi_floor, and coin-sized trades at the price that results push it further still, until exp()
+# overflows or underflows to 0 and `strike / spot` raises ZeroDivisionError inside the kernel.
+LOG_PRICE_BAND = 50.0
 
 
 @njit(cache=True)
@@ -209,17 +218,29 @@ def normal(key, counter):
     return math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
 
 
+# The step's normal shocks by their index among its normals; the jump count's uniform is uniform
+# number 12 of the step, after the five normals' ten.
+Z_PRICE, Z_VAR, Z_JUMP, Z_PREMIUM, Z_BASIS = 0, 1, 2, 3, 4
+U_JUMP_COUNT = 12
+
+
+@njit(cache=True)
+def step_normal(key, step, which):
+    """Normal shock ``which`` (``Z_*``) of step ``step``: each is drawn only where the model uses it."""
+    return normal(key, np.uint64(step) * np.uint64(SHOCKS_PER_STEP // 2) + np.uint64(which))
+
+
+@njit(cache=True)
+def step_uniform(key, step, which):
+    """Uniform shock ``which`` (``U_*``) of step ``step``."""
+    return uniform(key, np.uint64(step) * np.uint64(SHOCKS_PER_STEP) + np.uint64(which))
+
+
 @njit(cache=True)
 def draw_shocks(key, step):
-    """The step's shocks (z_price, z_var, u_jump_count, z_jump, z_premium, z_basis)."""
-    base = np.uint64(step) * np.uint64(SHOCKS_PER_STEP // 2)
-    z_price = normal(key, base)
-    z_var = normal(key, base + np.uint64(1))
-    z_jump = normal(key, base + np.uint64(2))
-    z_premium = normal(key, base + np.uint64(3))
-    z_basis = normal(key, base + np.uint64(4))
-    u_jump_count = uniform(key, np.uint64(2) * base + np.uint64(12))
-    return z_price, z_var, u_jump_count, z_jump, z_premium, z_basis
+    """All the step's shocks (z_price, z_var, u_jump_count, z_jump, z_premium, z_basis)."""
+    return (step_normal(key, step, Z_PRICE), step_normal(key, step, Z_VAR), step_uniform(key, step, U_JUMP_COUNT),
+            step_normal(key, step, Z_JUMP), step_normal(key, step, Z_PREMIUM), step_normal(key, step, Z_BASIS))
 
 
 @njit(cache=True)
@@ -244,29 +265,106 @@ def atm_vol(params, variance):
 
 
 @njit(cache=True)
-def line_vol(params, sigma_atm, strike, spot):
-    """Implied vol of a line from the sticky-moneyness smile, MODEL.md §5."""
+def line_vol_and_slope(params, sigma_atm, strike, spot):
+    """Implied vol of a line from the sticky-moneyness smile (MODEL.md §5) and its slope
+    d vol / d ln S (0 on the floor), which the clearing's Newton derivative needs."""
     m = math.log(strike / spot)
     v = sigma_atm * (1.0 + params[P_SKEW] * m + params[P_SMILE] * m * m)
-    return max(v, params[P_VOL_FLOOR])
+    if v > params[P_VOL_FLOOR]:
+        return v, -sigma_atm * (params[P_SKEW] + 2.0 * params[P_SMILE] * m)
+    return params[P_VOL_FLOOR], 0.0
+
+
+@njit(cache=True)
+def line_vol(params, sigma_atm, strike, spot):
+    """Implied vol of a line from the sticky-moneyness smile, MODEL.md §5."""
+    return line_vol_and_slope(params, sigma_atm, strike, spot)[0]
+
+
+@njit(cache=True)
+def strike_delta_gamma(spot, strike, tau, rate, vol):
+    """(call delta, put delta, gamma, vanna) at one strike and expiry, bit for bit as ``line_greeks``
+    gives them.
+
+    The clearing evaluates the dealers' book several times a step and needs no price: skipping
+    the price's two ``erfc`` calls, and sharing one ``erfc`` between the call and the put of a
+    strike, cuts the cost of a line by two to four.
+    """
+    if tau <= 0.0:
+        tau = 0.0
+    total_vol = vol * math.sqrt(tau)
+    if total_vol < _MIN_TOTAL_VOL:
+        disc_strike = strike * math.exp(-rate * tau)
+        return (1.0 if spot > disc_strike else 0.0), (-1.0 if spot < disc_strike else 0.0), 0.0, 0.0
+    d1 = (math.log(spot / strike) + (rate + 0.5 * vol * vol) * tau) / total_vol
+    pdf = norm_pdf(d1)
+    call_delta = norm_cdf(d1)
+    return call_delta, call_delta - 1.0, pdf / (spot * total_vol), -pdf * (d1 - total_vol) / vol
+
+
+@njit(cache=True)
+def strike_greeks(spot, strike, tau, rate, vol):
+    """(call price, put price, call delta, put delta, gamma, vega, vanna, charm) at one strike and
+    expiry, bit for bit as ``line_greeks`` gives them for the call and the put.
+
+    The call and the put of a strike share d1, the density and four greeks; computed together
+    they cost four ``erfc`` calls instead of six, and one logarithm instead of two.
+    """
+    if tau <= 0.0:
+        tau = 0.0
+    total_vol = vol * math.sqrt(tau)
+    disc_strike = strike * math.exp(-rate * tau)
+    if total_vol < _MIN_TOTAL_VOL:
+        call_itm = spot > disc_strike
+        put_itm = spot < disc_strike
+        return ((spot - disc_strike if call_itm else 0.0), (disc_strike - spot if put_itm else 0.0),
+                (1.0 if call_itm else 0.0), (-1.0 if put_itm else 0.0), 0.0, 0.0, 0.0, 0.0)
+    d1 = (math.log(spot / strike) + (rate + 0.5 * vol * vol) * tau) / total_vol
+    d2 = d1 - total_vol
+    pdf = norm_pdf(d1)
+    gamma = pdf / (spot * total_vol)
+    vega = spot * pdf * math.sqrt(tau)
+    vanna = -pdf * d2 / vol
+    charm = -pdf * (2.0 * rate * tau - d2 * total_vol) / (2.0 * tau * total_vol)
+    call_delta = norm_cdf(d1)
+    call = spot * call_delta - disc_strike * norm_cdf(d2)
+    put = disc_strike * norm_cdf(-d2) - spot * norm_cdf(-d1)
+    # Far out of the money the two terms cancel to rounding noise below zero.
+    if call < 0.0:
+        call = 0.0
+    if put < 0.0:
+        put = 0.0
+    return call, put, call_delta, call_delta - 1.0, gamma, vega, vanna, charm
 
 
 @njit(cache=True)
 def dealer_delta_gamma(lines, params, t, spot, sigma_atm):
-    """Quantity-weighted delta and gamma of the live lines (expiry > t) of a book."""
+    """Quantity-weighted delta and gamma of the live lines (expiry > t) of a book, and the smile's
+    share of d delta / d ln S: sum of quantity * vanna * (d vol / d ln S)."""
     delta = 0.0
     gamma = 0.0
+    smile_vanna = 0.0
     rate = params[P_RATE]
+    last_strike = -1.0
+    last_expiry = -1.0
+    call_delta = put_delta = g = va = slope = 0.0
     for j in range(lines.shape[0]):
-        tau = lines[j, L_EXPIRY] - t
-        if tau <= 0.0:
+        strike = lines[j, L_STRIKE]
+        expiry = lines[j, L_EXPIRY]
+        tau = expiry - t
+        if tau <= EXPIRY_TOLERANCE:
             continue
-        vol = line_vol(params, sigma_atm, lines[j, L_STRIKE], spot)
-        _, d, g, _, _, _ = line_greeks(spot, lines[j, L_STRIKE], tau, rate, vol, lines[j, L_IS_CALL] > 0.5)
+        # Books list the call and the put of a strike side by side: they share d1 and gamma.
+        if strike != last_strike or expiry != last_expiry:
+            vol, slope = line_vol_and_slope(params, sigma_atm, strike, spot)
+            call_delta, put_delta, g, va = strike_delta_gamma(spot, strike, tau, rate, vol)
+            last_strike = strike
+            last_expiry = expiry
         q = lines[j, L_QUANTITY]
-        delta += q * d
+        delta += q * (call_delta if lines[j, L_IS_CALL] > 0.5 else put_delta)
         gamma += q * g
-    return delta, gamma
+        smile_vanna += q * va * slope
+    return delta, gamma, smile_vanna
 
 
 @njit(cache=True)
@@ -280,6 +378,9 @@ def mark_book(state, i, lines, params, t_prev, t, spot, sigma_atm):
     vega = 0.0
     vanna = 0.0
     charm = 0.0
+    last_strike = -1.0
+    last_expiry = -1.0
+    call_p = put_p = call_d = put_d = g = v = va = ch = 0.0
     for j in range(lines.shape[0]):
         expiry = lines[j, L_EXPIRY]
         if expiry <= t_prev:
@@ -287,12 +388,18 @@ def mark_book(state, i, lines, params, t_prev, t, spot, sigma_atm):
         strike = lines[j, L_STRIKE]
         q = lines[j, L_QUANTITY]
         is_call = lines[j, L_IS_CALL] > 0.5
-        if expiry <= t + 1e-12:
+        if expiry <= t + EXPIRY_TOLERANCE:
             intrinsic = max(spot - strike, 0.0) if is_call else max(strike - spot, 0.0)
             settled += q * intrinsic
             continue
-        vol = line_vol(params, sigma_atm, strike, spot)
-        p, d, g, v, va, ch = line_greeks(spot, strike, expiry - t, rate, vol, is_call)
+        # As in dealer_delta_gamma: the call and the put of a strike, side by side, share the work.
+        if strike != last_strike or expiry != last_expiry:
+            vol = line_vol(params, sigma_atm, strike, spot)
+            call_p, put_p, call_d, put_d, g, v, va, ch = strike_greeks(spot, strike, expiry - t, rate, vol)
+            last_strike = strike
+            last_expiry = expiry
+        p = call_p if is_call else put_p
+        d = call_d if is_call else put_d
         value += q * p
         delta += q * d
         gamma += q * g
@@ -324,19 +431,32 @@ def future_delta(state, i, params):
     return math.exp(params[P_RATE] * max(state[i, S_FUTURE_EXPIRY] - state[i, S_T], 0.0))
 
 
+@njit(cache=True)
+def clamp_log_price(y, params):
+    """``y`` within ln(spot0) +- LOG_PRICE_BAND (see LOG_PRICE_BAND)."""
+    centre = math.log(params[P_SPOT0])
+    return min(max(y, centre - LOG_PRICE_BAND), centre + LOG_PRICE_BAND)
+
+
 # ------------------------------------------------------------------------------------ clearing
 @njit(cache=True)
 def _clearing_residual(y, s_pre, h_prev, dealer_lines, params, t, sigma_atm):
-    """f(y) = y - s_pre - 0.01 e^y inv_D_eff (H(e^y) - H_prev) and f'(y); plus H and phi."""
-    spot = math.exp(y)
-    delta, gamma = dealer_delta_gamma(dealer_lines, params, t, spot, sigma_atm)
+    """f(y) = y - s_pre - 0.01 e^y inv_D_eff (H(e^y) - H_prev) and f'(y); plus H and phi.
+
+    ``f'(y) = 1 - push + phi + 0.01 e^y inv_D_eff hedge_ratio sum(q vanna d vol / d ln S)``: the
+    last term is the smile's (vols move with the price), which Newton needs to converge in three
+    iterations instead of four or more; phi itself is the BSM-gamma feedback of MODEL.md §3.
+    """
+    # Newton may overshoot far out when f' is near the floor; the price it evaluates stays finite.
+    spot = math.exp(clamp_log_price(y, params))
+    delta, gamma, smile_vanna = dealer_delta_gamma(dealer_lines, params, t, spot, sigma_atm)
     hr = params[P_HEDGE_RATIO]
     inv_d = params[P_DEALER_INV_DEPTH]
     h = -hr * delta
     push = 0.01 * spot * inv_d * (h - h_prev)
     phi = 0.01 * hr * gamma * spot * spot * inv_d
     f = y - s_pre - push
-    fprime = 1.0 - push + phi
+    fprime = 1.0 - push + phi + 0.01 * hr * smile_vanna * spot * inv_d
     return f, fprime, h, phi
 
 
@@ -352,17 +472,22 @@ def clear_market(s_pre, y_prev, h_prev, dealer_lines, params, t, sigma_atm):
     floor = params[P_PHI_FLOOR]
     y = s_pre
     converged = False
+    moved = False
     for _ in range(int(params[P_NEWTON_ITERATIONS])):
         f, fp, h, phi = _clearing_residual(y, s_pre, h_prev, dealer_lines, params, t, sigma_atm)
+        moved = False
         if fp < floor:
             break
         dy = f / fp
         y -= dy
+        moved = True
         if abs(dy) < 1e-13:
             converged = True
             break
-    f, fp, h, phi = _clearing_residual(y, s_pre, h_prev, dealer_lines, params, t, sigma_atm)
+    # Converged, H and phi of the last evaluation stand: it was < 1e-13 away in log-price.
     if not converged:
+        if moved:
+            f, fp, h, phi = _clearing_residual(y, s_pre, h_prev, dealer_lines, params, t, sigma_atm)
         converged = abs(f) < 1e-10 and fp >= floor
     if not converged:
         # Bracket the root nearest s_pre: f(s_pre) = -push(s_pre); expand away from s_pre in the
@@ -422,7 +547,7 @@ def reset_row(i, seed, episode, state, hedge, keys, params, venues, dealer_lines
     spot = params[P_SPOT0]
     sigma_atm = atm_vol(params, v0)
     state[i, S_ATM_VOL] = sigma_atm
-    d_delta, d_gamma = dealer_delta_gamma(dealer_lines, params, 0.0, spot, sigma_atm)
+    d_delta, d_gamma, _ = dealer_delta_gamma(dealer_lines, params, 0.0, spot, sigma_atm)
     state[i, S_DEALER_HEDGE] = -params[P_HEDGE_RATIO] * d_delta
     state[i, S_PHI] = 0.01 * params[P_HEDGE_RATIO] * d_gamma * spot * spot * params[P_DEALER_INV_DEPTH]
     state[i, S_GEX] = 0.01 * params[P_HEDGE_RATIO] * d_gamma * spot * spot
@@ -486,16 +611,17 @@ def step_row(i, state, hedge, keys, trades, params, venues, dealer_lines, agent_
             state[i, S_BASIS] += (1.0 - tr) * push / max(tau_f_prev, dt)
 
     # 3. Exogenous dynamics.
-    z_price, z_var, u_jump, z_jump, z_premium, z_basis = draw_shocks(key, step)
+    z_price = step_normal(key, step, Z_PRICE)
     var = state[i, S_V] if params[P_HESTON] > 0.5 else params[P_SIGMA] * params[P_SIGMA]
     x_new = x_prev + (params[P_MU] - 0.5 * var) * dt + math.sqrt(var * dt) * z_price
     if params[P_JUMPS] > 0.5:
-        n_jumps = poisson_inverse(params[P_JUMP_INTENSITY] * dt, u_jump)
+        n_jumps = poisson_inverse(params[P_JUMP_INTENSITY] * dt, step_uniform(key, step, U_JUMP_COUNT))
         if n_jumps > 0:
-            x_new += n_jumps * params[P_JUMP_MEAN] + math.sqrt(n_jumps) * params[P_JUMP_STD] * z_jump
+            x_new += (n_jumps * params[P_JUMP_MEAN]
+                      + math.sqrt(n_jumps) * params[P_JUMP_STD] * step_normal(key, step, Z_JUMP))
     if params[P_HESTON] > 0.5:
         rho = params[P_RHO_SV]
-        w = rho * z_price + math.sqrt(max(1.0 - rho * rho, 0.0)) * z_var
+        w = rho * z_price + math.sqrt(max(1.0 - rho * rho, 0.0)) * step_normal(key, step, Z_VAR)
         var_new = var + params[P_KAPPA_V] * (params[P_THETA_V] - var) * dt + params[P_XI] * math.sqrt(var * dt) * w
         var_new = max(var_new, 0.0)
     else:
@@ -507,17 +633,26 @@ def step_row(i, state, hedge, keys, trades, params, venues, dealer_lines, agent_
     t_new = t + dt
     sigma_atm = atm_vol(params, var_new)
     s_pre = x_new + state[i, S_I_PERM] + state[i, S_I_TRANS]
+    # Outside the price band (see LOG_PRICE_BAND) the price is pinned to its edge and all of the impact
+    # becomes permanent, so that s = X + I_perm + I_trans still holds without I_perm and I_trans
+    # cancelling each other from huge values; the step is flagged as a liquidity crisis.
+    s_band = clamp_log_price(s_pre, params)
+    crisis = s_band != s_pre
+    if crisis:
+        state[i, S_I_PERM] = s_band - x_new
+        state[i, S_I_TRANS] = 0.0
+        s_pre = s_band
     h_prev = state[i, S_DEALER_HEDGE]
-    crisis = False
     rebalance = (not halted) and dealer_lines.shape[0] > 0 and (step + 1) % int(params[P_REBALANCE_EVERY]) == 0
     if rebalance and params[P_DEALER_INV_DEPTH] > 0.0 and params[P_HEDGE_RATIO] > 0.0:
-        y, h_new, phi, crisis = clear_market(s_pre, y_prev, h_prev, dealer_lines, params, t_new, sigma_atm)
+        y, h_new, phi, capped = clear_market(s_pre, y_prev, h_prev, dealer_lines, params, t_new, sigma_atm)
+        crisis = crisis or capped
         clearing = y - s_pre
         state[i, S_I_PERM] += ps * clearing
         state[i, S_I_TRANS] += (1.0 - ps) * clearing
     else:
         spot_pre = math.exp(s_pre)
-        d_delta, d_gamma = dealer_delta_gamma(dealer_lines, params, t_new, spot_pre, sigma_atm)
+        d_delta, d_gamma, _ = dealer_delta_gamma(dealer_lines, params, t_new, spot_pre, sigma_atm)
         phi = 0.01 * params[P_HEDGE_RATIO] * d_gamma * spot_pre * spot_pre * params[P_DEALER_INV_DEPTH]
         h_new = -params[P_HEDGE_RATIO] * d_delta if rebalance else h_prev
     dealer_flow = h_new - h_prev
@@ -526,6 +661,12 @@ def step_row(i, state, hedge, keys, trades, params, venues, dealer_lines, agent_
     # 5. Resilience, venue spreads, funding, futures expiry.
     state[i, S_I_TRANS] *= math.exp(-params[P_RESILIENCE] * dt)
     y_new = x_new + state[i, S_I_PERM] + state[i, S_I_TRANS]
+    y_band = clamp_log_price(y_new, params)
+    if y_band != y_new:
+        state[i, S_I_PERM] = y_band - x_new
+        state[i, S_I_TRANS] = 0.0
+        y_new = y_band
+        crisis = True
     state[i, S_LOG_SPOT] = y_new
     spot_new = math.exp(y_new)
     # Dealer flow routed to perp / future moves their premium / basis by the untransmitted share.
@@ -533,13 +674,17 @@ def step_row(i, state, hedge, keys, trades, params, venues, dealer_lines, agent_
     decay_p = math.exp(-params[P_PREMIUM_SPEED] * dt)
     sd_p = params[P_PREMIUM_VOL] * math.sqrt(
         dt if params[P_PREMIUM_SPEED] * dt < 1e-8 else (1.0 - decay_p * decay_p) / (2.0 * params[P_PREMIUM_SPEED]))
-    premium = state[i, S_PREMIUM] * decay_p + sd_p * z_premium
+    premium = state[i, S_PREMIUM] * decay_p
+    if sd_p > 0.0:
+        premium += sd_p * step_normal(key, step, Z_PREMIUM)
     premium += (1.0 - venues[PERP, V_TRANSMISSION]) * params[P_MIX_PERP] * flow_usd * venues[PERP, V_INV_DEPTH]
     state[i, S_PREMIUM] = min(max(premium, -0.5), 0.5)
     decay_b = math.exp(-params[P_BASIS_SPEED] * dt)
     sd_b = params[P_BASIS_VOL] * math.sqrt(
         dt if params[P_BASIS_SPEED] * dt < 1e-8 else (1.0 - decay_b * decay_b) / (2.0 * params[P_BASIS_SPEED]))
-    basis = params[P_BASIS_MEAN] + (state[i, S_BASIS] - params[P_BASIS_MEAN]) * decay_b + sd_b * z_basis
+    basis = params[P_BASIS_MEAN] + (state[i, S_BASIS] - params[P_BASIS_MEAN]) * decay_b
+    if sd_b > 0.0:
+        basis += sd_b * step_normal(key, step, Z_BASIS)
     basis += ((1.0 - venues[FUTURE, V_TRANSMISSION]) * params[P_MIX_FUTURE] * flow_usd
               * venues[FUTURE, V_INV_DEPTH] / max(tau_f_prev, dt))
     state[i, S_BASIS] = min(max(basis, -5.0), 5.0)
@@ -560,7 +705,7 @@ def step_row(i, state, hedge, keys, trades, params, venues, dealer_lines, agent_
     state[i, S_FUNDING_RATE] = funding_rate
     funding = hedge[i, PERP] * mids_new[PERP] * funding_rate * n_funding
 
-    if t_new >= state[i, S_FUTURE_EXPIRY] - 1e-12:
+    if t_new >= state[i, S_FUTURE_EXPIRY] - EXPIRY_TOLERANCE:
         # Cash settlement at spot: the mark above already converged to spot, so only close.
         hedge[i, FUTURE] = 0.0
         state[i, S_FUTURE_EXPIRY] += params[P_FUTURE_ROLL]
@@ -600,7 +745,7 @@ def step_row(i, state, hedge, keys, trades, params, venues, dealer_lines, agent_
     gex = phi / params[P_DEALER_INV_DEPTH] if params[P_DEALER_INV_DEPTH] > 0.0 else 0.0
     if params[P_DEALER_INV_DEPTH] == 0.0:
         # Infinite depth: phi is 0 whatever the book; report the book's GEX anyway.
-        _, d_gamma = dealer_delta_gamma(dealer_lines, params, t_new, spot_new, sigma_atm)
+        _, d_gamma, _ = dealer_delta_gamma(dealer_lines, params, t_new, spot_new, sigma_atm)
         gex = 0.01 * params[P_HEDGE_RATIO] * d_gamma * spot_new * spot_new
     state[i, S_PHI] = phi
     state[i, S_GEX] = gex

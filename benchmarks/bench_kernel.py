@@ -1,0 +1,229 @@
+"""Env-steps per second of the market kernel, against its NumPy reference, and its compile time.
+
+On one scenario (default ``default``), for each number of envs N (default 1, 64, 1024, 16384):
+
+- ``serial``: :func:`hedgegym.envs.kernel.step_serial`, one thread;
+- ``parallel``: :func:`hedgegym.envs.kernel.step_parallel`, rows over numba's threads;
+- ``reference``: :func:`hedgegym.envs.reference.reference_step`, the plain-NumPy reference;
+
+all on the same pre-drawn trades (up to ``agent.max_trade`` on every venue), inside episodes
+(restarted, untimed, at their end). Each figure is the best of blocks of ``BLOCK`` steps timed over
+``--repeats`` runs of ``--seconds`` per contender, the contenders interleaved, so that load from
+other processes hits them alike (as ``timeit`` advises: the fastest run is the least disturbed);
+rates are by wall-clock time, and by the process's CPU time for the single-threaded contenders.
+
+Compile time: a fresh interpreter imports hedgegym and steps one env (``Market``, the serial kernel)
+and then one parallel step, with ``NUMBA_CACHE_DIR`` set to a new temporary folder (cold: numba
+compiles everything and writes its cache) and then again with the same folder (cached).
+
+Targets of the issue: at N = 1024 ``parallel`` >= 1M env-steps/s on the 2-core dev machine;
+``serial`` >= 5x ``reference``; cached import-and-first-step < 2 s.
+
+Usage:
+    python benchmarks/bench_kernel.py
+    python benchmarks/bench_kernel.py --sizes 1024 --seconds 0.5 --no-compile
+Writes ``benchmarks/results/kernel.json`` atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numba
+import numpy as np
+from hedgegym.envs import kernel
+from hedgegym.envs.config import load_scenario
+from hedgegym.envs.market import Market
+from hedgegym.envs.reference import reference_step
+
+RESULTS = Path(__file__).resolve().parent / "results" / "kernel.json"
+TRADE_BATCHES = 16  # pre-drawn trade batches, cycled
+BLOCK = 8  # steps per timed block: short, so that some blocks fall between other processes' bursts
+# The CPU time of a multi-threaded run sums its threads: only single-threaded rates are given by it.
+CPU_CLOCKED = ("serial", "reference")
+TARGET_PARALLEL_1024 = 1.0e6
+TARGET_SERIAL_OVER_REFERENCE = 5.0
+TARGET_CACHED_FIRST_STEP_S = 2.0
+
+FIRST_STEP = """
+import time
+start = time.perf_counter()
+import numpy as np
+from hedgegym.envs import kernel
+from hedgegym.envs.config import load_scenario
+from hedgegym.envs.market import Market
+imported = time.perf_counter()
+market = Market(load_scenario("{scenario}"), n_envs=1)
+market.reset(seeds=0)
+market.step(np.ones((1, 3)))
+first_step = time.perf_counter()
+m = market
+kernel.step_parallel(m.state, m.hedge, m.keys, np.ones((1, 3)), m.params, m.venues, m.dealer_lines,
+                     m.agent_lines, m.out)
+print(imported - start, first_step - start, time.perf_counter() - start)
+"""
+
+
+def contender(config, fn: Callable, n: int) -> Callable[[float], tuple[float, float]]:
+    """``run(seconds)``: step ``n`` envs with ``fn`` for >= ``seconds`` in timed blocks of ``BLOCK``
+    steps (episodes restart, untimed, at their end); returns the best block's (wall, CPU) rates."""
+    market = Market(config, n_envs=n)
+    trades = np.random.default_rng(n).uniform(-1.0, 1.0, (TRADE_BATCHES, n, 3)) * config.agent.max_trade
+    seeds = np.arange(n)
+    m = market
+    episode = 0
+    m.reset(seeds=seeds)
+    fn(m.state, m.hedge, m.keys, trades[0], m.params, m.venues, m.dealer_lines, m.agent_lines, m.out)
+
+    def run(seconds: float) -> tuple[float, float]:
+        nonlocal episode
+        best_wall = best_cpu = 0.0
+        start = time.perf_counter()
+        while best_wall == 0.0 or time.perf_counter() - start < seconds:
+            if m.step_index[0] + BLOCK > m.episode_steps:
+                episode += 1
+                m.reset(seeds=seeds, episodes=episode)
+            wall, cpu = time.perf_counter(), time.process_time()
+            for k in range(BLOCK):
+                fn(m.state, m.hedge, m.keys, trades[k % TRADE_BATCHES], m.params, m.venues, m.dealer_lines,
+                   m.agent_lines, m.out)
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            best_wall = max(best_wall, BLOCK * n / wall)
+            best_cpu = max(best_cpu, BLOCK * n / cpu) if cpu > 0 else best_cpu
+        return best_wall, best_cpu
+
+    return run
+
+
+def throughput(scenario: str, sizes: list[int], seconds: float, repeats: int) -> list[dict]:
+    config = load_scenario(scenario)
+    rows = []
+    for n in sizes:
+        runs = {"serial": contender(config, kernel.step_serial, n),
+                "parallel": contender(config, kernel.step_parallel, n),
+                "reference": contender(config, reference_step, n)}
+        best = dict.fromkeys(runs, (0.0, 0.0))
+        for _ in range(repeats):
+            for name, run in runs.items():
+                wall, cpu = run(seconds)
+                best[name] = (max(best[name][0], wall), max(best[name][1], cpu))
+        row = {"n_envs": n}
+        for name in runs:
+            row[name] = best[name][0]
+            if name in CPU_CLOCKED:
+                row[f"{name}_cpu"] = best[name][1]
+        row["serial_over_reference"] = row["serial"] / row["reference"]
+        row["serial_over_reference_cpu"] = row["serial_cpu"] / row["reference_cpu"]
+        row["parallel_over_serial"] = row["parallel"] / row["serial"]
+        rows.append(row)
+        print(f"N = {n} done", flush=True)
+    return rows
+
+
+def compile_times(scenario: str) -> dict:
+    """Seconds to import and take the first steps in a fresh interpreter: cold cache, then cached."""
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="hedgegym-numba-cache-") as cache:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        for label in ("cold", "cached"):
+            start = time.perf_counter()
+            proc = subprocess.run([sys.executable, "-c", FIRST_STEP.format(scenario=scenario)], env=env,
+                                  capture_output=True, text=True, check=True)
+            wall = time.perf_counter() - start
+            imported, first_step, with_parallel = (float(x) for x in proc.stdout.split())
+            out[label] = {"import_s": imported, "import_and_first_step_s": first_step,
+                          "with_first_parallel_step_s": with_parallel, "process_wall_s": wall}
+            print(f"compile ({label}) done", flush=True)
+    return out
+
+
+def print_report(rows: list[dict], compile_s: dict | None, load: tuple[float, float]) -> None:
+    cores = os.cpu_count() or 1
+    if load[0] > 0.5:
+        # Other processes on the cores: numba's OpenMP threads spin-wait for each other at every
+        # step, so one descheduled thread stalls the parallel kernel; the serial figures hold up.
+        print(f"\nwarning: load average {load[0]:.1f} on {cores} cores before the run (this run's own "
+              f"included, {load[1]:.1f} after): other processes depress the parallel figures")
+    print("\nenv-steps/s (best of runs; cpu: by process CPU time)")
+    head = ("N", "serial", "serial cpu", "parallel", "reference", "ref cpu", "serial/ref", "(cpu)", "par/serial")
+    print("".join(f"{h:>13}" for h in head))
+    for r in rows:
+        cells = (f"{r['n_envs']:,}", f"{r['serial']:,.0f}", f"{r['serial_cpu']:,.0f}", f"{r['parallel']:,.0f}",
+                 f"{r['reference']:,.0f}", f"{r['reference_cpu']:,.0f}", f"{r['serial_over_reference']:.1f}x",
+                 f"{r['serial_over_reference_cpu']:.1f}x", f"{r['parallel_over_serial']:.2f}x")
+        print("".join(f"{c:>13}" for c in cells))
+    if compile_s:
+        print("\nimport + first step in a fresh interpreter, s (first parallel step in brackets)")
+        for label, c in compile_s.items():
+            print(f"  {label:>6}: {c['import_and_first_step_s']:.2f} ({c['with_first_parallel_step_s']:.2f}); "
+                  f"import alone {c['import_s']:.2f}; process {c['process_wall_s']:.2f}")
+    print("\ntargets")
+    for r in rows:
+        if r["n_envs"] == 1024:
+            print(f"  parallel at N=1024 >= {TARGET_PARALLEL_1024:,.0f}/s: {r['parallel']:,.0f} "
+                  f"{'met' if r['parallel'] >= TARGET_PARALLEL_1024 else 'MISSED'}")
+    worst = min(rows, key=lambda r: r["serial_over_reference"])
+    print(f"  serial >= {TARGET_SERIAL_OVER_REFERENCE:g}x reference at every N: lowest "
+          f"{worst['serial_over_reference']:.1f}x (N={worst['n_envs']}) "
+          f"{'met' if worst['serial_over_reference'] >= TARGET_SERIAL_OVER_REFERENCE else 'MISSED'}")
+    if compile_s:
+        cached = compile_s["cached"]["import_and_first_step_s"]
+        print(f"  cached import-and-first-step < {TARGET_CACHED_FIRST_STEP_S:g} s: {cached:.2f} s "
+              f"{'met' if cached < TARGET_CACHED_FIRST_STEP_S else 'MISSED'}")
+
+
+def write_json_atomic(data: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1, 64, 1024, 16384])
+    parser.add_argument("--scenario", default="default")
+    parser.add_argument("--seconds", type=float, default=1.0, help="minimum length of one timed run")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per figure (the best is kept)")
+    parser.add_argument("--no-compile", action="store_true", help="skip the compile-time subprocesses")
+    parser.add_argument("--output", type=Path, default=RESULTS, help="where to write the JSON results")
+    args = parser.parse_args()
+    load_before = os.getloadavg()
+    rows = throughput(args.scenario, args.sizes, args.seconds, args.repeats)
+    load_after = os.getloadavg()
+    compile_s = None if args.no_compile else compile_times(args.scenario)
+    print_report(rows, compile_s, (load_before[0], load_after[0]))
+    write_json_atomic({
+        "scenario": args.scenario,
+        "seconds_per_run": args.seconds,
+        "repeats": args.repeats,
+        "rows": rows,
+        "compile": compile_s,
+        "targets": {"parallel_at_1024": TARGET_PARALLEL_1024, "serial_over_reference": TARGET_SERIAL_OVER_REFERENCE,
+                    "cached_import_and_first_step_s": TARGET_CACHED_FIRST_STEP_S},
+        "machine": {
+            "python": platform.python_version(),
+            "cpu_count": os.cpu_count(),
+            "numba_threads": numba.get_num_threads(),
+            "threading_layer": numba.threading_layer(),
+            "load_average_before": load_before,
+            "load_average_after": load_after,
+            "numpy": np.__version__,
+            "numba": numba.__version__,
+        },
+        "unix_time": time.time(),
+    }, args.output)
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
