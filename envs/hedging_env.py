@@ -88,9 +88,14 @@ class HedgingEnv(gym.Env):
     ``Box(-1, 1, (n,), float32)`` with ``n = len(agent.venues)``, one entry per enabled venue in the
     order spot, perp, future (disabled venues are skipped). With ``agent.action_mode``:
 
-    - ``"trade"`` (default): trade ``a * agent.max_trade`` coins on the venue this step (futures: contracts).
-    - ``"target"``: trade to the position ``a * agent.max_trade`` coins of delta (futures: converted to
-      contracts at ``exp(r (T_f - t))`` coins per contract).
+    - ``"trade"`` (default): trade ``a * agent.max_trade`` coins of delta on the venue this step.
+    - ``"target"``: trade to the position ``a * agent.max_trade`` coins of delta.
+    - ``"delta"``: trade ``-net_delta / n + a * agent.max_trade`` coins of delta: ``a = 0`` closes the
+      whole net-delta gap, split evenly over the venues, and the action is the deviation from that
+      full delta hedge.
+
+    Futures trades in coins of delta become contracts at ``exp(r (T_f - t))`` coins per contract.
+    Orders under ``agent.min_trade`` coins are not sent (a lot size; default 0).
 
     Finite values outside [-1, 1] are **clipped** to [-1, 1] (Gaussian policies emit them; SB3 clips
     too). A wrong shape, NaN or inf raises ``ValueError``. Trades are ignored while the circuit breaker

@@ -344,7 +344,12 @@ class Market:
         trades = np.zeros((self.n_envs, N_VENUES))
         trades[:, enabled] = actions * agent.max_trade
         if mode == "delta":
-            trades[:, enabled] -= self.net_delta()[:, None] / enabled.size
+            gap = self.net_delta()[:, None] / enabled.size
+            sent = trades[:, enabled] - gap
+            # As in "target" mode: a deviation that cancels the gap up to rounding is a hold, not a
+            # 1e-16-coin residue that would count as a trade.
+            sent[np.abs(sent) <= 1e-12 * np.maximum(np.abs(gap), agent.max_trade)] = 0.0
+            trades[:, enabled] = sent
         fut_delta = self.future_delta()
         trades[:, FUTURE] /= fut_delta
         if mode == "target":
