@@ -1,0 +1,218 @@
+"""`evaluate` and `hedgegym evaluate`: same paths for every policy, reproducible files, clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hedgegym.agents.baselines import make_baseline
+from hedgegym.envs.config import load_scenario
+from hedgegym.envs.hedging_env import HedgingEnv
+from hedgegym.train import evaluate
+from hedgegym.train.cli import app
+from hedgegym.train.evaluate import PolicyError, expand_baselines, load_policy, load_sb3_policy
+from typer.testing import CliRunner
+
+# One day of hourly steps keeps every run here to milliseconds; the book expires with the episode.
+SHORT = {"episode.horizon_days": 1.0,
+         "agent.lines": [{"strike": 100_000.0, "expiry_days": 1.0, "kind": k, "quantity": -20.0}
+                         for k in ("call", "put")]}
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def short():
+    return load_scenario("default", SHORT)
+
+
+def cli(*args: str):
+    return runner.invoke(app, ["evaluate", "--scenario", "default", *args])
+
+
+# ------------------------------------------------------------------------------------ same paths
+def test_policies_meet_identical_exogenous_paths(short):
+    result = evaluate(["no_hedge", "delta", "whalley_wilmott@cheapest"], short, episodes=6, seed=3,
+                      n_resamples=50, n_sample_paths=6)
+    exo = {name: result.samples[name]["exo_spot"] for name in result.policies}
+    for name in result.policies[1:]:
+        np.testing.assert_array_equal(exo[name], exo["no_hedge"])
+        np.testing.assert_array_equal(result.per_episode[name]["exo_spot_final"],
+                                      result.per_episode["no_hedge"]["exo_spot_final"])
+    # ...while spot itself carries each policy's own impact.
+    assert not np.array_equal(result.samples["delta@spot"]["spot"], result.samples["no_hedge"]["spot"])
+    # Without trades the rerun with the agent's impact off is the same path: no share at all.
+    assert np.all(result.per_episode["no_hedge"]["agent_vol_amplification"] == 0.0)
+    np.testing.assert_array_equal(result.samples["no_hedge"]["spot_no_agent_impact"],
+                                  result.samples["no_hedge"]["spot"])
+
+
+def test_episode_j_is_hedging_env_reset_with_seed_plus_j(short):
+    result = evaluate(["whalley_wilmott@cheapest"], short, episodes=4, seed=10, n_resamples=20,
+                      agent_impact_rerun=False)
+    env = HedgingEnv(config=short)
+    policy = make_baseline("whalley_wilmott@cheapest", short)
+    obs, _ = env.reset(seed=12)
+    done = False
+    while not done:  # the same policy object drives the single env (1-D obs) through its market
+        obs, _, terminated, truncated, info = env.step(policy(obs, env.unwrapped.market))
+        done = terminated or truncated
+    assert info["episode_metrics"]["pnl"] == result.per_episode["whalley_wilmott@cheapest"]["pnl"][2]
+    assert info["episode_metrics"]["n_trades"] == result.per_episode["whalley_wilmott@cheapest"]["n_trades"][2]
+
+
+def test_batching_does_not_change_any_episode(short):
+    one = evaluate(["leland@cheapest"], short, episodes=7, seed=0, n_resamples=20, agent_impact_rerun=False)
+    many = evaluate(["leland@cheapest"], short, episodes=7, seed=0, n_resamples=20, agent_impact_rerun=False,
+                    batch_size=3)
+    for key, values in one.per_episode["leland@cheapest"].items():
+        np.testing.assert_array_equal(many.per_episode["leland@cheapest"][key], values, err_msg=key)
+
+
+def test_same_seed_gives_identical_metrics_json(tmp_path, short):
+    texts = []
+    for name, seed in (("a", 5), ("b", 5), ("c", 6)):
+        result = evaluate(["no_hedge", "fixed_band"], short, episodes=12, seed=seed, n_resamples=100)
+        result.write(tmp_path / name)
+        texts.append((tmp_path / name / "metrics.json").read_text())
+    assert texts[0] == texts[1]
+    assert texts[0] != texts[2]
+    data = json.loads(texts[0])
+    assert data["seeds"] == [5, 16] and set(data["policies"]) == {"no_hedge", "fixed_band@spot"}
+    assert data["reference"] == data["best"]["mean_variance"] == "fixed_band@spot"
+    assert set(data["paired_differences"]) == {"no_hedge"}
+
+
+def test_paired_difference_matches_the_episodes(short):
+    result = evaluate(["no_hedge", "delta"], short, episodes=40, seed=0, n_resamples=200, agent_impact_rerun=False)
+    diff = result.compare("delta@spot", "no_hedge")["pnl_mean"]
+    per_episode = result.per_episode["delta@spot"]["pnl"] - result.per_episode["no_hedge"]["pnl"]
+    assert diff.value == pytest.approx(per_episode.mean())
+    assert diff.low < diff.value < diff.high
+    with pytest.raises(KeyError, match="no policy 'ghost'"):
+        result.compare("ghost", "no_hedge")
+
+
+# ------------------------------------------------------------------------------------ the command
+def test_cli_writes_every_output(tmp_path):
+    out = tmp_path / "run"
+    res = cli("--set", "episode.horizon_days=1", "--baselines", "no_hedge,delta,whalley_wilmott",
+              "--episodes", "10", "--seed", "2", "--out", str(out))
+    assert res.exit_code == 0, res.output
+    assert "mean-var" in res.output and "whalley_wilmott@spot" in res.output
+    names = {p.name for p in out.iterdir()}
+    assert {"metrics.json", "episodes.csv", "report.md", "config.yaml", "run_info.json", "pnl_distribution.png",
+            "slippage_vs_amplification.png", "sample_paths.png"} <= names
+    rows = (out / "episodes.csv").read_text().splitlines()
+    assert rows[0].startswith("policy,episode,seed,pnl,") and len(rows) == 1 + 3 * 10
+    assert rows[1].startswith("no_hedge,0,2,")
+    report = (out / "report.md").read_text()
+    assert "## Paired differences" in report and "whalley_wilmott@spot" in report
+    assert (out / "sample_paths.png").read_bytes()[:4] == b"\x89PNG"
+    assert "timestamp" not in (out / "metrics.json").read_text()
+
+
+def test_cli_default_run_dir_and_never_overwrites(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    res = cli("--set", "episode.horizon_days=0.25", "--baselines", "delta", "--episodes", "2")
+    assert res.exit_code == 0, res.output
+    (run,) = (tmp_path / "runs").iterdir()
+    assert run.name.startswith("evaluate-default-") and (run / "metrics.json").is_file()
+    before = (run / "metrics.json").read_bytes()
+    res = cli("--baselines", "delta", "--episodes", "2", "--out", str(run))
+    assert res.exit_code == 2 and "already exists and is not empty" in res.output
+    assert (run / "metrics.json").read_bytes() == before
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--baselines", "delta,gamma_scalp"), "unknown baseline or policy 'gamma_scalp'; known baselines: no_hedge,"),
+    (("--baselines", "delta@future", "--set", "agent.venues=[spot]"), "venue 'future' is not one the agent may trade"),
+    (("--policy", "missing/model.zip"), "does not exist"),
+    (("--policy", "no_such_module_xyz:act"), "cannot import 'no_such_module_xyz'"),
+    (("--policy", "json:not_there"), "module 'json' has no attribute 'not_there'"),
+    (("--episodes", "0"), "Invalid value for '--episodes'"),
+])
+def test_cli_bad_input_is_a_clear_error(args, message, tmp_path):
+    res = cli(*args, "--out", str(tmp_path / "never"))
+    assert res.exit_code == 2
+    assert message in " ".join(res.output.split()), res.output
+    assert "Traceback" not in res.output
+    assert not (tmp_path / "never").exists()
+
+
+def test_library_bad_input(short):
+    with pytest.raises(ValueError, match="episodes must be an integer >= 1"):
+        evaluate(["delta"], short, episodes=0)
+    with pytest.raises(PolicyError, match="given twice"):
+        evaluate(["delta", "delta@spot"], short, episodes=1)
+    with pytest.raises(PolicyError, match=r"returned actions of shape \(2, 2\); expected \(2, 3\)"):
+        evaluate([("bad", lambda obs, market: np.zeros((len(obs), 2)))], short, episodes=2)
+    with pytest.raises(PolicyError, match="NaN or inf"):
+        evaluate([("nan", lambda obs, market: np.full((len(obs), 3), np.nan))], short, episodes=2)
+    assert expand_baselines("all", short)[:5] == ["no_hedge", "delta", "fixed_band", "whalley_wilmott", "leland"]
+    assert "delta@cheapest" in expand_baselines("all", short) and expand_baselines("none", short) == []
+
+
+# ------------------------------------------------------------------------------------ --policy
+def test_module_function_policy(tmp_path, monkeypatch, short):
+    (tmp_path / "my_hedgers.py").write_text(
+        "import numpy as np\n\n"
+        "def idle(obs, market):\n"
+        "    return np.zeros((obs.shape[0], len(market.enabled_venues)))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    by_module = load_policy("my_hedgers:idle", short)
+    by_file = load_policy(f"{tmp_path / 'my_hedgers.py'}:idle", short)
+    result = evaluate(["no_hedge", ("idle", by_module), ("idle_file", by_file)], short, episodes=5, n_resamples=20,
+                      agent_impact_rerun=False)
+    # Zero trades in "trade" mode are no hedge at all.
+    np.testing.assert_array_equal(result.per_episode["idle"]["pnl"], result.per_episode["no_hedge"]["pnl"])
+    np.testing.assert_array_equal(result.per_episode["idle_file"]["pnl"], result.per_episode["no_hedge"]["pnl"])
+    res = cli("--set", "episode.horizon_days=0.25", "--baselines", "none", "--policy", "my_hedgers:idle",
+              "--episodes", "3", "--out", str(tmp_path / "out"))
+    assert res.exit_code == 0, res.output
+    assert set(json.loads((tmp_path / "out" / "metrics.json").read_text())["policies"]) == {"my_hedgers:idle"}
+
+
+@pytest.fixture(scope="module")
+def sb3_model(tmp_path_factory, short):
+    """An (untrained) PPO on HedgingEnv's spaces, saved with VecNormalize statistics beside it."""
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+    folder = tmp_path_factory.mktemp("model")
+    model = PPO("MlpPolicy", HedgingEnv(config=short), n_steps=16, batch_size=16, seed=0, device="cpu")
+    model.save(folder / "agent.zip")
+    vecnorm = VecNormalize(DummyVecEnv([lambda: HedgingEnv(config=short)]))
+    vecnorm.obs_rms.mean[:] = 0.5
+    vecnorm.obs_rms.var[:] = 4.0
+    vecnorm.save(str(folder / "agent_vecnormalize.pkl"))
+    return folder / "agent.zip", model
+
+
+def test_sb3_model_applies_its_saved_normalisation(sb3_model, short):
+    path, model = sb3_model
+    policy = load_sb3_policy(path, short)
+    assert policy.obs_normalizer is not None and "agent_vecnormalize.pkl" in policy.source
+    obs = np.random.default_rng(0).normal(0.0, 2.0, (5, 19)).astype(np.float32)
+    expected, _ = model.predict(np.clip((obs - 0.5) / np.sqrt(4.0 + 1e-8), -10, 10), deterministic=True)
+    np.testing.assert_allclose(policy(obs, None), expected, rtol=1e-6)
+    result = evaluate(["delta", ("agent", policy)], short, episodes=3, n_resamples=20)
+    assert result.per_episode["agent"]["pnl"].shape == (3,)
+
+
+def test_sb3_model_with_other_spaces_is_refused(tmp_path, sb3_model, short):
+    import gymnasium as gym
+    from stable_baselines3 import PPO
+
+    other = tmp_path / "pendulum.zip"
+    PPO("MlpPolicy", gym.make("Pendulum-v1"), n_steps=16, batch_size=16, device="cpu").save(other)
+    with pytest.raises(PolicyError, match="trained on a different observation space"):
+        load_sb3_policy(other, short)
+    res = cli("--policy", str(other), "--episodes", "1")
+    assert res.exit_code == 2 and "different observation space" in res.output
+    two_venues = load_scenario("default", {**SHORT, "agent.venues": ["spot", "perp"]})
+    with pytest.raises(PolicyError, match=r"expects one action per venue.*shape \(2,\)"):
+        load_sb3_policy(sb3_model[0], two_venues)
+    (tmp_path / "junk.zip").write_bytes(b"not a zip")
+    with pytest.raises(PolicyError, match="is not a stable-baselines3 model zip"):
+        load_sb3_policy(tmp_path / "junk.zip", short)
