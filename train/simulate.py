@@ -32,6 +32,7 @@ class SimulationResult:
     vol_amplification: float
     vol_amplification_ci: tuple[float, float]
     predicted_amplification: float
+    predicted_amplification_resilient: float
     mean_phi: float
     crisis_steps_per_path: float
     crisis_path_share: float
@@ -49,6 +50,29 @@ class SimulationResult:
         d.pop("sample")
         d["vol_amplification_ci"] = list(self.vol_amplification_ci)
         return d
+
+
+def predicted_amplification(phi: float, permanent_share: float = 1.0, decay: float = 0.0) -> float:
+    """Volatility amplification of the linearised clearing, with impact resilience.
+
+    The clearing adds ``c = g x`` to each exogenous return ``x``, ``g = -phi / (1 + phi)``
+    (Frey & Stremme 1997; Sircar & Papanicolaou 1998). A share ``p = permanent_share`` of it stays;
+    the transient rest decays by ``d = exp(-resilience dt)`` within the step and the remainder reverts
+    over later steps (Obizhaeva & Wang 2013). The return is then an MA(inf) in the shocks:
+    ``r_k = (1 + m g) x_k - (1 - d) T_{k-1}``, ``m = p + (1 - p) d``, ``T_k = d T_{k-1} + (1 - p) d g x_k``,
+    so with i.i.d. ``x``::
+
+        amplification^2 = (1 + m g)^2 + (1 - d) / (1 + d) ((1 - p) d g)^2
+
+    With ``p = 1`` this is the Frey–Stremme law ``1 / (1 + phi)``.
+
+    >>> round(predicted_amplification(-0.2), 6), round(predicted_amplification(-0.2, 0.5, 0.0), 4)
+    (1.25, 1.125)
+    """
+    g = -phi / (1.0 + phi)
+    m = permanent_share + (1.0 - permanent_share) * decay
+    transient = (1.0 - permanent_share) * decay * g
+    return float(np.sqrt((1.0 + m * g) ** 2 + (1.0 - decay) / (1.0 + decay) * transient ** 2))
 
 
 def simulate(config: ScenarioConfig, paths: int = 1000, seed: int = 0, n_sample: int = 5,
@@ -109,7 +133,10 @@ def simulate(config: ScenarioConfig, paths: int = 1000, seed: int = 0, n_sample:
         realised_vol_exo=float(np.sqrt(x2.mean() / years)),
         vol_amplification=amp,
         vol_amplification_ci=(float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))),
-        predicted_amplification=float(1.0 / (1.0 + mean_phi)),
+        predicted_amplification=predicted_amplification(mean_phi),
+        predicted_amplification_resilient=predicted_amplification(
+            mean_phi, config.market.impact.permanent_share,
+            float(np.exp(-config.market.impact.resilience * config.episode.dt))),
         mean_phi=mean_phi,
         crisis_steps_per_path=float(arrays["crisis_steps"].mean()),
         crisis_path_share=float(np.mean(arrays["crisis_steps"] > 0)),
