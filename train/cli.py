@@ -33,7 +33,7 @@ def parse_sets(sets: list[str] | None) -> dict[str, str]:
 
 def fail(message: str) -> None:
     """Print an error (no traceback) and exit with status 2."""
-    console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -73,6 +73,13 @@ def simulate(
         cfg = resolve_scenario(scenario, config, parse_sets(sets))
     except ConfigError as err:
         fail(str(err))
+    run_dir = None
+    if out is not None or plot:
+        # Claim the directory before the work, so a clash costs nothing.
+        try:
+            run_dir = claim_dir(out) if out is not None else new_run_dir("runs", f"simulate-{cfg.name}")
+        except FileExistsError as err:
+            fail(str(err))
     steps = cfg.episode_steps
     with progress_bar() as bar:
         task = bar.add_task(f"simulating {cfg.name}", total=paths * steps)
@@ -97,11 +104,7 @@ def simulate(
     for name, value in rows:
         table.add_row(name, value)
     console.print(table)
-    if out is not None or plot:
-        try:
-            run_dir = claim_dir(out) if out is not None else new_run_dir("runs", f"simulate-{cfg.name}")
-        except FileExistsError as err:
-            fail(str(err))
+    if run_dir is not None:
         write_json_atomic(run_dir / "summary.json", result.summary())
         if plot:
             plot_simulation(result, run_dir / "simulation.png")
