@@ -54,6 +54,9 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from numba import njit
+from pydantic import ValidationError
+
 from hedgegym.agents.routing import route_cheapest
 from hedgegym.envs.config import (
     DAYS_PER_YEAR,
@@ -80,8 +83,6 @@ from hedgegym.envs.layout import (
     S_STEP,
     S_T,
 )
-from numba import njit
-from pydantic import ValidationError
 
 DUST = 1e-9
 """Coins: a hedger sends no order smaller than this (float residue of a hedge, not a trade)."""

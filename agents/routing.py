@@ -43,6 +43,8 @@ Example:
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
+
 from hedgegym.envs.layout import (
     FUTURE,
     N_VENUES,
@@ -72,7 +74,6 @@ from hedgegym.envs.layout import (
     V_INV_DEPTH,
     V_MARGIN,
 )
-from numba import njit
 
 
 def delta_prices(market) -> tuple[np.ndarray, np.ndarray]:

@@ -42,10 +42,11 @@ import gymnasium as gym
 import numba
 import numpy as np
 from gymnasium.vector import AutoresetMode
+from stable_baselines3.common.vec_env import DummyVecEnv
+
 from hedgegym.envs import HedgingEnv, HedgingVectorEnv, Market, kernel
 from hedgegym.envs.config import load_scenario
 from hedgegym.envs.sb3_vec_env import HedgingSB3VecEnv
-from stable_baselines3.common.vec_env import DummyVecEnv
 
 RESULTS = Path(__file__).resolve().parent / "results" / "env.json"
 ACTION_BATCHES = 32  # pre-drawn action batches, cycled

@@ -53,6 +53,7 @@ def bench_evaluate(config, names: list[str], episodes: int, seed: int) -> dict:
 def bench_sync_vector_env(config, names: list[str], n_envs: int, seed: int) -> dict:
     """Each policy for one episode per env of a SyncVectorEnv of HedgingEnv, one env at a time."""
     import gymnasium as gym
+
     from hedgegym.agents.baselines import make_baseline
     from hedgegym.envs.hedging_env import HedgingEnv
 
@@ -88,11 +89,12 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     import numba
+    from rich.console import Console
+    from rich.table import Table
+
     from hedgegym.envs.config import load_scenario
     from hedgegym.train.evaluate import expand_baselines
     from hedgegym.train.io import write_json_atomic
-    from rich.console import Console
-    from rich.table import Table
 
     config = load_scenario(args.scenario)
     names = expand_baselines("all", config)

@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numba
 import numpy as np
+
 from hedgegym.envs import kernel
 from hedgegym.envs.config import load_scenario
 from hedgegym.envs.market import Market

@@ -25,10 +25,11 @@ import platform
 import time
 from pathlib import Path
 
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnvWrapper, VecNormalize
+
 from hedgegym.agents import sb3
 from hedgegym.envs.config import load_scenario
 from hedgegym.train.io import write_json_atomic
-from stable_baselines3.common.vec_env import DummyVecEnv, VecEnvWrapper, VecNormalize
 
 RESULTS = Path(__file__).resolve().parent / "results" / "training.json"
 # The hyperparameters of configs/ppo_multi.yaml, with the batch scaled to the rollout size.
@@ -65,8 +66,9 @@ class EnvTimer(VecEnvWrapper):
 
 def dummy_vec_env(scenario, n_envs: int, seed: int):
     """SB3's reference: a Python list of single HedgingEnvs, Monitor-wrapped for episode stats."""
-    from hedgegym.envs.hedging_env import HedgingEnv
     from stable_baselines3.common.monitor import Monitor
+
+    from hedgegym.envs.hedging_env import HedgingEnv
 
     venv = DummyVecEnv([lambda: Monitor(HedgingEnv(config=scenario)) for _ in range(n_envs)])
     venv.seed(seed)

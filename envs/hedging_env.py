@@ -19,6 +19,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 from gymnasium.error import ResetNeeded
+
 from hedgegym.envs.config import (
     VENUE_NAMES,
     ConfigError,

@@ -34,6 +34,8 @@ import math
 import os
 
 import numpy as np
+from numba import njit, prange
+
 from hedgegym.envs.greeks import _MIN_TOTAL_VOL, norm_cdf, norm_pdf
 from hedgegym.envs.layout import (
     FUTURE,
@@ -169,7 +171,6 @@ from hedgegym.envs.layout import (
     V_MARGIN,
     V_TRANSMISSION,
 )
-from numba import njit, prange
 
 # ------------------------------------------------------------------------------------ randomness
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)

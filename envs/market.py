@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
 from hedgegym.envs import kernel
 from hedgegym.envs.config import DAYS_PER_YEAR, HOURS_PER_YEAR, VENUE_NAMES, ScenarioConfig, validate_config
 from hedgegym.envs.layout import (

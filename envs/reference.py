@@ -34,6 +34,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy.special import erfc
+
 from hedgegym.envs.kernel import EXPIRY_TOLERANCE, LOG_PRICE_BAND, SHOCKS_PER_STEP
 from hedgegym.envs.layout import (
     FUTURE,
@@ -161,7 +163,6 @@ from hedgegym.envs.layout import (
     V_MARGIN,
     V_TRANSMISSION,
 )
-from scipy.special import erfc
 
 # ------------------------------------------------------------------------------------ randomness
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)

@@ -27,11 +27,12 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode
+from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvObs, VecEnvStepReturn
+
 from hedgegym.envs.config import ScenarioConfig
 from hedgegym.envs.hedging_env import STEP_INFO_FLAGS, STEP_INFO_FLOATS
 from hedgegym.envs.vector_env import HedgingVectorEnv
-from stable_baselines3.common.monitor import Monitor
-from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
 _SCALAR_KEYS = tuple(name for name, _ in STEP_INFO_FLOATS + STEP_INFO_FLAGS) + ("book_delta",)
 

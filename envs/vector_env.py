@@ -19,6 +19,7 @@ from gymnasium import spaces
 from gymnasium.error import ResetNeeded
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
+
 from hedgegym.envs.config import ScenarioConfig
 from hedgegym.envs.hedging_env import (
     _NON_FINITE_HINT,

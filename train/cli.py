@@ -6,10 +6,11 @@ import sys
 from pathlib import Path
 
 import typer
-from hedgegym.envs.config import ConfigError, list_scenarios, resolve_scenario
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from hedgegym.envs.config import ConfigError, list_scenarios, resolve_scenario
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="hedgegym: delta hedging with reflexive market impact.")

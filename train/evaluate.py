@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from hedgegym.agents.baselines import BASELINES, Baseline, make_baseline
 from hedgegym.envs.config import ScenarioConfig, resolve_scenario, save_config, validate_config
 from hedgegym.envs.layout import O_EXO_SPOT, O_SPOT, OBS_DIM

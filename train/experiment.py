@@ -31,6 +31,8 @@ from functools import cached_property
 from typing import Any, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+
 from hedgegym.agents import sb3
 from hedgegym.envs.config import (
     ConfigError,
@@ -40,7 +42,6 @@ from hedgegym.envs.config import (
     resolve_scenario,
     validate_config,
 )
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 
 class _Strict(BaseModel):

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+
 from hedgegym.envs.config import ScenarioConfig
 from hedgegym.envs.layout import O_EXO_SPOT, O_PHI, O_SPOT
 from hedgegym.envs.market import Market, dealer_effective_depth, pin_strike
@@ -155,6 +156,7 @@ def plot_simulation(result: SimulationResult, path: str | Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     from hedgegym.train.io import save_figure_atomic
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))

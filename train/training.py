@@ -40,6 +40,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+
 from hedgegym.agents import sb3
 from hedgegym.envs.config import ConfigError, save_config
 from hedgegym.train.experiment import ExperimentConfig, experiment_yaml, load_experiment, validate_experiment
@@ -52,7 +54,6 @@ from hedgegym.train.io import (
     write_json_atomic,
     write_text_atomic,
 )
-from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 
 MODEL_FILE = "model.zip"
 BEST_MODEL_FILE = "best_model.zip"

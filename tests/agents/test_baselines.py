@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+
 from hedgegym.agents.baselines import (
     BASELINES,
     band_trade,

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from stable_baselines3.common.vec_env import VecNormalize
+
 from hedgegym.agents import sb3
 from hedgegym.envs.config import load_scenario
-from stable_baselines3.common.vec_env import VecNormalize
 
 
 def test_algorithms_and_activations_by_name():

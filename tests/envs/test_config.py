@@ -8,6 +8,8 @@ import typing
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
+
 from hedgegym.envs.config import (
     ConfigError,
     ScenarioConfig,
@@ -20,7 +22,6 @@ from hedgegym.envs.config import (
 )
 from hedgegym.envs.layout import P_SIGMA, S_PHI, SPOT, V_INV_DEPTH
 from hedgegym.envs.market import Market
-from pydantic import BaseModel
 
 SCENARIOS = sorted(list_scenarios())
 LINE = {"strike": 100_000.0, "expiry_days": 7.0, "kind": "call", "quantity": -10.0}

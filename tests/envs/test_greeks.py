@@ -8,8 +8,9 @@ import warnings
 
 import numpy as np
 import pytest
-from hedgegym.envs.greeks import bsm_greeks, gex, smile_vol
 from scipy.stats import norm
+
+from hedgegym.envs.greeks import bsm_greeks, gex, smile_vol
 
 # A grid of (spot, strike, tau, rate, vol, is_call) over moneyness, maturity, vol, rate, calls and puts.
 _S, _K, _T, _R, _V, _C = np.meshgrid(

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 from gymnasium.error import ResetNeeded
+
 from hedgegym.envs import HedgingEnv, Market
 from hedgegym.envs.config import ConfigError
 from hedgegym.envs.layout import O_REWARD, O_SPOT, OBS_BOUND, OBS_DIM, OBS_NAMES, S_LAST_RETURN

@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+
 from hedgegym.envs import kernel, layout, reference
 from hedgegym.envs.config import apply_overrides, load_scenario, validate_config
 from hedgegym.envs.greeks import bsm_greeks, line_greeks

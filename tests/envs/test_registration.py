@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 from gymnasium.vector import AutoresetMode
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
 from hedgegym.envs import HedgingEnv, HedgingVectorEnv, register_scenario
 from hedgegym.envs.config import ConfigError, list_scenarios, save_config
 from hedgegym.envs.registration import ENTRY_POINT, SCENARIO_IDS, VECTOR_ENTRY_POINT
-from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 IDS = list(SCENARIO_IDS.values())
 

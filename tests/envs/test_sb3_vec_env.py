@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import data_equivalence
 from gymnasium.vector import AutoresetMode
-from hedgegym.envs import HedgingEnv, HedgingVectorEnv
-from hedgegym.envs.sb3_vec_env import HedgingSB3VecEnv, make_sb3_vec_env
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv
+
+from hedgegym.envs import HedgingEnv, HedgingVectorEnv
+from hedgegym.envs.sb3_vec_env import HedgingSB3VecEnv, make_sb3_vec_env
 
 SHORT = {"episode__horizon_days": 0.25}
 

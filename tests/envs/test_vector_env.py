@@ -7,6 +7,7 @@ import pytest
 from gymnasium.error import ResetNeeded
 from gymnasium.utils.env_checker import data_equivalence
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
+
 from hedgegym.envs import HedgingEnv, HedgingVectorEnv
 
 TRUNCATES = {"episode__horizon_days": 0.25}  # 6 hourly steps, cut at the horizon

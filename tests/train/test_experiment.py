@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from hedgegym.envs.config import ConfigError
 from hedgegym.train.experiment import ExperimentConfig, experiment_yaml, load_experiment, validate_experiment
 

@@ -13,13 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from stable_baselines3.common.callbacks import BaseCallback
+from typer.testing import CliRunner
+
 from hedgegym.agents import sb3
 from hedgegym.envs.config import ConfigError
 from hedgegym.train.cli import app
 from hedgegym.train.experiment import load_experiment
 from hedgegym.train.training import train
-from stable_baselines3.common.callbacks import BaseCallback
-from typer.testing import CliRunner
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
 # Shrinks any shipped config to a smoke run; algorithm-specific sizes below.
