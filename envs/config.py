@@ -384,15 +384,25 @@ class ScenarioConfig(_Strict):
 
 
 # --------------------------------------------------------------------------------------- loading
-def _format_validation_error(err: ValidationError, source: str) -> str:
+def format_validation_error(err: ValidationError, source: str = "", what: str = "config",
+                            fields_module: str = "hedgegym.envs.config") -> str:
+    """One line per problem: the dotted field, what is wrong, and the value given.
+
+    Shared by every validated config (scenario, experiment) so that their messages read alike.
+    """
     lines = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        msg = e["msg"]
+        loc = ".".join(str(p) for p in e["loc"])
+        prefix = f"{loc}: " if loc else ""  # a cross-field check's message names its fields itself
+        msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            msg = "unknown field (check the spelling; see `hedgegym.envs.config` for the fields)"
-        lines.append(f"  {loc}: {msg} (got {e.get('input')!r})")
-    return f"invalid config{source}:\n" + "\n".join(lines)
+            lines.append(f"  {loc}: unknown field (check the spelling; see `{fields_module}` for the fields) "
+                         f"(got {e.get('input')!r})")
+        elif e["type"] == "value_error" and ("got " in msg or not loc):
+            lines.append(f"  {prefix}{msg}")  # the validator's message names the value already
+        else:
+            lines.append(f"  {prefix}{msg} (got {e.get('input')!r})")
+    return f"invalid {what}{source}:\n" + "\n".join(lines)
 
 
 def validate_config(data: Mapping[str, Any] | ScenarioConfig, source: str = "") -> ScenarioConfig:
@@ -404,7 +414,7 @@ def validate_config(data: Mapping[str, Any] | ScenarioConfig, source: str = "") 
     try:
         return ScenarioConfig.model_validate(dict(data))
     except ValidationError as err:
-        raise ConfigError(_format_validation_error(err, source)) from None
+        raise ConfigError(format_validation_error(err, source)) from None
 
 
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:

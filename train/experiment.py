@@ -38,6 +38,7 @@ from hedgegym.envs.config import (
     ConfigError,
     ScenarioConfig,
     apply_overrides,
+    format_validation_error,
     read_yaml,
     resolve_scenario,
     validate_config,
@@ -319,22 +320,6 @@ def _check_baselines(names: list[str], scenario: ScenarioConfig) -> None:
 
 
 # --------------------------------------------------------------------------------------- loading
-def _format_errors(err: ValidationError, source: str) -> str:
-    lines = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"])
-        prefix = f"{loc}: " if loc else ""  # a cross-section check's message names its fields itself
-        if e["type"] == "extra_forbidden":
-            lines.append(f"  {loc}: unknown field (got {e.get('input')!r}); check the spelling, see "
-                         "`hedgegym.train.experiment` for the fields")
-        elif e["type"] == "value_error":
-            # Our validators' messages already name the value and what is allowed.
-            lines.append(f"  {prefix}{e['msg'].removeprefix('Value error, ')}")
-        else:
-            lines.append(f"  {prefix}{e['msg']} (got {e.get('input')!r})")
-    return f"invalid experiment config{source}:\n" + "\n".join(lines)
-
-
 def validate_experiment(data: Mapping[str, Any] | ExperimentConfig, source: str = "") -> ExperimentConfig:
     """Validate a mapping into an :class:`ExperimentConfig`; any problem is a :class:`ConfigError`."""
     if isinstance(data, ExperimentConfig):
@@ -344,7 +329,8 @@ def validate_experiment(data: Mapping[str, Any] | ExperimentConfig, source: str 
     try:
         return ExperimentConfig.model_validate(dict(data))
     except ValidationError as err:
-        raise ConfigError(_format_errors(err, source)) from None
+        message = format_validation_error(err, source, "experiment config", "hedgegym.train.experiment")
+        raise ConfigError(message) from None
 
 
 def load_experiment(path: str | os.PathLike, overrides: Mapping[str, Any] | None = None) -> ExperimentConfig:
