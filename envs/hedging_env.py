@@ -268,7 +268,7 @@ class HedgingEnv(gym.Env):
         # Until this step completes, a failure inside it (non-finite output) leaves the env needing a reset.
         self._needs_reset = "after a step that failed"
         market = self.market
-        out = market.step(market.actions_to_trades(actions[None, :]))
+        out = market.step(market.actions_to_trades(actions[None, :]), check=False)
         obs = market.observe()
         check_finite_obs(obs, market)
         vals = out[0].tolist()

@@ -127,6 +127,7 @@ from hedgegym.envs.layout import (
     VENUE_WIDTH,
 )
 
+_ACTION_MODES = {"trade": kernel.ACTION_TRADE, "target": kernel.ACTION_TARGET, "delta": kernel.ACTION_DELTA}
 _REWARD_MODES = {"mean_variance": REWARD_MEAN_VARIANCE, "pnl": REWARD_PNL, "terminal_pnl": REWARD_TERMINAL_PNL}
 # Rows above this are stepped by the numba-parallel kernel unless told otherwise.
 PARALLEL_THRESHOLD = 256
@@ -291,14 +292,16 @@ class Market:
         kernel.reset_rows(rows, seeds, episodes, self.state, self.hedge, self.keys, self.params,
                           self.venues, self.dealer_lines, self.agent_lines)
 
-    def step(self, trades=None) -> np.ndarray:
+    def step(self, trades=None, check: bool = True) -> np.ndarray:
         """Advance every row by one step. ``trades[N, 3]``: coins per venue (zeros: agent inactive).
 
-        Returns the ``out[N, OUT_WIDTH]`` array (``O_*`` columns), overwritten by the next step.
+        ``check=False`` skips the shape and finiteness checks, for callers whose trades come from
+        :meth:`actions_to_trades` on actions they have checked (the envs). Returns the
+        ``out[N, OUT_WIDTH]`` array (``O_*`` columns), overwritten by the next step.
         """
         if trades is None:
             trades = self._zero_trades
-        else:
+        elif check:
             trades = np.asarray(trades, dtype=np.float64)
             if trades.shape != (self.n_envs, N_VENUES):
                 raise ValueError(f"trades must have shape ({self.n_envs}, {N_VENUES}) (got {trades.shape})")
@@ -340,28 +343,10 @@ class Market:
         finiteness (the envs do, at ``step()``).
         """
         agent = self.config.agent
-        mode = mode or agent.action_mode
-        enabled = self.enabled_venues
-        trades = np.zeros((self.n_envs, N_VENUES))
-        trades[:, enabled] = actions * agent.max_trade
-        if mode == "delta":
-            gap = self.net_delta()[:, None] / enabled.size
-            sent = trades[:, enabled] - gap
-            # As in "target" mode: a deviation that cancels the gap up to rounding is a hold, not a
-            # 1e-16-coin residue that would count as a trade.
-            sent[np.abs(sent) <= 1e-12 * np.maximum(np.abs(gap), agent.max_trade)] = 0.0
-            trades[:, enabled] = sent
-        fut_delta = self.future_delta()
-        trades[:, FUTURE] /= fut_delta
-        if mode == "target":
-            trades -= self.hedge
-            # A target equal to the position up to rounding is a hold: a * max_trade cannot hit every
-            # float position exactly, and a 1e-15-coin residue would count as a trade.
-            trades[np.abs(trades) <= 1e-12 * np.maximum(np.abs(self.hedge), agent.max_trade)] = 0.0
-        coins = np.abs(trades)
-        coins[:, FUTURE] *= fut_delta
-        trades[coins < agent.min_trade] = 0.0
-        trades[:, self.venues[:, V_ENABLED] < 0.5] = 0.0
+        trades = np.empty((self.n_envs, N_VENUES))
+        kernel.actions_to_trades_rows(np.asarray(actions, dtype=np.float64).reshape(self.n_envs, -1),
+                                      self.enabled_venues, _ACTION_MODES[mode or agent.action_mode],
+                                      agent.max_trade, agent.min_trade, self.state, self.hedge, self.params, trades)
         return trades
 
     def trades_to_actions(self, delta_trades, mode: str | None = None) -> np.ndarray:

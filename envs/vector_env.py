@@ -218,7 +218,7 @@ class HedgingVectorEnv(gym.vector.VectorEnv):
             # NEXT_STEP ignores the actions of envs that reset on this step; their kernel row is
             # stepped (one batched call) and then overwritten by the reset below.
             trades[pending] = 0.0
-        out = market.step(trades)
+        out = market.step(trades, check=False)
         rewards = out[:, O_REWARD].copy()
         terminated = out[:, O_TERMINATED] > 0.5
         truncated = out[:, O_TRUNCATED] > 0.5

@@ -189,8 +189,8 @@ def test_step_before_reset_and_after_the_end_raise():
 def test_non_finite_simulator_output_raises_and_the_env_needs_a_reset(env, monkeypatch, corrupt, message):
     market_step = env.market.step
 
-    def corrupted_step(trades):
-        out = market_step(trades)
+    def corrupted_step(trades, check=True):
+        out = market_step(trades, check=check)
         corrupt(env.market)
         return out
 
