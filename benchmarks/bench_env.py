@@ -31,7 +31,6 @@ Writes ``benchmarks/results/env.json`` (or ``--output``) atomically.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -47,6 +46,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 from hedgegym.envs import HedgingEnv, HedgingVectorEnv, Market, kernel
 from hedgegym.envs.config import load_scenario
 from hedgegym.envs.sb3_vec_env import HedgingSB3VecEnv
+from hedgegym.train.io import write_json_atomic
 
 RESULTS = Path(__file__).resolve().parent / "results" / "env.json"
 ACTION_BATCHES = 32  # pre-drawn action batches, cycled
@@ -200,11 +200,9 @@ def print_table(rows: list[dict], single: dict) -> None:
               f"{s['overhead_us']:.1f} us beyond the kernel (target <= 20)")
 
 
-def write_json_atomic(data: dict, path: Path) -> None:
+def write_results(data: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    write_json_atomic(path, data)
 
 
 def main() -> None:
@@ -221,7 +219,7 @@ def main() -> None:
     args = parser.parse_args()
     parallel = {"auto": None, "on": True, "off": False}[args.parallel]
     result = run(args.sizes, args.scenario, args.seconds, args.repeats, args.loops_up_to, parallel)
-    write_json_atomic(result, args.output)
+    write_results(result, args.output)
     print(f"wrote {args.output}")
 
 

@@ -28,7 +28,6 @@ Writes ``benchmarks/results/kernel.json`` atomically.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import subprocess
@@ -45,6 +44,7 @@ from hedgegym.envs import kernel
 from hedgegym.envs.config import load_scenario
 from hedgegym.envs.market import Market
 from hedgegym.envs.reference import reference_step
+from hedgegym.train.io import write_json_atomic
 
 RESULTS = Path(__file__).resolve().parent / "results" / "kernel.json"
 TRADE_BATCHES = 16  # pre-drawn trade batches, cycled
@@ -182,11 +182,9 @@ def print_report(rows: list[dict], compile_s: dict | None, load: tuple[float, fl
               f"{'met' if cached < TARGET_CACHED_FIRST_STEP_S else 'MISSED'}")
 
 
-def write_json_atomic(data: dict, path: Path) -> None:
+def write_results(data: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    write_json_atomic(path, data)
 
 
 def main() -> None:
@@ -203,7 +201,7 @@ def main() -> None:
     load_after = os.getloadavg()
     compile_s = None if args.no_compile else compile_times(args.scenario)
     print_report(rows, compile_s, (load_before[0], load_after[0]))
-    write_json_atomic({
+    write_results({
         "scenario": args.scenario,
         "seconds_per_run": args.seconds,
         "repeats": args.repeats,
