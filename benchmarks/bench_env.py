@@ -200,11 +200,6 @@ def print_table(rows: list[dict], single: dict) -> None:
               f"{s['overhead_us']:.1f} us beyond the kernel (target <= 20)")
 
 
-def write_results(data: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, data)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 1024, 16384])
@@ -219,7 +214,7 @@ def main() -> None:
     args = parser.parse_args()
     parallel = {"auto": None, "on": True, "off": False}[args.parallel]
     result = run(args.sizes, args.scenario, args.seconds, args.repeats, args.loops_up_to, parallel)
-    write_results(result, args.output)
+    write_json_atomic(args.output, result)
     print(f"wrote {args.output}")
 
 

@@ -182,11 +182,6 @@ def print_report(rows: list[dict], compile_s: dict | None, load: tuple[float, fl
               f"{'met' if cached < TARGET_CACHED_FIRST_STEP_S else 'MISSED'}")
 
 
-def write_results(data: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, data)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 64, 1024, 16384])
@@ -201,7 +196,7 @@ def main() -> None:
     load_after = os.getloadavg()
     compile_s = None if args.no_compile else compile_times(args.scenario)
     print_report(rows, compile_s, (load_before[0], load_after[0]))
-    write_results({
+    write_json_atomic(args.output, {
         "scenario": args.scenario,
         "seconds_per_run": args.seconds,
         "repeats": args.repeats,
@@ -220,7 +215,7 @@ def main() -> None:
             "numba": numba.__version__,
         },
         "unix_time": time.time(),
-    }, args.output)
+    })
     print(f"wrote {args.output}")
 
 
