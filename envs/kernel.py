@@ -40,6 +40,7 @@ from hedgegym.envs.greeks import _MIN_TOTAL_VOL, norm_cdf, norm_pdf
 from hedgegym.envs.layout import (
     FUTURE,
     L_EXPIRY,
+    L_EXPIRY_STEP,
     L_IS_CALL,
     L_QUANTITY,
     L_STRIKE,
@@ -55,6 +56,7 @@ from hedgegym.envs.layout import (
     O_GEX,
     O_HALTED,
     O_HEDGE_PNL,
+    O_INTEREST,
     O_NOTIONAL,
     O_PHI,
     O_PNL,
@@ -125,10 +127,9 @@ from hedgegym.envs.layout import (
     S_BOOK_CHARM,
     S_BOOK_DELTA,
     S_BOOK_GAMMA,
-    S_BOOK_SETTLED,
     S_BOOK_VALUE,
     S_BOOK_VANNA,
-    S_BOOK_VEGA,
+    S_CASH,
     S_CRISIS,
     S_CRISIS_STEPS,
     S_CUM_BOOK_PNL,
@@ -136,10 +137,14 @@ from hedgegym.envs.layout import (
     S_CUM_FEES,
     S_CUM_FUNDING,
     S_CUM_HEDGE_PNL,
+    S_CUM_INTEREST,
     S_CUM_PNL,
     S_CUM_REWARD,
     S_CUM_SLIPPAGE,
     S_DEALER_HEDGE,
+    S_DEALER_HOLD,
+    S_DEALER_HOLD_STEP,
+    S_DEALER_UNWIND,
     S_FUNDING_RATE,
     S_FUTURE_EXPIRY,
     S_GEX,
@@ -161,7 +166,6 @@ from hedgegym.envs.layout import (
     S_TURNOVER_USD,
     S_V,
     S_X,
-    S_X0,
     SPOT,
     V_ENABLED,
     V_ETA,
@@ -186,15 +190,23 @@ _TWO_POW_M53 = 1.0 / 9007199254740992.0
 # thread pool, so setting it here, before any parallel call, is in time; a user's own setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 SHOCKS_PER_STEP = 16  # uniforms reserved per step; 11 are used (5 normals x 2 uniforms, and number 12)
-# A line (or future) whose expiry is within this many years (~30 us) of the clock has expired: the
-# clock is a sum of dt's, so it lands on an expiry only up to rounding, and dealers, the agent's
-# book and the future must all see the expiry at the same step whichever way the rounding went.
+# A future whose expiry is within this many years (~30 us) of the step's time has expired: the roll
+# sums expiry_days / 365, which lands on a step time k dt only up to rounding. (Option lines settle
+# at a step decided once, in integers: ``L_EXPIRY_STEP``.)
 EXPIRY_TOLERANCE = 1e-12
 # Log-prices stay within ln(spot0) +- LOG_PRICE_BAND (a factor e^50 ~ 5e21 either way), a numerical
 # guard far outside any meaningful path: a capped crisis step multiplies a large jump by
 # 1/phi_floor, and coin-sized trades at the price that results push it further still, until exp()
 # overflows or underflows to 0 and `strike / spot` raises ZeroDivisionError inside the kernel.
 LOG_PRICE_BAND = 50.0
+# The perp premium (a fraction of spot) and the futures basis (per year) stay within these bounds:
+# flow pushes them, and a crisis-sized flow would otherwise price the perp at a negative mark.
+PREMIUM_BOUND = 0.5
+BASIS_BOUND = 5.0
+# Funding boundaries are counted on t / interval; this absorbs the rounding of k dt / interval.
+FUNDING_EPS = 1e-9
+# The realised-vol estimate of the observation is an EWMA of r^2 / dt with this time constant (years).
+REALISED_VOL_TIME_CONSTANT = 1.0 / 365.0
 
 
 @njit(cache=True)
@@ -242,13 +254,6 @@ def step_normal(key, step, which):
 def step_uniform(key, step, which):
     """Uniform shock ``which`` (``U_*``) of step ``step``."""
     return uniform(key, np.uint64(step) * np.uint64(SHOCKS_PER_STEP) + np.uint64(which))
-
-
-@njit(cache=True)
-def draw_shocks(key, step):
-    """All the step's shocks (z_price, z_var, u_jump_count, z_jump, z_premium, z_basis)."""
-    return (step_normal(key, step, Z_PRICE), step_normal(key, step, Z_VAR), step_uniform(key, step, U_JUMP_COUNT),
-            step_normal(key, step, Z_JUMP), step_normal(key, step, Z_PREMIUM), step_normal(key, step, Z_BASIS))
 
 
 @njit(cache=True)
@@ -346,9 +351,10 @@ def strike_greeks(spot, strike, tau, rate, vol):
 
 
 @njit(cache=True)
-def dealer_delta_gamma(lines, params, t, spot, sigma_atm):
-    """Quantity-weighted delta and gamma of the live lines (expiry > t) of a book, and the smile's
-    share of d delta / d ln S: sum of quantity * vanna * (d vol / d ln S)."""
+def dealer_delta_gamma(lines, params, step, t, spot, sigma_atm):
+    """Quantity-weighted delta and gamma of the lines still live at step ``step`` (those that settle
+    at a later step) of a book at time ``t``, and the smile's share of d delta / d ln S: the sum of
+    quantity * vanna * (d vol / d ln S)."""
     delta = 0.0
     gamma = 0.0
     smile_vanna = 0.0
@@ -357,15 +363,14 @@ def dealer_delta_gamma(lines, params, t, spot, sigma_atm):
     last_expiry = -1.0
     call_delta = put_delta = g = va = slope = 0.0
     for j in range(lines.shape[0]):
+        if lines[j, L_EXPIRY_STEP] <= step:
+            continue
         strike = lines[j, L_STRIKE]
         expiry = lines[j, L_EXPIRY]
-        tau = expiry - t
-        if tau <= EXPIRY_TOLERANCE:
-            continue
         # Books list the call and the put of a strike side by side: they share d1 and gamma.
         if strike != last_strike or expiry != last_expiry:
             vol, slope = line_vol_and_slope(params, sigma_atm, strike, spot)
-            call_delta, put_delta, g, va = strike_delta_gamma(spot, strike, tau, rate, vol)
+            call_delta, put_delta, g, va = strike_delta_gamma(spot, strike, expiry - t, rate, vol)
             last_strike = strike
             last_expiry = expiry
         q = lines[j, L_QUANTITY]
@@ -376,51 +381,69 @@ def dealer_delta_gamma(lines, params, t, spot, sigma_atm):
 
 
 @njit(cache=True)
-def mark_book(state, i, lines, params, t_prev, t, spot, sigma_atm):
-    """Mark the agent's book at (t, spot): settle lines expiring in (t_prev, t], store greeks."""
+def settling_delta(lines, params, settle_step, t, spot, sigma_atm):
+    """Quantity-weighted delta at time ``t`` of the lines that settle at step ``settle_step``."""
+    delta = 0.0
+    for j in range(lines.shape[0]):
+        if lines[j, L_EXPIRY_STEP] != settle_step:
+            continue
+        strike = lines[j, L_STRIKE]
+        vol = line_vol(params, sigma_atm, strike, spot)
+        call_delta, put_delta, _, _ = strike_delta_gamma(spot, strike, lines[j, L_EXPIRY] - t, params[P_RATE], vol)
+        delta += lines[j, L_QUANTITY] * (call_delta if lines[j, L_IS_CALL] > 0.5 else put_delta)
+    return delta
+
+
+@njit(cache=True)
+def next_rebalance_step(step, params):
+    """The first step after ``step`` at which the dealers rebalance (every ``rebalance_every``)."""
+    every = int(params[P_REBALANCE_EVERY])
+    return (step // every + 1) * every
+
+
+@njit(cache=True)
+def mark_book(state, i, lines, params, step, t, spot, sigma_atm):
+    """Mark the agent's book at step ``step`` (time ``t``, price ``spot``): store the value and greeks
+    of the live lines and return the cash paid by the lines settling now, at intrinsic value on
+    ``spot``. A line settles at its ``L_EXPIRY_STEP`` only, so exactly once."""
     rate = params[P_RATE]
-    settled = state[i, S_BOOK_SETTLED]
+    payoff = 0.0
     value = 0.0
     delta = 0.0
     gamma = 0.0
-    vega = 0.0
     vanna = 0.0
     charm = 0.0
     last_strike = -1.0
     last_expiry = -1.0
-    call_p = put_p = call_d = put_d = g = v = va = ch = 0.0
+    call_p = put_p = call_d = put_d = g = va = ch = 0.0
     for j in range(lines.shape[0]):
-        expiry = lines[j, L_EXPIRY]
-        if expiry <= t_prev:
+        expiry_step = lines[j, L_EXPIRY_STEP]
+        if expiry_step < step:
             continue
         strike = lines[j, L_STRIKE]
         q = lines[j, L_QUANTITY]
         is_call = lines[j, L_IS_CALL] > 0.5
-        if expiry <= t + EXPIRY_TOLERANCE:
-            intrinsic = max(spot - strike, 0.0) if is_call else max(strike - spot, 0.0)
-            settled += q * intrinsic
+        if expiry_step == step:
+            payoff += q * (max(spot - strike, 0.0) if is_call else max(strike - spot, 0.0))
             continue
+        expiry = lines[j, L_EXPIRY]
         # As in dealer_delta_gamma: the call and the put of a strike, side by side, share the work.
         if strike != last_strike or expiry != last_expiry:
             vol = line_vol(params, sigma_atm, strike, spot)
-            call_p, put_p, call_d, put_d, g, v, va, ch = strike_greeks(spot, strike, expiry - t, rate, vol)
+            call_p, put_p, call_d, put_d, g, _, va, ch = strike_greeks(spot, strike, expiry - t, rate, vol)
             last_strike = strike
             last_expiry = expiry
-        p = call_p if is_call else put_p
-        d = call_d if is_call else put_d
-        value += q * p
-        delta += q * d
+        value += q * (call_p if is_call else put_p)
+        delta += q * (call_d if is_call else put_d)
         gamma += q * g
-        vega += q * v
         vanna += q * va
         charm += q * ch
-    state[i, S_BOOK_SETTLED] = settled
-    state[i, S_BOOK_VALUE] = settled + value
+    state[i, S_BOOK_VALUE] = value
     state[i, S_BOOK_DELTA] = delta
     state[i, S_BOOK_GAMMA] = gamma
-    state[i, S_BOOK_VEGA] = vega
     state[i, S_BOOK_VANNA] = vanna
     state[i, S_BOOK_CHARM] = charm
+    return payoff
 
 
 @njit(cache=True)
@@ -448,95 +471,140 @@ def clamp_log_price(y, params):
 
 # ------------------------------------------------------------------------------------ clearing
 @njit(cache=True)
-def _clearing_residual(y, s_pre, h_prev, dealer_lines, params, t, sigma_atm):
-    """f(y) = y - s_pre - 0.01 e^y inv_D_eff (H(e^y) - H_prev) and f'(y); plus H and phi.
+def _clearing_residual(y, s_pre, h_prev, hedging, hold, dealer_lines, params, step, t, sigma_atm):
+    """f(y) = y - s_pre - 0.01 e^y inv_D_eff (H(e^y) - H_prev), f'(y), H and phi, where the dealers'
+    target is ``H(S) = hold - hedge_ratio Delta_live(t, S)`` when ``hedging`` (a rebalance), else the
+    constant ``hold``.
 
     ``f'(y) = 1 - push + phi + 0.01 e^y inv_D_eff hedge_ratio sum(q vanna d vol / d ln S)``: the
-    last term is the smile's (vols move with the price), which Newton needs to converge in three
-    iterations instead of four or more; phi itself is the BSM-gamma feedback of MODEL.md §3.
+    last term is the smile's (vols move with the price); phi is the BSM-gamma feedback of MODEL.md §3.
     """
     # Newton may overshoot far out when f' is near the floor; the price it evaluates stays finite.
     spot = math.exp(clamp_log_price(y, params))
-    delta, gamma, smile_vanna = dealer_delta_gamma(dealer_lines, params, t, spot, sigma_atm)
-    hr = params[P_HEDGE_RATIO]
     inv_d = params[P_DEALER_INV_DEPTH]
-    h = -hr * delta
+    h = hold
+    phi = 0.0
+    smile_term = 0.0
+    if hedging:
+        delta, gamma, smile_vanna = dealer_delta_gamma(dealer_lines, params, step, t, spot, sigma_atm)
+        hr = params[P_HEDGE_RATIO]
+        h = hold - hr * delta
+        phi = 0.01 * hr * gamma * spot * spot * inv_d
+        smile_term = 0.01 * hr * smile_vanna * spot * inv_d
     push = 0.01 * spot * inv_d * (h - h_prev)
-    phi = 0.01 * hr * gamma * spot * spot * inv_d
     f = y - s_pre - push
-    fprime = 1.0 - push + phi + 0.01 * hr * smile_vanna * spot * inv_d
-    return f, fprime, h, phi
+    return f, 1.0 - push + phi + smile_term, h, phi
+
+
+# Newton's root is taken as the clearing price when the residual's slope f' is at least this at
+# every iterate: a pair of roots between s_pre and Newton's root needs f' to fall below 0 within the
+# move, which cannot happen from slopes this high over a step's move. Otherwise the root is found
+# by the scan below.
+NEWTON_TRUST_SLOPE = 0.5
+# The scan for the first root divides the search window into this many cells; a pair of roots
+# closer than one cell (window / 128) is a tangency at this resolution and is not seen.
+CLEARING_SCAN_CELLS = 128
+CLEARING_BISECTIONS = 60
 
 
 @njit(cache=True)
-def clear_market(s_pre, y_prev, h_prev, dealer_lines, params, t, sigma_atm):
+def clear_market(s_pre, y_prev, h_prev, hedging, hold, dealer_lines, params, step, t, sigma_atm):
     """Solve the clearing equation of MODEL.md §3 for the log-price; returns (y, H, phi, crisis).
 
-    Newton from ``s_pre``; if it does not converge, or the solution sits where
-    ``1 + phi <= phi_floor``, bisection on a bracket found by expanding around ``s_pre``; if no
-    root or the root is in the crisis region, the move is capped at ``(s_pre - y_prev) / phi_floor``
-    and ``crisis`` is set.
+    The equation ``f(y) = 0`` (see :func:`_clearing_residual`) may have several roots in a stressed
+    market. The clearing price is the **first root met moving from the pre-clearing price s_pre in
+    the direction the dealers' flow pushes** (up if ``f(s_pre) < 0``, i.e. the flow buys): the price
+    the market reaches as it absorbs the flow. The root is **admissible** when ``1 + phi > phi_floor``
+    there and it lies within ``(|s_pre - y_prev| + |f(s_pre)|) / phi_floor`` of s_pre (the move the
+    floor allows). When no admissible root exists the step is a liquidity crisis: the move is capped
+    at ``y_prev + (s_pre - y_prev) / phi_floor``, the dealers hedge at the capped price, and
+    ``phi`` reports the feedback at the pre-clearing price, where no admissible root could be found.
+
+    Numerics: Newton from s_pre, trusted when ``f' >= NEWTON_TRUST_SLOPE`` at every iterate (the
+    ordinary market); otherwise a scan of the window in ``CLEARING_SCAN_CELLS`` cells finds the first
+    sign change, refined by bisection.
     """
     floor = params[P_PHI_FLOOR]
-    y = s_pre
-    converged = False
-    moved = False
-    for _ in range(int(params[P_NEWTON_ITERATIONS])):
-        f, fp, h, phi = _clearing_residual(y, s_pre, h_prev, dealer_lines, params, t, sigma_atm)
-        moved = False
-        if fp < floor:
-            break
-        dy = f / fp
-        y -= dy
-        moved = True
-        if abs(dy) < 1e-13:
-            converged = True
-            break
-    # Converged, H and phi of the last evaluation stand: it was < 1e-13 away in log-price.
-    if not converged:
-        if moved:
-            f, fp, h, phi = _clearing_residual(y, s_pre, h_prev, dealer_lines, params, t, sigma_atm)
-        converged = abs(f) < 1e-10 and fp >= floor
-    if not converged:
-        # Bracket the root nearest s_pre: f(s_pre) = -push(s_pre); expand away from s_pre in the
-        # direction that changes the sign.
-        f0, _, _, _ = _clearing_residual(s_pre, s_pre, h_prev, dealer_lines, params, t, sigma_atm)
-        width = abs(s_pre - y_prev) + 1e-4
+    f0, fp0, h0, phi0 = _clearing_residual(s_pre, s_pre, h_prev, hedging, hold, dealer_lines, params, step, t,
+                                           sigma_atm)
+    if f0 == 0.0:
+        if 1.0 + phi0 > floor:
+            return s_pre, h0, phi0, False
+    else:
+        y = s_pre
+        f, fp, h, phi = f0, fp0, h0, phi0
+        trusted = True
+        converged = False
+        for _ in range(int(params[P_NEWTON_ITERATIONS])):
+            if fp < NEWTON_TRUST_SLOPE:
+                trusted = False
+                break
+            dy = f / fp
+            y -= dy
+            f, fp, h, phi = _clearing_residual(y, s_pre, h_prev, hedging, hold, dealer_lines, params, step, t,
+                                               sigma_atm)
+            if abs(dy) < 1e-13:
+                converged = fp >= NEWTON_TRUST_SLOPE
+                break
+        if trusted and converged and 1.0 + phi > floor:
+            return y, h, phi, False
+        # The scan for the first root, in the direction of the flow.
+        up = f0 < 0.0
+        window = (abs(s_pre - y_prev) + abs(f0)) / floor
+        cell = window / CLEARING_SCAN_CELLS
         lo = s_pre
-        hi = s_pre
         found = False
-        for _ in range(30):
-            cand = s_pre + width if f0 < 0.0 else s_pre - width
-            fc, _, _, _ = _clearing_residual(cand, s_pre, h_prev, dealer_lines, params, t, sigma_atm)
-            if (fc > 0.0) == (f0 < 0.0):
-                lo, hi = (s_pre, cand) if f0 < 0.0 else (cand, s_pre)
+        for j in range(1, CLEARING_SCAN_CELLS + 1):
+            cand = s_pre + cell * j if up else s_pre - cell * j
+            fc, _, _, _ = _clearing_residual(cand, s_pre, h_prev, hedging, hold, dealer_lines, params, step, t,
+                                             sigma_atm)
+            if (fc >= 0.0) == up:
+                hi = cand
                 found = True
                 break
-            width *= 2.0
-            if width > 5.0:
-                break
+            lo = cand
         if found:
-            for _ in range(60):
+            # f(lo) has the sign of f0, f(hi) the other one.
+            for _ in range(CLEARING_BISECTIONS):
                 mid = 0.5 * (lo + hi)
-                fm, _, _, _ = _clearing_residual(mid, s_pre, h_prev, dealer_lines, params, t, sigma_atm)
-                if fm < 0.0:
-                    lo = mid
-                else:
+                fm, _, _, _ = _clearing_residual(mid, s_pre, h_prev, hedging, hold, dealer_lines, params, step, t,
+                                                 sigma_atm)
+                if (fm >= 0.0) == up:
                     hi = mid
+                else:
+                    lo = mid
             y = 0.5 * (lo + hi)
-            f, fp, h, phi = _clearing_residual(y, s_pre, h_prev, dealer_lines, params, t, sigma_atm)
-            converged = True
-    if converged and 1.0 + phi > floor:
-        return y, h, phi, False
+            f, fp, h, phi = _clearing_residual(y, s_pre, h_prev, hedging, hold, dealer_lines, params, step, t,
+                                               sigma_atm)
+            if 1.0 + phi > floor:
+                return y, h, phi, False
     y = y_prev + (s_pre - y_prev) / floor
-    _, _, h, phi = _clearing_residual(y, s_pre, h_prev, dealer_lines, params, t, sigma_atm)
-    return y, h, phi, True
+    _, _, h, _ = _clearing_residual(y, s_pre, h_prev, hedging, hold, dealer_lines, params, step, t, sigma_atm)
+    return y, h, phi0, True
 
 
 # ------------------------------------------------------------------------------------ reset
 @njit(cache=True)
+def dealer_hedge_at(row_state, i, dealer_lines, params, step, t, spot, sigma_atm):
+    """Set the dealers' hedge of row i to ``-hedge_ratio Delta`` of their live book at (t, spot) and
+    the part of it they will hold through the settlement at their next rebalance; returns
+    (delta, gamma) of the live book."""
+    hr = params[P_HEDGE_RATIO]
+    d_delta, d_gamma, _ = dealer_delta_gamma(dealer_lines, params, step, t, spot, sigma_atm)
+    row_state[i, S_DEALER_HEDGE] = -hr * d_delta
+    nxt = next_rebalance_step(step, params)
+    row_state[i, S_DEALER_HOLD_STEP] = nxt
+    row_state[i, S_DEALER_HOLD] = -hr * settling_delta(dealer_lines, params, nxt, t, spot, sigma_atm)
+    return d_delta, d_gamma
+
+
+@njit(cache=True)
 def reset_row(i, seed, episode, state, hedge, keys, params, venues, dealer_lines, agent_lines):
-    """Start episode ``episode`` of the stream ``seed`` in row ``i`` (MODEL.md initial state)."""
+    """Start episode ``episode`` of the stream ``seed`` in row ``i`` (MODEL.md initial state).
+
+    The agent starts with zero wealth: the premium of its book (``-book value``) is cash, and an
+    initial delta hedge on spot is bought or sold from that cash.
+    """
     keys[i] = episode_key(np.uint64(seed), np.uint64(episode))
     for c in range(state.shape[1]):
         state[i, c] = 0.0
@@ -545,7 +613,6 @@ def reset_row(i, seed, episode, state, hedge, keys, params, venues, dealer_lines
     x0 = math.log(params[P_SPOT0])
     v0 = params[P_V0]
     state[i, S_X] = x0
-    state[i, S_X0] = x0
     state[i, S_V] = v0
     state[i, S_LOG_SPOT] = x0
     state[i, S_BASIS] = params[P_BASIS_MEAN]
@@ -555,13 +622,13 @@ def reset_row(i, seed, episode, state, hedge, keys, params, venues, dealer_lines
     spot = params[P_SPOT0]
     sigma_atm = atm_vol(params, v0)
     state[i, S_ATM_VOL] = sigma_atm
-    d_delta, d_gamma, _ = dealer_delta_gamma(dealer_lines, params, 0.0, spot, sigma_atm)
-    state[i, S_DEALER_HEDGE] = -params[P_HEDGE_RATIO] * d_delta
-    state[i, S_PHI] = 0.01 * params[P_HEDGE_RATIO] * d_gamma * spot * spot * params[P_DEALER_INV_DEPTH]
+    _, d_gamma = dealer_hedge_at(state, i, dealer_lines, params, 0, 0.0, spot, sigma_atm)
     state[i, S_GEX] = 0.01 * params[P_HEDGE_RATIO] * d_gamma * spot * spot
-    mark_book(state, i, agent_lines, params, -1.0, 0.0, spot, sigma_atm)
+    state[i, S_PHI] = state[i, S_GEX] * params[P_DEALER_INV_DEPTH]
+    mark_book(state, i, agent_lines, params, 0, 0.0, spot, sigma_atm)
     if params[P_INITIAL_DELTA_HEDGE] > 0.5:
         hedge[i, SPOT] = -state[i, S_BOOK_DELTA]
+    state[i, S_CASH] = -state[i, S_BOOK_VALUE] - hedge[i, SPOT] * spot
 
 
 @njit(cache=True)
@@ -572,23 +639,15 @@ def reset_rows(rows, seeds, episodes, state, hedge, keys, params, venues, dealer
                   agent_lines)
 
 
-# ------------------------------------------------------------------------------------ step
+# ------------------------------------------------------------------------------------ step phases
 @njit(cache=True)
-def step_row(i, state, hedge, keys, trades, params, venues, dealer_lines, agent_lines, out):
-    """Advance row ``i`` by one step (MODEL.md §1, items 1-6). See the module docstring."""
-    dt = params[P_DT]
-    t = state[i, S_T]
-    step = int(state[i, S_STEP])
-    key = keys[i]
-    halted = state[i, S_HALT_LEFT] > 0.0
-    y_prev = state[i, S_LOG_SPOT]
-    x_prev = state[i, S_X]
+def agent_trades(i, state, hedge, trades, params, venues, halted, mids, out):
+    """Phase 1: the agent's trades execute at ``mid (1 + sign(q) half_spread + eta 0.01 q mid / D_v)``,
+    pay ``fee |q| exec`` and push prices (MODEL.md §3–§4). Cash pays ``q mid`` on spot (derivative
+    venues exchange no cash at entry) plus slippage and fees. Returns (fees, slippage, notional, n)."""
     ps = params[P_PERMANENT_SHARE]
     agent_impact = params[P_AGENT_IMPACT]
-    tau_f_prev = max(state[i, S_FUTURE_EXPIRY] - t, 0.0)
-
-    # 1-2. Agent's trades: execution, costs, impact.
-    mids_prev = venue_mids(state, i, params)
+    tau_f = max(state[i, S_FUTURE_EXPIRY] - state[i, S_T], 0.0)
     fees = 0.0
     slippage = 0.0
     notional = 0.0
@@ -600,7 +659,7 @@ def step_row(i, state, hedge, keys, trades, params, venues, dealer_lines, agent_
         out[i, O_TRADE_SPOT + v] = q
         if q == 0.0:
             continue
-        mid = mids_prev[v]
+        mid = mids[v]
         inv_depth = venues[v, V_INV_DEPTH]
         sign = 1.0 if q > 0.0 else -1.0
         execution = mid * (1.0 + sign * venues[v, V_HALF_SPREAD] + venues[v, V_ETA] * 0.01 * q * mid * inv_depth)
@@ -609,6 +668,8 @@ def step_row(i, state, hedge, keys, trades, params, venues, dealer_lines, agent_
         notional += abs(q) * mid
         n_trades += 1.0
         hedge[i, v] += q
+        if v == SPOT:
+            state[i, S_CASH] -= q * mid
         push = 0.01 * q * mid * inv_depth * agent_impact
         tr = venues[v, V_TRANSMISSION]
         state[i, S_I_PERM] += ps * tr * push
@@ -616,34 +677,49 @@ def step_row(i, state, hedge, keys, trades, params, venues, dealer_lines, agent_
         if v == PERP:
             state[i, S_PREMIUM] += (1.0 - tr) * push
         elif v == FUTURE:
-            state[i, S_BASIS] += (1.0 - tr) * push / max(tau_f_prev, dt)
+            state[i, S_BASIS] += (1.0 - tr) * push / max(tau_f, params[P_DT])
+    state[i, S_CASH] -= slippage + fees
+    return fees, slippage, notional, n_trades
 
-    # 3. Exogenous dynamics.
+
+@njit(cache=True)
+def exogenous_move(i, state, params, key, step):
+    """Phase 2 (MODEL.md §2): the fundamental log-price X and the variance move by one step: GBM or
+    Heston (full truncation), plus Merton jumps. Returns the new X."""
+    dt = params[P_DT]
     z_price = step_normal(key, step, Z_PRICE)
-    var = state[i, S_V] if params[P_HESTON] > 0.5 else params[P_SIGMA] * params[P_SIGMA]
-    x_new = x_prev + (params[P_MU] - 0.5 * var) * dt + math.sqrt(var * dt) * z_price
+    heston = params[P_HESTON] > 0.5
+    var = state[i, S_V] if heston else params[P_SIGMA] * params[P_SIGMA]
+    x_new = state[i, S_X] + (params[P_MU] - 0.5 * var) * dt + math.sqrt(var * dt) * z_price
     if params[P_JUMPS] > 0.5:
         n_jumps = poisson_inverse(params[P_JUMP_INTENSITY] * dt, step_uniform(key, step, U_JUMP_COUNT))
         if n_jumps > 0:
             x_new += (n_jumps * params[P_JUMP_MEAN]
                       + math.sqrt(n_jumps) * params[P_JUMP_STD] * step_normal(key, step, Z_JUMP))
-    if params[P_HESTON] > 0.5:
+    if heston:
         rho = params[P_RHO_SV]
         w = rho * z_price + math.sqrt(max(1.0 - rho * rho, 0.0)) * step_normal(key, step, Z_VAR)
         var_new = var + params[P_KAPPA_V] * (params[P_THETA_V] - var) * dt + params[P_XI] * math.sqrt(var * dt) * w
-        var_new = max(var_new, 0.0)
-    else:
-        var_new = var
+        state[i, S_V] = max(var_new, 0.0)
     state[i, S_X] = x_new
-    state[i, S_V] = var_new
+    return x_new
 
-    # 4. Market clearing with the dealers' hedge flow.
-    t_new = t + dt
-    sigma_atm = atm_vol(params, var_new)
+
+@njit(cache=True)
+def clearing(i, state, params, dealer_lines, halted, step_new, t_new, y_prev, sigma_atm):
+    """Phase 3 (MODEL.md §3): the dealers trade to their new hedge at the price their own flow makes.
+
+    At a rebalance step they hedge ``-hedge_ratio Delta`` of their live lines, and keep the hedge of
+    lines settling at this very step (``S_DEALER_HOLD``): options settle on the price before their
+    hedges are unwound. That hedge becomes ``S_DEALER_UNWIND`` and is traded away at the next step
+    the dealers trade, through the clearing like any flow (at once, not spread). Returns
+    (dealer flow, phi, crisis)."""
+    ps = params[P_PERMANENT_SHARE]
+    x_new = state[i, S_X]
     s_pre = x_new + state[i, S_I_PERM] + state[i, S_I_TRANS]
-    # Outside the price band (see LOG_PRICE_BAND) the price is pinned to its edge and all of the impact
-    # becomes permanent, so that s = X + I_perm + I_trans still holds without I_perm and I_trans
-    # cancelling each other from huge values; the step is flagged as a liquidity crisis.
+    # Outside the price band (see LOG_PRICE_BAND) the price is pinned to its edge and all of the
+    # impact becomes permanent, so that s = X + I_perm + I_trans still holds without I_perm and
+    # I_trans cancelling each other from huge values; the step is flagged as a liquidity crisis.
     s_band = clamp_log_price(s_pre, params)
     crisis = s_band != s_pre
     if crisis:
@@ -651,34 +727,61 @@ def step_row(i, state, hedge, keys, trades, params, venues, dealer_lines, agent_
         state[i, S_I_TRANS] = 0.0
         s_pre = s_band
     h_prev = state[i, S_DEALER_HEDGE]
-    rebalance = (not halted) and dealer_lines.shape[0] > 0 and (step + 1) % int(params[P_REBALANCE_EVERY]) == 0
-    if rebalance and params[P_DEALER_INV_DEPTH] > 0.0 and params[P_HEDGE_RATIO] > 0.0:
-        y, h_new, phi, capped = clear_market(s_pre, y_prev, h_prev, dealer_lines, params, t_new, sigma_atm)
-        crisis = crisis or capped
-        clearing = y - s_pre
-        state[i, S_I_PERM] += ps * clearing
-        state[i, S_I_TRANS] += (1.0 - ps) * clearing
+    trading = (not halted) and params[P_HEDGE_RATIO] > 0.0 and dealer_lines.shape[0] > 0
+    rebalance = trading and step_new % int(params[P_REBALANCE_EVERY]) == 0
+    unwind = state[i, S_DEALER_UNWIND] if trading else 0.0
+    inv_d = params[P_DEALER_INV_DEPTH]
+    if rebalance:
+        hold = state[i, S_DEALER_HOLD] if state[i, S_DEALER_HOLD_STEP] == step_new else 0.0
+        if inv_d > 0.0:
+            y, h_new, phi, capped = clear_market(s_pre, y_prev, h_prev, True, hold, dealer_lines, params, step_new,
+                                                 t_new, sigma_atm)
+        else:
+            spot_pre = math.exp(s_pre)
+            d_delta, d_gamma, _ = dealer_delta_gamma(dealer_lines, params, step_new, t_new, spot_pre, sigma_atm)
+            y, h_new, phi, capped = s_pre, hold - params[P_HEDGE_RATIO] * d_delta, 0.0, False
+        # The part of the new hedge that hedges lines settling at the next rebalance.
+        nxt = next_rebalance_step(step_new, params)
+        state[i, S_DEALER_HOLD_STEP] = nxt
+        state[i, S_DEALER_HOLD] = -params[P_HEDGE_RATIO] * settling_delta(dealer_lines, params, nxt, t_new,
+                                                                          math.exp(y), sigma_atm)
+        state[i, S_DEALER_UNWIND] = hold
     else:
         spot_pre = math.exp(s_pre)
-        d_delta, d_gamma, _ = dealer_delta_gamma(dealer_lines, params, t_new, spot_pre, sigma_atm)
-        phi = 0.01 * params[P_HEDGE_RATIO] * d_gamma * spot_pre * spot_pre * params[P_DEALER_INV_DEPTH]
-        h_new = -params[P_HEDGE_RATIO] * d_delta if rebalance else h_prev
-    dealer_flow = h_new - h_prev
+        _, d_gamma, _ = dealer_delta_gamma(dealer_lines, params, step_new, t_new, spot_pre, sigma_atm)
+        phi = 0.01 * params[P_HEDGE_RATIO] * d_gamma * spot_pre * spot_pre * inv_d
+        y, h_new, capped = s_pre, h_prev, False
+        if unwind != 0.0:
+            state[i, S_DEALER_UNWIND] = 0.0
+            if inv_d > 0.0:
+                y, h_new, _, capped = clear_market(s_pre, y_prev, h_prev, False, h_prev - unwind, dealer_lines,
+                                                   params, step_new, t_new, sigma_atm)
+            else:
+                h_new = h_prev - unwind
+    clearing_move = y - s_pre
+    state[i, S_I_PERM] += ps * clearing_move
+    state[i, S_I_TRANS] += (1.0 - ps) * clearing_move
     state[i, S_DEALER_HEDGE] = h_new
+    return h_new - h_prev, phi, crisis or capped
 
-    # 5. Resilience, venue spreads, funding, futures expiry.
+
+@njit(cache=True)
+def venue_dynamics(i, state, params, venues, key, step, dealer_flow, tau_f_prev):
+    """Phase 4 (MODEL.md §3–§4): transient impact decays by ``exp(-resilience dt)`` (Obizhaeva & Wang
+    2013); the spot log-price is set; perp premium and futures basis follow exact OU updates and take
+    the untransmitted share of the dealers' flow on their venue. Returns (new log-price, crisis)."""
+    dt = params[P_DT]
+    x_new = state[i, S_X]
     state[i, S_I_TRANS] *= math.exp(-params[P_RESILIENCE] * dt)
     y_new = x_new + state[i, S_I_PERM] + state[i, S_I_TRANS]
     y_band = clamp_log_price(y_new, params)
-    if y_band != y_new:
+    crisis = y_band != y_new
+    if crisis:
         state[i, S_I_PERM] = y_band - x_new
         state[i, S_I_TRANS] = 0.0
         y_new = y_band
-        crisis = True
     state[i, S_LOG_SPOT] = y_new
-    spot_new = math.exp(y_new)
-    # Dealer flow routed to perp / future moves their premium / basis by the untransmitted share.
-    flow_usd = 0.01 * dealer_flow * spot_new
+    flow_usd = 0.01 * dealer_flow * math.exp(y_new)
     decay_p = math.exp(-params[P_PREMIUM_SPEED] * dt)
     sd_p = params[P_PREMIUM_VOL] * math.sqrt(
         dt if params[P_PREMIUM_SPEED] * dt < 1e-8 else (1.0 - decay_p * decay_p) / (2.0 * params[P_PREMIUM_SPEED]))
@@ -686,7 +789,7 @@ def step_row(i, state, hedge, keys, trades, params, venues, dealer_lines, agent_
     if sd_p > 0.0:
         premium += sd_p * step_normal(key, step, Z_PREMIUM)
     premium += (1.0 - venues[PERP, V_TRANSMISSION]) * params[P_MIX_PERP] * flow_usd * venues[PERP, V_INV_DEPTH]
-    state[i, S_PREMIUM] = min(max(premium, -0.5), 0.5)
+    state[i, S_PREMIUM] = min(max(premium, -PREMIUM_BOUND), PREMIUM_BOUND)
     decay_b = math.exp(-params[P_BASIS_SPEED] * dt)
     sd_b = params[P_BASIS_VOL] * math.sqrt(
         dt if params[P_BASIS_SPEED] * dt < 1e-8 else (1.0 - decay_b * decay_b) / (2.0 * params[P_BASIS_SPEED]))
@@ -695,9 +798,20 @@ def step_row(i, state, hedge, keys, trades, params, venues, dealer_lines, agent_
         basis += sd_b * step_normal(key, step, Z_BASIS)
     basis += ((1.0 - venues[FUTURE, V_TRANSMISSION]) * params[P_MIX_FUTURE] * flow_usd
               * venues[FUTURE, V_INV_DEPTH] / max(tau_f_prev, dt))
-    state[i, S_BASIS] = min(max(basis, -5.0), 5.0)
-    state[i, S_T] = t_new
+    state[i, S_BASIS] = min(max(basis, -BASIS_BOUND), BASIS_BOUND)
+    return y_new, crisis
 
+
+@njit(cache=True)
+def hedge_and_cash(i, state, hedge, params, venues, mids_prev, t, t_new, cash_before_interest):
+    """Phase 5a: the hedge positions' P&L at the new mids, funding, carry and the cash account.
+
+    Cash earns ``expm1(rate dt)`` over the step on its balance after the step's trades; perp and
+    futures P&L is variation margin paid into cash; funding and the carry of margin capital are paid
+    from it; a future at its expiry cash-settles at spot (its mark has converged to spot) and the next
+    contract is listed. Returns (hedge_pnl, funding, carry, interest)."""
+    dt = params[P_DT]
+    interest = cash_before_interest * math.expm1(params[P_RATE] * dt)
     mids_new = venue_mids(state, i, params)
     hedge_pnl = 0.0
     carry = 0.0
@@ -705,18 +819,62 @@ def step_row(i, state, hedge, keys, trades, params, venues, dealer_lines, agent_
         h = hedge[i, v]
         hedge_pnl += h * (mids_new[v] - mids_prev[v])
         carry += params[P_COST_OF_CAPITAL] * dt * venues[v, V_MARGIN] * abs(h) * mids_prev[v]
-
     interval = params[P_FUNDING_INTERVAL]
-    n_funding = math.floor(t_new / interval + 1e-9) - math.floor(t / interval + 1e-9)
-    funding_rate = min(max(state[i, S_PREMIUM] + params[P_INTEREST], -params[P_FUNDING_CAP]),
-                       params[P_FUNDING_CAP])
+    n_funding = math.floor(t_new / interval + FUNDING_EPS) - math.floor(t / interval + FUNDING_EPS)
+    funding_rate = min(max(state[i, S_PREMIUM] + params[P_INTEREST], -params[P_FUNDING_CAP]), params[P_FUNDING_CAP])
     state[i, S_FUNDING_RATE] = funding_rate
     funding = hedge[i, PERP] * mids_new[PERP] * funding_rate * n_funding
-
+    variation = hedge[i, PERP] * (mids_new[PERP] - mids_prev[PERP]) + hedge[i, FUTURE] * (mids_new[FUTURE]
+                                                                                       - mids_prev[FUTURE])
+    state[i, S_CASH] += interest + variation - funding - carry
     if t_new >= state[i, S_FUTURE_EXPIRY] - EXPIRY_TOLERANCE:
-        # Cash settlement at spot: the mark above already converged to spot, so only close.
         hedge[i, FUTURE] = 0.0
         state[i, S_FUTURE_EXPIRY] += params[P_FUTURE_ROLL]
+    return hedge_pnl, funding, carry, interest
+
+
+@njit(cache=True)
+def step_reward(pnl, cum_pnl, done, params):
+    """Phase 6: the reward of a step's P&L (Kolm & Ritter 2019 mean-variance by default), in units
+    of the book's notional scale."""
+    scale = params[P_PNL_SCALE]
+    mode = int(params[P_REWARD_MODE])
+    if mode == REWARD_MEAN_VARIANCE:
+        x = pnl / scale
+        return x - 0.5 * params[P_RISK_AVERSION] * x * x
+    if mode == REWARD_TERMINAL_PNL:
+        return cum_pnl / scale if done else 0.0
+    return pnl / scale
+
+
+# ------------------------------------------------------------------------------------ step
+@njit(cache=True)
+def step_row(i, state, hedge, keys, trades, params, venues, dealer_lines, agent_lines, out):
+    """Advance row ``i`` by one step (MODEL.md §1, items 1-6), phase by phase. See the module docstring."""
+    dt = params[P_DT]
+    step = int(state[i, S_STEP])
+    step_new = step + 1
+    t = step * dt
+    t_new = step_new * dt
+    key = keys[i]
+    halted = state[i, S_HALT_LEFT] > 0.0
+    y_prev = state[i, S_LOG_SPOT]
+    x_prev = state[i, S_X]
+    tau_f_prev = max(state[i, S_FUTURE_EXPIRY] - t, 0.0)
+
+    mids_prev = venue_mids(state, i, params)
+    fees, slippage, notional, n_trades = agent_trades(i, state, hedge, trades, params, venues, halted, mids_prev, out)
+    cash_after_trades = state[i, S_CASH]
+    x_new = exogenous_move(i, state, params, key, step)
+    sigma_atm = atm_vol(params, state[i, S_V])
+    dealer_flow, phi, crisis = clearing(i, state, params, dealer_lines, halted, step_new, t_new, y_prev, sigma_atm)
+    y_new, band_hit = venue_dynamics(i, state, params, venues, key, step, dealer_flow, tau_f_prev)
+    crisis = crisis or band_hit
+    state[i, S_T] = t_new
+    state[i, S_STEP] = step_new
+    spot_new = math.exp(y_new)
+    hedge_pnl, funding, carry, interest = hedge_and_cash(i, state, hedge, params, venues, mids_prev, t, t_new,
+                                                         cash_after_trades)
 
     # Circuit breaker.
     ret = y_new - y_prev
@@ -726,41 +884,34 @@ def step_row(i, state, hedge, keys, trades, params, venues, dealer_lines, agent_
     elif params[P_BREAKER] > 0.5 and abs(ret) > params[P_HALT_THRESHOLD]:
         state[i, S_HALT_LEFT] = params[P_HALT_STEPS]
 
-    # 6. Book and P&L.
+    # Phase 5b: the book, marked at the new price; settling lines pay into cash.
     value_prev = state[i, S_BOOK_VALUE]
-    mark_book(state, i, agent_lines, params, t, t_new, spot_new, sigma_atm)
-    book_pnl = state[i, S_BOOK_VALUE] - value_prev
-    pnl = book_pnl + hedge_pnl - fees - slippage - funding - carry
+    payoff = mark_book(state, i, agent_lines, params, step_new, t_new, spot_new, sigma_atm)
+    state[i, S_CASH] += payoff
+    book_pnl = payoff + state[i, S_BOOK_VALUE] - value_prev
+    pnl = book_pnl + hedge_pnl - fees - slippage - funding - carry + interest
 
-    step += 1
-    state[i, S_STEP] = step
-    done = step >= int(params[P_EPISODE_STEPS])
+    done = step_new >= int(params[P_EPISODE_STEPS])
     terminated = done and params[P_TERMINATES] > 0.5
     truncated = done and not terminated
-
-    scale = params[P_PNL_SCALE]
-    mode = int(params[P_REWARD_MODE])
     state[i, S_CUM_PNL] += pnl
-    if mode == REWARD_MEAN_VARIANCE:
-        x = pnl / scale
-        reward = x - 0.5 * params[P_RISK_AVERSION] * x * x
-    elif mode == REWARD_TERMINAL_PNL:
-        reward = state[i, S_CUM_PNL] / scale if done else 0.0
-    else:
-        reward = pnl / scale
+    reward = step_reward(pnl, state[i, S_CUM_PNL], done, params)
 
+    # Phase 7: accumulators and the step's outputs.
     exo_ret = x_new - x_prev
-    gex = phi / params[P_DEALER_INV_DEPTH] if params[P_DEALER_INV_DEPTH] > 0.0 else 0.0
-    if params[P_DEALER_INV_DEPTH] == 0.0:
+    inv_d = params[P_DEALER_INV_DEPTH]
+    if inv_d > 0.0:
+        gex = phi / inv_d
+    else:
         # Infinite depth: phi is 0 whatever the book; report the book's GEX anyway.
-        _, d_gamma, _ = dealer_delta_gamma(dealer_lines, params, t_new, spot_new, sigma_atm)
+        _, d_gamma, _ = dealer_delta_gamma(dealer_lines, params, step_new, t_new, spot_new, sigma_atm)
         gex = 0.01 * params[P_HEDGE_RATIO] * d_gamma * spot_new * spot_new
     state[i, S_PHI] = phi
     state[i, S_GEX] = gex
     state[i, S_ATM_VOL] = sigma_atm
     state[i, S_CRISIS] = 1.0 if crisis else 0.0
     state[i, S_LAST_RETURN] = ret
-    lam = 1.0 - math.exp(-dt * 365.0)  # EWMA with a one-day time constant
+    lam = -math.expm1(-dt / REALISED_VOL_TIME_CONSTANT)
     state[i, S_REALISED_VAR] += lam * (ret * ret / dt - state[i, S_REALISED_VAR])
     state[i, S_CUM_BOOK_PNL] += book_pnl
     state[i, S_CUM_HEDGE_PNL] += hedge_pnl
@@ -768,6 +919,7 @@ def step_row(i, state, hedge, keys, trades, params, venues, dealer_lines, agent_
     state[i, S_CUM_SLIPPAGE] += slippage
     state[i, S_CUM_FUNDING] += funding
     state[i, S_CUM_CARRY] += carry
+    state[i, S_CUM_INTEREST] += interest
     state[i, S_TURNOVER_USD] += notional
     state[i, S_N_TRADES] += n_trades
     state[i, S_SUM_R2] += ret * ret
@@ -783,6 +935,7 @@ def step_row(i, state, hedge, keys, trades, params, venues, dealer_lines, agent_
     out[i, O_SLIPPAGE] = slippage
     out[i, O_FUNDING] = funding
     out[i, O_CARRY] = carry
+    out[i, O_INTEREST] = interest
     out[i, O_REWARD] = reward
     out[i, O_PHI] = phi
     out[i, O_GEX] = gex

@@ -27,13 +27,12 @@ from hedgegym.envs.config import DAYS_PER_YEAR, HOURS_PER_YEAR, VENUE_NAMES, Sce
 from hedgegym.envs.layout import (
     FUTURE,
     L_EXPIRY,
+    L_EXPIRY_STEP,
     L_IS_CALL,
     L_QUANTITY,
     L_STRIKE,
     LINE_WIDTH,
     N_VENUES,
-    O_EXO_SPOT,
-    O_SPOT,
     OBS_DIM,
     OUT_WIDTH,
     P_AGENT_IMPACT,
@@ -64,12 +63,10 @@ from hedgegym.envs.layout import (
     P_KAPPA_V,
     P_MIX_FUTURE,
     P_MIX_PERP,
-    P_MIX_SPOT,
     P_MU,
     P_NEWTON_ITERATIONS,
     P_PERMANENT_SHARE,
     P_PHI_FLOOR,
-    P_PIN_STRIKE,
     P_PNL_SCALE,
     P_PREMIUM_SPEED,
     P_PREMIUM_VOL,
@@ -101,6 +98,7 @@ from hedgegym.envs.layout import (
     S_CUM_FEES,
     S_CUM_FUNDING,
     S_CUM_HEDGE_PNL,
+    S_CUM_INTEREST,
     S_CUM_PNL,
     S_CUM_REWARD,
     S_CUM_SLIPPAGE,
@@ -133,14 +131,30 @@ _REWARD_MODES = {"mean_variance": REWARD_MEAN_VARIANCE, "pnl": REWARD_PNL, "term
 PARALLEL_THRESHOLD = 256
 
 
-def lines_array(lines) -> np.ndarray:
-    """Option lines as the kernel's ``[L, LINE_WIDTH]`` array (expiry in years)."""
+# An expiry within this fraction of a step of a step's time falls on that step: ``expiry_days / 365``
+# and ``k * dt_hours / 8760`` differ by rounding where they name the same instant.
+EXPIRY_STEP_TOLERANCE = 1e-9
+
+
+def expiry_step(expiry_years: float, dt: float) -> int:
+    """The step at which an option expiring at ``expiry_years`` settles: the first step ``k`` whose
+    time ``k dt`` reaches the expiry (to ``EXPIRY_STEP_TOLERANCE`` of a step).
+
+    >>> expiry_step(1 / 365, 1 / 8760), expiry_step(1.5 / 8760, 1 / 8760)
+    (24, 2)
+    """
+    return max(1, math.ceil(expiry_years / dt - EXPIRY_STEP_TOLERANCE))
+
+
+def lines_array(lines, dt: float) -> np.ndarray:
+    """Option lines as the kernel's ``[L, LINE_WIDTH]`` array (expiry in years, settlement step)."""
     arr = np.zeros((len(lines), LINE_WIDTH))
     for j, line in enumerate(lines):
         arr[j, L_STRIKE] = line.strike
         arr[j, L_EXPIRY] = line.expiry_days / DAYS_PER_YEAR
         arr[j, L_IS_CALL] = 1.0 if line.kind == "call" else 0.0
         arr[j, L_QUANTITY] = line.quantity
+        arr[j, L_EXPIRY_STEP] = expiry_step(arr[j, L_EXPIRY], dt)
     return arr
 
 
@@ -205,7 +219,6 @@ def build_params(config: ScenarioConfig) -> tuple[np.ndarray, np.ndarray, np.nda
     p[P_VOL_PREMIUM] = m.smile.vol_premium
     p[P_VOL_FLOOR] = m.smile.vol_floor
     p[P_HEDGE_RATIO] = dl.hedge_ratio
-    p[P_MIX_SPOT] = dl.venue_mix.spot
     p[P_MIX_PERP] = dl.venue_mix.perp
     p[P_MIX_FUTURE] = dl.venue_mix.future
     p[P_DEALER_INV_DEPTH] = _dealer_inv_depth(config)
@@ -225,7 +238,6 @@ def build_params(config: ScenarioConfig) -> tuple[np.ndarray, np.ndarray, np.nda
     p[P_EPISODE_STEPS] = config.episode_steps
     p[P_TERMINATES] = float(config.terminates)
     p[P_AGENT_IMPACT] = 1.0
-    p[P_PIN_STRIKE] = pin_strike(config)
     p[P_REWARD_MODE] = _REWARD_MODES[ag.reward]
     p[P_RISK_AVERSION] = ag.risk_aversion
     p[P_PNL_SCALE] = config.pnl_scale
@@ -246,7 +258,7 @@ def build_params(config: ScenarioConfig) -> tuple[np.ndarray, np.ndarray, np.nda
         venues[v, V_TRANSMISSION] = vc.transmission
         venues[v, V_MARGIN] = vc.margin
         venues[v, V_ENABLED] = float(name in ag.venues)
-    return p, venues, lines_array(dl.lines), lines_array(ag.lines)
+    return p, venues, lines_array(dl.lines, ep.dt), lines_array(ag.lines, ep.dt)
 
 
 class Market:
@@ -267,6 +279,7 @@ class Market:
         self.n_envs = int(n_envs)
         self.params, self.venues, self.dealer_lines, self.agent_lines = build_params(self.config)
         self.params[P_AGENT_IMPACT] = 1.0 if agent_impact else 0.0
+        self.pin_strike = pin_strike(self.config)
         self.parallel = self.n_envs >= PARALLEL_THRESHOLD if parallel is None else bool(parallel)
         self._step_kernel = kernel.step_parallel if self.parallel else kernel.step_serial
         self.state = np.zeros((self.n_envs, STATE_WIDTH))
@@ -370,7 +383,7 @@ class Market:
         """Totals of the current episode per row (MODEL.md §7), from the kernel's accumulators.
 
         Keys: ``pnl``, ``book_pnl``, ``hedge_pnl``, ``fees``, ``slippage_usd``, ``slippage_bps``
-        (of traded notional), ``funding``, ``carry``, ``turnover_usd``, ``n_trades``,
+        (of traded notional), ``funding``, ``carry``, ``interest`` (earned on cash), ``turnover_usd``, ``n_trades``,
         ``realised_vol`` and ``realised_vol_exo`` (annualised, zero-mean), ``vol_amplification``
         (their ratio), ``mean_phi``, ``crisis_steps``, ``halt_steps``, ``pin_distance`` and
         ``pin_distance_exo`` (|price - pin strike| / pin strike), ``steps``, ``reward``.
@@ -379,7 +392,7 @@ class Market:
         steps = np.maximum(st[:, S_STEP], 1.0)
         years = steps * self.params[P_DT]
         turnover = st[:, S_TURNOVER_USD]
-        pin = self.params[P_PIN_STRIKE]
+        pin = self.pin_strike
         with np.errstate(divide="ignore", invalid="ignore"):
             slippage_bps = np.where(turnover > 0, st[:, S_CUM_SLIPPAGE] / turnover * 1e4, 0.0)
             amplification = np.where(st[:, S_SUM_X2] > 0, np.sqrt(st[:, S_SUM_R2] / st[:, S_SUM_X2]), 1.0)
@@ -392,6 +405,7 @@ class Market:
             "slippage_bps": slippage_bps,
             "funding": st[:, S_CUM_FUNDING].copy(),
             "carry": st[:, S_CUM_CARRY].copy(),
+            "interest": st[:, S_CUM_INTEREST].copy(),
             "turnover_usd": turnover.copy(),
             "n_trades": st[:, S_N_TRADES].copy(),
             "realised_vol": np.sqrt(st[:, S_SUM_R2] / years),
@@ -425,20 +439,6 @@ class Market:
     def step_index(self) -> np.ndarray:
         """Steps taken in the current episode, per row."""
         return self.state[:, S_STEP].astype(np.int64)
-
-    def run(self, seeds, trades_fn=None, record=(O_SPOT, O_EXO_SPOT)) -> dict[int, np.ndarray]:
-        """Run whole episodes from ``seeds`` with trades from ``trades_fn(market)`` (None: inactive).
-
-        Returns ``{column: array[N, steps]}`` of the recorded ``O_*`` columns.
-        """
-        self.reset(seeds)
-        n = self.episode_steps
-        rec = {c: np.empty((self.n_envs, n)) for c in record}
-        for k in range(n):
-            out = self.step(None if trades_fn is None else trades_fn(self))
-            for c in record:
-                rec[c][:, k] = out[:, c]
-        return rec
 
 
 def _as_uint64(name: str, values, n: int) -> np.ndarray:

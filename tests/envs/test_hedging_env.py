@@ -15,7 +15,7 @@ from hedgegym.envs.layout import O_REWARD, O_SPOT, OBS_BOUND, OBS_DIM, OBS_NAMES
 SHORT = {"episode__horizon_days": 0.25}  # 6 hourly steps, truncated (the book expires in 7 days)
 ENDS_AT_EXPIRY = {"agent__lines": [{"strike": 100_000.0, "expiry_days": 0.25, "kind": "call", "quantity": -20.0}]}
 STEP_KEYS = {"spot", "exo_spot", "phi", "gex", "step_pnl", "book_pnl", "hedge_pnl", "fees", "slippage", "funding",
-             "carry", "hedge", "book_delta", "liquidity_crisis", "halted"}
+             "carry", "interest", "hedge", "book_delta", "liquidity_crisis", "halted"}
 METRIC_KEYS = {"pnl", "slippage_usd", "slippage_bps", "fees", "funding", "turnover_usd", "realised_vol",
                "realised_vol_exo", "vol_amplification", "steps", "reward"}
 
@@ -81,7 +81,8 @@ def test_info_keys_and_the_pnl_identity():
     total = 0.0
     for a in np.random.default_rng(1).uniform(-1, 1, (6, 3)):
         _, _, terminated, truncated, info = env.step(a)
-        parts = info["book_pnl"] + info["hedge_pnl"] - info["fees"] - info["slippage"] - info["funding"] - info["carry"]
+        parts = (info["book_pnl"] + info["hedge_pnl"] - info["fees"] - info["slippage"] - info["funding"]
+                 - info["carry"] + info["interest"])
         assert info["step_pnl"] == pytest.approx(parts, rel=1e-12, abs=1e-6)
         assert isinstance(info["liquidity_crisis"], bool) and info["fees"] > 0
         total += info["step_pnl"]

@@ -1,6 +1,6 @@
-"""The market kernel (`hedgegym.envs.kernel`, through `Market`): the NumPy reference, the feedback
-law of MODEL.md §3, venues (§4), determinism and common random numbers, extreme inputs, and the
-P&L bookkeeping (§6)."""
+"""The market kernel (`hedgegym.envs.kernel`, through `Market`): the random numbers against an
+independent SplitMix64, the feedback law of MODEL.md §3, expiries, venues (§4), determinism and
+common random numbers, extreme inputs, and the P&L bookkeeping (§6)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,11 @@ import math
 import numpy as np
 import pytest
 
-from hedgegym.envs import kernel, layout, reference
+from hedgegym.envs import kernel, layout
 from hedgegym.envs.config import apply_overrides, load_scenario, validate_config
 from hedgegym.envs.greeks import bsm_greeks, line_greeks
 from hedgegym.envs.layout import (
     FUTURE,
-    L_EXPIRY,
     N_VENUES,
     O_BOOK_PNL,
     O_CARRY,
@@ -26,6 +25,7 @@ from hedgegym.envs.layout import (
     O_FUNDING,
     O_HALTED,
     O_HEDGE_PNL,
+    O_INTEREST,
     O_NOTIONAL,
     O_PHI,
     O_PNL,
@@ -42,12 +42,14 @@ from hedgegym.envs.layout import (
     S_BASIS,
     S_BOOK_DELTA,
     S_BOOK_VALUE,
+    S_CASH,
     S_CRISIS_STEPS,
     S_CUM_BOOK_PNL,
     S_CUM_CARRY,
     S_CUM_FEES,
     S_CUM_FUNDING,
     S_CUM_HEDGE_PNL,
+    S_CUM_INTEREST,
     S_CUM_PNL,
     S_CUM_REWARD,
     S_CUM_SLIPPAGE,
@@ -116,80 +118,51 @@ def run(market: Market, seeds, steps: int | None = None, trades=None, episodes=N
     return np.array(traj)
 
 
-# --------------------------------------------------------------------------------------- reference
-def reached(out_column: int):
-    """Predicate on a [steps, N, columns] trajectory: some step set ``out_column``."""
-    return lambda traj: bool(traj[..., OUT0 + out_column].any())
-
-
 def at_price_band(traj: np.ndarray) -> bool:
     """Some price reached the edge of its band (scenarios here all start at spot0 = 1e5)."""
     return bool(np.any(np.abs(traj[..., S_LOG_SPOT] - math.log(1e5)) >= kernel.LOG_PRICE_BAND * (1 - 1e-12)))
 
 
-CROSS_CHECKS = {
-    # case: (scenario, overrides, kernel steps before the comparison, what the case must exercise)
-    "default": ("default", {}, 0, None),
-    "short-gamma-crash": ("short-gamma-crash", {}, 0, None),
-    "frictionless": ("frictionless", {}, 0, None),
-    "vault-epoch": ("vault-epoch", {}, 0, None),
-    "long-gamma-pin-expiry": ("long-gamma-pin", {}, 150, reached(O_TERMINATED)),
-    "zero-dte-expiry": ("zero-dte", {}, 270, reached(O_TERMINATED)),
-    # One Newton iteration never meets the tolerance: every clearing goes through the bisection.
-    "bisection": ("default", {"market.impact.newton_iterations": 1}, 0, None),
-    "liquidity-crisis": ("default", depth(1.0e7), 0, reached(O_CRISIS)),
-    "halts-jumps-rolls": ("short-gamma-crash", {"market.impact.circuit_breaker.halt_threshold": 0.004,
-                                                "market.jumps.intensity": 2000.0, "venues.future.expiry_days": 0.5,
-                                                "venues.future.roll_days": 0.25, "agent.reward": "terminal_pnl"},
-                          0, reached(O_HALTED)),
-    # Coin trades against a $100k book, amplified by the crisis cap, run the price into its band.
-    "price-band": ("default", depth(1.0e5), 0, at_price_band),
-}
+# --------------------------------------------------------------------------------------- randomness
+_M64 = (1 << 64) - 1
 
 
-@pytest.mark.parametrize("case", CROSS_CHECKS)
-def test_kernel_matches_the_numpy_reference(case):
-    name, overrides, warmup, exercised = CROSS_CHECKS[case]
-    n = 6
-    market = make(name, n, overrides)
-    market.reset(seeds=np.arange(n) * 101 + 7, episodes=np.arange(n))
-    rng = np.random.default_rng(len(case))
-    for _ in range(warmup):
-        market.step(random_trades(market, rng))
-    state, hedge, keys, out = (a.copy() for a in (market.state, market.hedge, market.keys, market.out))
-    got, want = [], []
-    for _ in range(18):
-        trades = random_trades(market, rng)
-        market.step(trades)
-        reference.reference_step(state, hedge, keys, trades, market.params, market.venues, market.dealer_lines,
-                                 market.agent_lines, out)
-        got.append(rows(market))
-        want.append(np.concatenate([state, hedge, out], axis=1))
-    got, want = np.array(got), np.array(want)
-    # Relative to each column's scale: differences of large numbers (book P&L, log-returns) lose
-    # digits in both implementations alike.
-    scale = np.abs(got).max(axis=(0, 1))
-    err = np.abs(want - got) / (np.abs(got) + scale + 1e-300)
-    step, row, col = np.unravel_index(np.argmax(err), err.shape)
-    assert err.max() < 1e-9, f"{COLUMNS[col]} at step {step} row {row}: kernel {got[step, row, col]!r}, " \
-                             f"reference {want[step, row, col]!r}"
-    assert exercised is None or exercised(got), f"{case}: the regime it is for was not reached"
+def splitmix64(z: int) -> int:
+    """SplitMix64's finaliser in Python integers (Steele, Lea & Flood 2014), the oracle of ``kernel.mix64``."""
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
+    return z ^ (z >> 31)
 
 
-def test_random_numbers_match_the_reference_and_are_standard():
-    keys = np.array([kernel.episode_key(np.uint64(s), np.uint64(e)) for s in range(50) for e in range(40)],
-                    dtype=np.uint64)
-    steps = np.arange(keys.size, dtype=np.int64) % 500
-    got = np.array([kernel.draw_shocks(k, s) for k, s in zip(keys, steps, strict=True)])
-    want = np.stack(reference.draw_shocks(keys, steps), axis=1)
-    np.testing.assert_array_equal(got[:, 2], want[:, 2])  # the uniform: exact integer arithmetic
-    np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-13)
-    assert np.all((got[:, 2] > 0.0) & (got[:, 2] < 1.0))
-    normals = got[:, [0, 1, 3, 4, 5]]
-    tol = 4.0 / math.sqrt(keys.size)
+def python_uniform(key: int, counter: int) -> float:
+    h = splitmix64((key + (counter + 1) * 0x9E3779B97F4A7C15) & _M64)
+    return ((h >> 11) + 0.5) / 2.0**53
+
+
+def test_random_numbers_are_splitmix64_box_muller_and_standard():
+    keys = [int(kernel.episode_key(np.uint64(s), np.uint64(e))) for s in range(40) for e in range(40)]
+    # The key itself: SplitMix64 of the seed, mixed with the episode.
+    seed, episode = 12345, 678
+    want_key = splitmix64(splitmix64((seed * 0xD1B54A32D192ED03 + 0x9E3779B97F4A7C15) & _M64)
+                          ^ ((episode * 0x9E3779B97F4A7C15 + 0xBF58476D1CE4E5B9) & _M64))
+    assert int(kernel.episode_key(np.uint64(seed), np.uint64(episode))) == want_key
+    normals = np.empty((len(keys), 5))
+    uniforms = np.empty(len(keys))
+    for n, key in enumerate(keys):
+        step = n % 500
+        for which in range(5):
+            counter = step * (kernel.SHOCKS_PER_STEP // 2) + which
+            u1, u2 = python_uniform(key, 2 * counter), python_uniform(key, 2 * counter + 1)
+            want = math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
+            normals[n, which] = kernel.step_normal(np.uint64(key), step, which)
+            assert normals[n, which] == pytest.approx(want, rel=1e-13, abs=1e-13)
+        uniforms[n] = kernel.step_uniform(np.uint64(key), step, kernel.U_JUMP_COUNT)
+        assert uniforms[n] == python_uniform(key, step * kernel.SHOCKS_PER_STEP + kernel.U_JUMP_COUNT)
+    assert np.all((uniforms > 0.0) & (uniforms < 1.0))
+    tol = 4.0 / math.sqrt(len(keys))
     assert np.all(np.abs(normals.mean(axis=0)) < tol)
     assert np.all(np.abs(normals.std(axis=0) - 1.0) < 2 * tol)
-    corr = np.corrcoef(got.T) - np.eye(6)
+    corr = np.corrcoef(np.column_stack([normals, uniforms]).T) - np.eye(6)
     assert np.abs(corr).max() < tol, "a step's shocks must be independent (distinct counters)"
 
 
@@ -210,8 +183,9 @@ def test_clearing_derivative_is_the_derivative_of_the_residual(name):
     # Newton's f' includes the smile's term: wrong, it would still converge, but slower, and its
     # crisis test (f' below the floor) would look at the wrong slope.
     market = make(name)
-    s_pre, h_prev, t, sigma_atm = math.log(1e5), 300.0, 0.5 / DAYS, 0.63
-    args = (s_pre, h_prev, market.dealer_lines, market.params, t, sigma_atm)
+    s_pre, h_prev, step, sigma_atm = math.log(1e5), 300.0, 12, 0.63
+    args = (s_pre, h_prev, True, 0.0, market.dealer_lines, market.params, step, step * market.config.episode.dt,
+            sigma_atm)
     for spot in (8e4, 9.5e4, 1e5, 1.07e5):
         y = math.log(spot)
         _, fprime, _, _ = kernel._clearing_residual(y, *args)
@@ -284,16 +258,36 @@ def test_without_dealers_or_depth_spot_is_exactly_the_exogenous_path(name, overr
         np.testing.assert_array_equal(traj[..., [S_PREMIUM, S_BASIS]], idle[..., [S_PREMIUM, S_BASIS]])
 
 
-def test_dealer_expiry_does_not_depend_on_clock_rounding():
-    # The clock is a sum of dt's, so it meets the dealers' expiry only up to rounding: moving the
-    # expiry by 1e-15 years (30 ns) either way must not change the expiry step.
-    finals = []
-    for nudge in (-1e-15, 0.0, 1e-15):
-        market = make("zero-dte", 32)
-        market.dealer_lines[:, L_EXPIRY] += nudge
-        finals.append(run(market, seeds=np.arange(32))[-1])
-    np.testing.assert_allclose(finals[0], finals[1], rtol=1e-9, atol=1e-9)
-    np.testing.assert_allclose(finals[2], finals[1], rtol=1e-9, atol=1e-9)
+@pytest.mark.parametrize("dt_hours", [0.25, 1.0, 1.5, 2.4, 8.0, 24.0])
+def test_expiry_step_is_the_first_step_reaching_the_expiry_in_exact_arithmetic(dt_hours):
+    from fractions import Fraction
+
+    from hedgegym.envs.market import expiry_step
+
+    dt = Fraction(dt_hours).limit_denominator(1000) / 8760
+    for expiry_days in (0.5, 1.0, 1.0 / 3.0, 2.0, 7.0, 13.7, 30.0):
+        exact = Fraction(expiry_days).limit_denominator(1000) / 365
+        want = max(1, math.ceil(exact / dt))
+        assert expiry_step(expiry_days / DAYS, float(dt)) == want, (dt_hours, expiry_days)
+
+
+def test_lines_of_several_expiries_each_settle_once():
+    # Defect: the clock was a running sum of dt, which at hourly steps reaches day 1 ~1e-18 below
+    # 1/365, so the 1-day line settled at step 24 and again at step 25 (+55k USD of phantom P&L).
+    lines = [{"strike": 5e4, "expiry_days": 1.0, "kind": "call", "quantity": 1.0},
+             {"strike": 1e5, "expiry_days": 2.0, "kind": "call", "quantity": 1.0}]
+    market = make("frictionless", 4, {"agent.lines": lines, "episode.horizon_days": 3.0})
+    traj = run(market, np.arange(4))
+    out = traj[..., OUT0:]
+    spot = out[..., O_SPOT]
+    value0 = sum(float(bsm_greeks(1e5, line["strike"], line["expiry_days"] / DAYS, 0.0, 0.6, True).price)
+                 for line in lines)
+    payoff = np.maximum(spot[23] - 5e4, 0.0) + np.maximum(spot[47] - 1e5, 0.0)
+    np.testing.assert_allclose(out[..., O_BOOK_PNL].sum(axis=0), payoff - value0, rtol=1e-9)
+    np.testing.assert_array_equal(out[48:, :, O_BOOK_PNL], 0.0)
+    # After the day-1 line settled (step 24) the next step books only the day-2 line's mark change:
+    # a few hourly sigmas of a 1-coin option, not the 1-day line's payoff again.
+    assert np.all(np.abs(out[24, :, O_BOOK_PNL]) < 5 * 1e5 * 0.6 / math.sqrt(8760))
 
 
 # --------------------------------------------------------------------------------------- venues
@@ -522,7 +516,7 @@ def test_pnl_is_the_sum_of_its_parts_and_accumulators_sum_the_steps(name):
     out = traj[..., OUT0:]
     pnl = out[..., O_PNL]
     parts = out[..., O_BOOK_PNL] + out[..., O_HEDGE_PNL] - out[..., O_FEES] - out[..., O_SLIPPAGE] \
-        - out[..., O_FUNDING] - out[..., O_CARRY]
+        - out[..., O_FUNDING] - out[..., O_CARRY] + out[..., O_INTEREST]
     np.testing.assert_allclose(pnl, parts, rtol=1e-12, atol=1e-9)
     scale = market.params[P_PNL_SCALE]
     np.testing.assert_allclose(out[..., O_REWARD], pnl / scale - 0.5 * market.params[P_RISK_AVERSION]
@@ -530,6 +524,7 @@ def test_pnl_is_the_sum_of_its_parts_and_accumulators_sum_the_steps(name):
     final = traj[-1]
     sums = {S_CUM_PNL: O_PNL, S_CUM_BOOK_PNL: O_BOOK_PNL, S_CUM_HEDGE_PNL: O_HEDGE_PNL, S_CUM_FEES: O_FEES,
             S_CUM_SLIPPAGE: O_SLIPPAGE, S_CUM_FUNDING: O_FUNDING, S_CUM_CARRY: O_CARRY, S_CUM_REWARD: O_REWARD,
+            S_CUM_INTEREST: O_INTEREST,
             S_TURNOVER_USD: O_NOTIONAL, S_SUM_PHI: O_PHI, S_CRISIS_STEPS: O_CRISIS}
     for s_col, o_col in sums.items():
         np.testing.assert_allclose(final[:, s_col], out[..., o_col].sum(axis=0), rtol=1e-10,
@@ -539,11 +534,11 @@ def test_pnl_is_the_sum_of_its_parts_and_accumulators_sum_the_steps(name):
     trades = out[..., O_TRADE_SPOT:O_TRADE_SPOT + N_VENUES]
     np.testing.assert_array_equal(final[:, S_N_TRADES], (trades != 0).sum(axis=(0, 2)))
     assert np.all(out[-1, :, O_TERMINATED] == 1.0)
-    # At termination every line has settled: the book is worth its payoff at the final spot.
-    spot = out[-1, :, O_SPOT]
-    payoff = sum(line.quantity * np.maximum(spot - line.strike if line.kind == "call" else line.strike - spot, 0.0)
-                 for line in market.config.agent.lines)
-    np.testing.assert_allclose(final[:, S_BOOK_VALUE], payoff, rtol=1e-12, atol=1e-6)
+    # At termination every line has settled into cash; the P&L is the change of wealth from 0:
+    # cash + spot position at the final spot (perp and future are margined into cash each step).
+    np.testing.assert_array_equal(final[:, S_BOOK_VALUE], 0.0)
+    wealth = final[:, S_CASH] + final[:, HEDGE0 + SPOT] * out[-1, :, O_SPOT]
+    np.testing.assert_allclose(final[:, S_CUM_PNL], wealth, rtol=1e-9, atol=1e-6 * market.config.pnl_scale)
 
 
 def test_hedge_pnl_marks_positions_to_the_new_mid():
