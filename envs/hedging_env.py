@@ -39,6 +39,7 @@ from hedgegym.envs.layout import (
     O_GEX,
     O_HALTED,
     O_HEDGE_PNL,
+    O_INTEREST,
     O_PHI,
     O_PNL,
     O_REWARD,
@@ -68,6 +69,7 @@ STEP_INFO_FLOATS = (
     ("spot", O_SPOT), ("exo_spot", O_EXO_SPOT), ("phi", O_PHI), ("gex", O_GEX),
     ("step_pnl", O_PNL), ("book_pnl", O_BOOK_PNL), ("hedge_pnl", O_HEDGE_PNL),
     ("fees", O_FEES), ("slippage", O_SLIPPAGE), ("funding", O_FUNDING), ("carry", O_CARRY),
+    ("interest", O_INTEREST),
 )
 STEP_INFO_FLAGS = (("liquidity_crisis", O_CRISIS), ("halted", O_HALTED))
 
@@ -137,7 +139,8 @@ class HedgingEnv(gym.Env):
     ## Rewards
     With ``x = step P&L / pnl_scale`` (``pnl_scale``: ``agent.pnl_scale_usd``, by default 1e-3 of the
     book's gross notional ``sum |quantity| * spot0``), and the step P&L of MODEL.md §6 (book
-    mark-to-model change + hedge P&L - fees - slippage - funding - carry of margin capital),
+    mark-to-model change + hedge P&L - fees - slippage - funding - carry of margin capital + interest
+    on the cash account),
     ``agent.reward`` selects:
 
     - ``"mean_variance"`` (default, Kolm & Ritter 2019): ``r = x - (risk_aversion / 2) x^2``;
@@ -168,8 +171,10 @@ class HedgingEnv(gym.Env):
     spot, exo_spot        spot and the exogenous (no-impact) price after the step, USD
     phi, gex              dealer gamma over depth, and dealer GEX (USD per 1 % move)
     step_pnl              the step's P&L, USD (= book_pnl + hedge_pnl - fees - slippage
-                          - funding - carry)
-    book_pnl, hedge_pnl   change in the book's mark, P&L of the hedge positions, USD
+                          - funding - carry + interest): the change of the agent's wealth
+    book_pnl, hedge_pnl   change in the book's mark (settling lines: their payoff), P&L of
+                          the hedge positions at the new mids, USD
+    interest              interest earned on the cash account over the step, USD
     fees, slippage        the step's trading costs, USD
     funding, carry        perp funding paid and the cost of margin capital, USD
     hedge                 positions after the step, float64 array (3,): spot (coins),
@@ -182,8 +187,8 @@ class HedgingEnv(gym.Env):
     At ``reset()`` the P&L entries are 0 and the prices are ``spot0``. On the episode's last step
     ``info["episode_metrics"]`` holds the episode's totals (MODEL.md §7), floats: ``pnl``,
     ``book_pnl``, ``hedge_pnl``, ``fees``, ``slippage_usd``, ``slippage_bps`` (of traded notional),
-    ``funding``, ``carry``, ``turnover_usd``, ``n_trades``, ``realised_vol`` and ``realised_vol_exo``
-    (annualised), ``vol_amplification`` (their ratio), ``mean_phi``, ``crisis_steps``,
+    ``funding``, ``carry``, ``interest``, ``turnover_usd``, ``n_trades``, ``realised_vol`` and
+    ``realised_vol_exo`` (annualised), ``vol_amplification`` (their ratio), ``mean_phi``, ``crisis_steps``,
     ``halt_steps``, ``pin_distance``, ``pin_distance_exo``, ``steps``, ``reward``.
 
     ## Seeding
