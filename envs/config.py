@@ -49,20 +49,24 @@ class HestonConfig(_Strict):
     """Heston variance, MODEL.md §2: v' = max(v + kappa_v (theta_v - v) dt + xi sqrt(v dt) W, 0)."""
 
     enabled: bool = Field(False, description="Use Heston variance instead of constant sigma^2.")
-    kappa_v: float = Field(5.0, ge=0.0, description="Mean-reversion speed of variance, per year.")
-    theta_v: float = Field(0.36, gt=0.0, description="Long-run variance (0.36 = 60 % vol).")
-    xi: float = Field(1.0, ge=0.0, description="Vol of variance, per sqrt(year).")
+    # Variances up to 100 are vols up to 1,000 % (market.sigma's range); xi up to 10 is several times
+    # the fitted BTC vol of variance (~1-3). kappa_v * dt is bounded in ScenarioConfig (Euler step).
+    kappa_v: float = Field(5.0, ge=0.0, le=1.0e4, description="Mean-reversion speed of variance, per year.")
+    theta_v: float = Field(0.36, gt=0.0, le=100.0, description="Long-run variance (0.36 = 60 % vol).")
+    xi: float = Field(1.0, ge=0.0, le=10.0, description="Vol of variance, per sqrt(year).")
     rho_sv: float = Field(-0.6, ge=-1.0, le=1.0, description="corr(Z, W); negative: vol rises as price falls.")
-    v0: float | None = Field(None, gt=0.0, description="Initial variance; default market.sigma^2.")
+    v0: float | None = Field(None, gt=0.0, le=100.0, description="Initial variance; default market.sigma^2.")
 
 
 class JumpConfig(_Strict):
     """Merton jumps, MODEL.md §2: N ~ Poisson(intensity dt) normal jumps N(mean, std^2) in log-price."""
 
     enabled: bool = Field(False, description="Add Merton jumps to the exogenous log-price.")
+    # A log-jump of +-1 is a move of -63 % / +172 %; intensity * dt and the horizon's spread of the
+    # log-price are bounded in ScenarioConfig, where the step and the horizon are known.
     intensity: float = Field(12.0, ge=0.0, le=1.0e5, description="lambda_j: expected jumps per year.")
-    mean: float = Field(-0.03, ge=-2.0, le=2.0, description="mu_j: mean log-jump size.")
-    std: float = Field(0.04, ge=0.0, le=2.0, description="sigma_j: std of the log-jump size.")
+    mean: float = Field(-0.03, ge=-1.0, le=1.0, description="mu_j: mean log-jump size.")
+    std: float = Field(0.04, ge=0.0, le=1.0, description="sigma_j: std of the log-jump size.")
 
 
 class CircuitBreakerConfig(_Strict):
@@ -99,7 +103,7 @@ class SmileConfig(_Strict):
 class MarketConfig(_Strict):
     """Exogenous dynamics and the microstructure shared by all venues."""
 
-    spot0: float = Field(100_000.0, gt=0.0, description="Initial spot, USD per coin.")
+    spot0: float = Field(100_000.0, ge=1.0e-6, le=1.0e12, description="Initial spot, USD per coin.")
     mu: float = Field(0.0, ge=-10.0, le=10.0, description="Drift of the exogenous log-price, per year.")
     sigma: float = Field(0.60, gt=0.0, le=10.0, description="Exogenous volatility (DVOL 40-60 in 2025).")
     rate: float = Field(0.0, ge=-1.0, le=1.0, description="Carry rate r of the BSM model, per year.")
@@ -110,13 +114,18 @@ class MarketConfig(_Strict):
 
 
 # --------------------------------------------------------------------------------------- venues
+# The thinnest book a venue may have: $1,000 per 1 % (the thinnest crypto pairs; BTC spot is ~$1e8).
+MIN_DEPTH_USD = 1.0e3
+
+
 class VenueConfig(_Strict):
     """Costs, depth and feedback intensity of one venue (MODEL.md §4)."""
 
     fee: float = Field(0.0005, ge=0.0, lt=1.0, description="Fee as a fraction of traded notional.")
     half_spread: float = Field(0.0001, ge=0.0, lt=1.0, description="Half bid-ask spread, fraction of mid.")
     depth_usd_per_pct: float = Field(
-        100.0e6, gt=0.0, description="USD notional that moves this venue's price by 1 %; .inf: no impact."
+        100.0e6, gt=0.0, description=f"USD notional that moves this venue's price by 1 % (>= {MIN_DEPTH_USD:g}); "
+                                     ".inf: no impact."
     )
     eta: float = Field(1.0, ge=0.0, le=100.0, description="Temporary-impact coefficient of execution price.")
     transmission: float = Field(1.0, ge=0.0, le=1.0, description="Share of this venue's push reaching spot.")
@@ -134,9 +143,10 @@ class VenueConfig(_Strict):
 
     @field_validator("depth_usd_per_pct")
     @classmethod
-    def _depth_not_nan(cls, v: float) -> float:
-        if math.isnan(v):
-            raise ValueError("must be a number > 0 (.inf for no impact)")
+    def _depth_is_a_market(cls, v: float) -> float:
+        if math.isnan(v) or v < MIN_DEPTH_USD:
+            raise ValueError(f"must be >= {MIN_DEPTH_USD:g} USD per 1 % (a thinner book moves the price "
+                             f"by orders of magnitude per coin), or .inf for no impact (got {v!r})")
         return v
 
 
@@ -148,9 +158,11 @@ class PerpConfig(VenueConfig):
     depth_usd_per_pct: float = Field(200.0e6, gt=0.0, description="Perp books are deeper than spot.")
     transmission: float = Field(0.6, ge=0.0, le=1.0, description="Share of a perp push reaching spot.")
     margin: float = Field(0.1, gt=0.0, le=1.0, description="Initial margin fraction (10x leverage).")
-    premium_speed: float = Field(2000.0, ge=0.0, description="OU mean reversion of the premium, per year.")
-    premium_vol: float = Field(0.03, ge=0.0, description="OU vol of the premium, per sqrt(year).")
-    funding_interval_hours: float = Field(8.0, gt=0.0, description="Funding is paid every this many hours.")
+    premium_speed: float = Field(2000.0, ge=0.0, le=1.0e7, description="OU mean reversion of the premium, per year.")
+    premium_vol: float = Field(0.03, ge=0.0, le=10.0, description="OU vol of the premium, per sqrt(year).")
+    # From one minute (funding paid by the minute, the limit of continuous funding) to a year.
+    funding_interval_hours: float = Field(8.0, ge=1.0 / 60.0, le=HOURS_PER_YEAR,
+                                          description="Funding is paid every this many hours.")
     interest: float = Field(0.0001, ge=-0.01, le=0.01, description="Interest component per funding interval.")
     funding_cap: float = Field(0.0075, ge=0.0, le=0.1, description="Funding rate clamp per interval.")
 
@@ -170,11 +182,12 @@ class FutureConfig(VenueConfig):
     depth_usd_per_pct: float = Field(50.0e6, gt=0.0, description="Dated futures are thinner than perps.")
     transmission: float = Field(0.3, ge=0.0, le=1.0, description="Share of a futures push reaching spot.")
     margin: float = Field(0.1, gt=0.0, le=1.0, description="Initial margin fraction.")
-    expiry_days: float = Field(28.0, gt=0.0, description="Expiry of the first contract, days from start.")
-    roll_days: float = Field(28.0, gt=0.0, description="Tenor of the next contract listed at expiry.")
+    # Up to ten years: the futures mid exp((r + basis) tau) stays finite.
+    expiry_days: float = Field(28.0, gt=0.0, le=3650.0, description="Expiry of the first contract, days from start.")
+    roll_days: float = Field(28.0, gt=0.0, le=3650.0, description="Tenor of the next contract listed at expiry.")
     basis_mean: float = Field(0.05, ge=-5.0, le=5.0, description="Long-run annualised basis over r.")
-    basis_speed: float = Field(50.0, ge=0.0, description="OU mean reversion of the basis, per year.")
-    basis_vol: float = Field(0.5, ge=0.0, description="OU vol of the basis, per sqrt(year).")
+    basis_speed: float = Field(50.0, ge=0.0, le=1.0e7, description="OU mean reversion of the basis, per year.")
+    basis_vol: float = Field(0.5, ge=0.0, le=50.0, description="OU vol of the basis, per sqrt(year).")
 
     @field_validator("expiry_days", "roll_days", "basis_speed", "basis_vol")
     @classmethod
@@ -197,10 +210,13 @@ class VenuesConfig(_Strict):
 class OptionLine(_Strict):
     """One option line: ``quantity`` coins (signed, + long) of a European call or put."""
 
-    strike: float = Field(gt=0.0, description="Strike, USD.")
-    expiry_days: float = Field(gt=0.0, description="Expiry, days from the episode's start (> 0).")
+    # Bounds far outside any market (BTC options open interest is ~4e5 coins) that keep every mark,
+    # greek and discount factor exp(-r tau) finite.
+    strike: float = Field(ge=1.0e-6, le=1.0e12, description="Strike, USD.")
+    expiry_days: float = Field(gt=0.0, le=36500.0, description="Expiry, days from the episode's start (> 0).")
     kind: Literal["call", "put"] = Field(description="call or put.")
-    quantity: float = Field(description="Coins, signed from the holder's side: negative = short.")
+    quantity: float = Field(ge=-1.0e12, le=1.0e12,
+                            description="Coins, signed from the holder's side: negative = short.")
 
 
 def _strip(quantity: float, expiry_days: float, strikes: tuple[float, ...]) -> list[OptionLine]:
@@ -240,6 +256,13 @@ class DealerConfig(_Strict):
     rebalance_every: int = Field(1, ge=1, description="Dealers rebalance every this many steps (epochs).")
 
 
+# Limits relative to the book (checked in ScenarioConfig, which knows spot0): a trade limit beyond
+# 1,000 x the book's gross quantity hedges nothing the book needs, and a reward unit below 1e-6 of
+# its notional turns every step's P&L into a reward whose square overflows.
+MAX_TRADE_PER_GROSS = 1.0e3
+MIN_PNL_SCALE_PER_NOTIONAL = 1.0e-6
+
+
 class AgentConfig(_Strict):
     """The agent's desk: its options book, venues, action and reward (MODEL.md §6)."""
 
@@ -250,15 +273,18 @@ class AgentConfig(_Strict):
     venues: list[Literal["spot", "perp", "future"]] = Field(
         default_factory=lambda: ["spot", "perp", "future"], description="Venues the agent may trade."
     )
-    max_trade: float = Field(20.0, gt=0.0, description="Coins traded (or targeted) at action +-1.")
+    max_trade: float = Field(20.0, gt=0.0, description="Coins traded (or targeted) at action +-1; at most "
+                                                        f"{MAX_TRADE_PER_GROSS:g} x max(the book's gross "
+                                                        "quantity, 1 coin).")
     action_mode: Literal["trade", "target", "delta"] = Field(
         "trade", description="Action is a trade, a target position, or a deviation from the full delta hedge."
     )
     min_trade: float = Field(0.0, ge=0.0, description="Orders below this many coins are not sent (lot size).")
     reward: Literal["mean_variance", "pnl", "terminal_pnl"] = Field("mean_variance")
-    risk_aversion: float = Field(1.0, ge=0.0, description="Kolm-Ritter kappa, in units of pnl_scale_usd.")
+    risk_aversion: float = Field(1.0, ge=0.0, le=1.0e4, description="Kolm-Ritter kappa, in units of pnl_scale_usd.")
     pnl_scale_usd: float | None = Field(
-        None, gt=0.0, description="USD per reward unit; default 1e-3 of the book's gross notional."
+        None, gt=0.0, le=1.0e15, description="USD per reward unit; default 1e-3 of the book's gross notional; at "
+                                             f"least {MIN_PNL_SCALE_PER_NOTIONAL:g} x max(that notional, 1 USD)."
     )
     funding_cost_of_capital: float = Field(0.05, ge=0.0, le=1.0, description="Cost of margin capital, per year.")
     initial_hedge: Literal["none", "delta"] = Field("none", description="Start flat or delta-hedged on spot.")
@@ -284,7 +310,14 @@ class EpisodeConfig(_Strict):
     """Time grid. The episode ends at the agent's last expiry (termination) or at the horizon."""
 
     horizon_days: float = Field(7.0, gt=0.0, le=3650.0, description="Truncation horizon, days.")
-    dt_hours: float = Field(1.0, gt=0.0, le=24.0 * 30, description="Step length, hours.")
+    dt_hours: float = Field(1.0, gt=0.0, le=24.0 * 30, description="Step length, hours (one second to 30 days).")
+
+    @field_validator("dt_hours")
+    @classmethod
+    def _at_least_a_second(cls, v: float) -> float:
+        if v < 1.0 / 3600.0:
+            raise ValueError(f"must be at least one second (1/3600 hours) (got {v!r})")
+        return v
 
     @property
     def dt(self) -> float:
@@ -329,9 +362,17 @@ class BaselinesConfig(_Strict):
     # legs whose basis risk doubles its P&L std (default scenario, 1,000 episodes: delta@cheapest
     # mean-variance -157k with the episode horizon, -78k with 8 h; whalley_wilmott@cheapest -86k vs -74k).
     route_horizon_hours: float | None = Field(
-        8.0, gt=0.0, description="cheapest routing: holding horizon of a hedge for funding, basis and capital "
-                                 "carry, hours (8 = one funding interval); null: the time left in the episode."
+        8.0, gt=0.0, le=24.0 * 3650.0,
+        description="cheapest routing: holding horizon of a hedge for funding, basis and capital "
+                    "carry, hours (8 = one funding interval, at most ten years); null: the time left in the episode."
     )
+
+
+# Jumps are rare events on the step grid, and the Poisson draw is exact far beyond 10 per step.
+MAX_JUMPS_PER_STEP = 10.0
+# The largest log-move of the exogenous price a scenario may plan for (six standard deviations plus
+# drift over the episode): e^50 ~ 5e21, beyond any market, and far inside exp()'s range.
+MAX_LOG_MOVE = 50.0
 
 
 class ScenarioConfig(_Strict):
@@ -360,6 +401,45 @@ class ScenarioConfig(_Strict):
                         f"agent.lines.{i}.expiry_days={line.expiry_days:g} is not on the step grid "
                         f"(a multiple of episode.dt_hours/24 = {step_days:g} days)"
                     )
+        return self
+
+    @model_validator(mode="after")
+    def _finite_dynamics(self) -> ScenarioConfig:
+        """Bounds that involve the step, the horizon or the book: inside them every step is finite."""
+        m, ag, dt = self.market, self.agent, self.episode.dt
+        gross = sum(abs(line.quantity) for line in ag.lines)
+        limit = MAX_TRADE_PER_GROSS * max(gross, 1.0)
+        if ag.max_trade > limit:
+            raise ValueError(f"agent.max_trade={ag.max_trade:g} is more than {MAX_TRADE_PER_GROSS:g} x max(the "
+                             f"book's gross quantity {gross:g}, 1) = {limit:g} coins")
+        notional = gross * m.spot0
+        floor = MIN_PNL_SCALE_PER_NOTIONAL * max(notional, 1.0)
+        if ag.pnl_scale_usd is not None and ag.pnl_scale_usd < floor:
+            raise ValueError(f"agent.pnl_scale_usd={ag.pnl_scale_usd:g} is below {MIN_PNL_SCALE_PER_NOTIONAL:g} x "
+                             f"max(the book's gross notional {notional:g}, 1) = {floor:g} USD")
+        if m.heston.enabled and m.heston.kappa_v * dt > 1.0:
+            # The Euler step v + kappa_v (theta_v - v) dt overshoots theta_v, and oscillates ever wider past 2.
+            raise ValueError(f"market.heston.kappa_v={m.heston.kappa_v:g} is too fast for the step: kappa_v * dt "
+                             f"= {m.heston.kappa_v * dt:g} must be <= 1 (kappa_v <= {1.0 / dt:g} per year at "
+                             f"episode.dt_hours={self.episode.dt_hours:g})")
+        lam = m.jumps.intensity if m.jumps.enabled else 0.0
+        if lam * dt > MAX_JUMPS_PER_STEP:
+            raise ValueError(f"market.jumps.intensity={lam:g} gives {lam * dt:g} expected jumps per step; at most "
+                             f"{MAX_JUMPS_PER_STEP:g} (intensity <= {MAX_JUMPS_PER_STEP / dt:g} per year at "
+                             f"episode.dt_hours={self.episode.dt_hours:g})")
+        var = m.sigma ** 2
+        if m.heston.enabled:
+            var = max(var, m.heston.theta_v, m.heston.v0 or 0.0)
+        years = self.episode_steps * dt
+        drift = abs(m.mu - 0.5 * var + lam * m.jumps.mean) * years
+        spread = 6.0 * math.sqrt((var + lam * (m.jumps.mean ** 2 + m.jumps.std ** 2)) * years)
+        if drift + spread > MAX_LOG_MOVE:
+            raise ValueError(
+                f"market: the exogenous log-price's drift ({drift:.3g}) plus six standard deviations ({spread:.3g}) "
+                f"over the episode's {years * DAYS_PER_YEAR:g} days exceed {MAX_LOG_MOVE:g} (a factor "
+                f"e^{MAX_LOG_MOVE:g} either way is no market): lower market.sigma, market.mu, the jumps or "
+                "the horizon"
+            )
         return self
 
     @property

@@ -89,20 +89,7 @@ def simulate(
     table = Table(title=f"{cfg.name}: {paths} paths x {steps} steps, seed {seed}")
     table.add_column("measure")
     table.add_column("value", justify="right")
-    lo, hi = result.vol_amplification_ci
-    rows = [
-        ("realised vol, with feedback", f"{result.realised_vol:.4f}"),
-        ("realised vol, exogenous (no feedback)", f"{result.realised_vol_exo:.4f}"),
-        ("volatility amplification [95% CI]", f"{result.vol_amplification:.4f} [{lo:.4f}, {hi:.4f}]"),
-        ("predicted 1 / (1 + mean phi), permanent impact", f"{result.predicted_amplification:.4f}"),
-        ("predicted with permanent share and resilience", f"{result.predicted_amplification_resilient:.4f}"),
-        ("mean phi (dealer GEX / depth)", f"{result.mean_phi:+.4f}"),
-        ("liquidity-crisis steps per path", f"{result.crisis_steps_per_path:.3f}"),
-        ("paths with a crisis step", f"{result.crisis_path_share:.1%}"),
-        (f"pin distance to {result.pin_strike:,.0f}, with feedback", f"{result.pin_distance:.4%}"),
-        ("pin distance, exogenous", f"{result.pin_distance_exo:.4%}"),
-    ]
-    for name, value in rows:
+    for name, value in result.table_rows():
         table.add_row(name, value)
     console.print(table)
     if run_dir is not None:

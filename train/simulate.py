@@ -4,10 +4,21 @@ Runs ``paths`` episodes of a scenario and measures what the dealers' hedging doe
 realised volatility of spot (with feedback) against the exogenous path (without feedback, the
 same shocks), their ratio — the volatility amplification — against the Frey–Stremme /
 Sircar–Papanicolaou prediction ``1 / (1 + mean phi)``, liquidity-crisis steps and pinning.
+
+Pinning is measured per path at the episode's end (the dealers' expiry in ``long-gamma-pin``) as
+the *paired* difference ``|S_T / K - 1| - |X_T / K - 1|`` of the final spot and the final exogenous
+price on the same shocks, ``K`` the strike of largest open interest: negative means the dealers'
+hedging pulled the price towards the strike. Its interval is a percentile bootstrap over paths.
+
+Every number of the summary is finite or ``None`` (JSON ``null``), with one meaning per field:
+``dealer_effective_depth_usd`` is ``None`` when the dealers' flow meets infinite depth (it moves no
+price), the two predicted amplifications are ``None`` where ``1 + mean phi <= 0`` (the linearised
+law has no meaning there: the market is in the liquidity-crisis regime).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -16,8 +27,11 @@ import numpy as np
 from hedgegym.envs.config import ScenarioConfig
 from hedgegym.envs.layout import O_EXO_SPOT, O_PHI, O_SPOT
 from hedgegym.envs.market import Market, dealer_effective_depth, pin_strike
+from hedgegym.train.metrics import estimate
 
 BATCH = 4096
+# Bootstrap resamples over paths; the index matrix is N_RESAMPLES x paths integers.
+N_RESAMPLES = 500
 
 
 @dataclass
@@ -39,18 +53,53 @@ class SimulationResult:
     crisis_path_share: float
     pin_distance: float
     pin_distance_exo: float
+    pin_effect: float
+    pin_effect_ci: tuple[float, float]
     pin_strike: float
     dealer_effective_depth_usd: float
     per_path: dict[str, np.ndarray] = field(repr=False, default_factory=dict)
     sample: dict[str, np.ndarray] = field(repr=False, default_factory=dict)
 
     def summary(self) -> dict:
-        """JSON-ready summary (no arrays)."""
+        """JSON-ready summary (no arrays); a non-finite number is ``None`` (see the module docstring)."""
         d = asdict(self)
         d.pop("per_path")
         d.pop("sample")
         d["vol_amplification_ci"] = list(self.vol_amplification_ci)
-        return d
+        d["pin_effect_ci"] = list(self.pin_effect_ci)
+        return {k: _finite_or_none(v) for k, v in d.items()}
+
+
+    def table_rows(self) -> list[tuple[str, str]]:
+        """``(measure, value)`` rows of the ``hedgegym simulate`` table."""
+        lo, hi = self.vol_amplification_ci
+        plo, phi_ = self.pin_effect_ci
+        return [
+            ("realised vol, with feedback", f"{self.realised_vol:.4f}"),
+            ("realised vol, exogenous (no feedback)", f"{self.realised_vol_exo:.4f}"),
+            ("volatility amplification [95% CI]", f"{self.vol_amplification:.4f} [{lo:.4f}, {hi:.4f}]"),
+            ("predicted 1 / (1 + mean phi), permanent impact", _law(self.predicted_amplification)),
+            ("predicted with permanent share and resilience", _law(self.predicted_amplification_resilient)),
+            ("mean phi (dealer GEX / depth)", f"{self.mean_phi:+.4f}"),
+            ("liquidity-crisis steps per path", f"{self.crisis_steps_per_path:.3f}"),
+            ("paths with a crisis step", f"{self.crisis_path_share:.1%}"),
+            (f"pin distance to {self.pin_strike:,.0f}, with feedback", f"{self.pin_distance:.4%}"),
+            ("pin distance, exogenous", f"{self.pin_distance_exo:.4%}"),
+            ("pinning: with feedback - exogenous, paired [95% CI]",
+             f"{self.pin_effect:+.4%} [{plo:+.4%}, {phi_:+.4%}]"),
+        ]
+
+
+def _law(value: float) -> str:
+    return f"{value:.4f}" if math.isfinite(value) else "n/a (1 + mean phi <= 0)"
+
+
+def _finite_or_none(value):
+    if isinstance(value, list):
+        return [_finite_or_none(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def predicted_amplification(phi: float, permanent_share: float = 1.0, decay: float = 0.0) -> float:
@@ -65,11 +114,14 @@ def predicted_amplification(phi: float, permanent_share: float = 1.0, decay: flo
 
         amplification^2 = (1 + m g)^2 + (1 - d) / (1 + d) ((1 - p) d g)^2
 
-    With ``p = 1`` this is the Frey–Stremme law ``1 / (1 + phi)``.
+    With ``p = 1`` this is the Frey–Stremme law ``1 / (1 + phi)``. Where ``1 + phi <= 0`` the
+    linearisation has no meaning (no stable clearing): NaN.
 
     >>> round(predicted_amplification(-0.2), 6), round(predicted_amplification(-0.2, 0.5, 0.0), 4)
     (1.25, 1.125)
     """
+    if 1.0 + phi <= 0.0:
+        return math.nan
     g = -phi / (1.0 + phi)
     m = permanent_share + (1.0 - permanent_share) * decay
     transient = (1.0 - permanent_share) * decay * g
@@ -121,8 +173,12 @@ def simulate(config: ScenarioConfig, paths: int = 1000, seed: int = 0, n_sample:
     r2, x2 = arrays["sum_r2"], arrays["sum_x2"]
     amp = float(np.sqrt(r2.sum() / x2.sum()))
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, paths, size=(500, paths))
+    idx = rng.integers(0, paths, size=(N_RESAMPLES, paths))
     boot = np.sqrt(r2[idx].sum(axis=1) / x2[idx].sum(axis=1))
+    # Paired per path: the same shocks with and without the dealers' feedback.
+    pin_diff = arrays["pin_distance"] - arrays["pin_distance_exo"]
+    pin_effect = float(pin_diff.mean())
+    pin_boot = pin_diff[idx].mean(axis=1)
     mean_phi = float(arrays["mean_phi"].mean())
     years = steps * config.episode.dt
     return SimulationResult(
@@ -133,7 +189,7 @@ def simulate(config: ScenarioConfig, paths: int = 1000, seed: int = 0, n_sample:
         realised_vol=float(np.sqrt(r2.mean() / years)),
         realised_vol_exo=float(np.sqrt(x2.mean() / years)),
         vol_amplification=amp,
-        vol_amplification_ci=(float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))),
+        vol_amplification_ci=_interval(boot, amp),
         predicted_amplification=predicted_amplification(mean_phi),
         predicted_amplification_resilient=predicted_amplification(
             mean_phi, config.market.impact.permanent_share,
@@ -143,11 +199,19 @@ def simulate(config: ScenarioConfig, paths: int = 1000, seed: int = 0, n_sample:
         crisis_path_share=float(np.mean(arrays["crisis_steps"] > 0)),
         pin_distance=float(arrays["pin_distance"].mean()),
         pin_distance_exo=float(arrays["pin_distance_exo"].mean()),
+        pin_effect=pin_effect,
+        pin_effect_ci=_interval(pin_boot, pin_effect),
         pin_strike=pin_strike(config),
         dealer_effective_depth_usd=dealer_effective_depth(config),
         per_path=arrays,
         sample=sample,
     )
+
+
+def _interval(draws: np.ndarray, point: float) -> tuple[float, float]:
+    """95 % percentile interval of the bootstrap ``draws``, containing ``point``."""
+    est = estimate(point, draws)
+    return est.low, est.high
 
 
 def plot_simulation(result: SimulationResult, path: str | Path) -> None:
