@@ -97,7 +97,7 @@ def configure_torch(seed: int, threads: int, deterministic: bool) -> None:
 
 def make_vec_env(scenario, n_envs: int, seed: int, normalize: Mapping[str, Any] | None = None,
                  gamma: float = 0.99, stats_path: str | os.PathLike | None = None, training: bool = True,
-                 parallel: bool = False):
+                 parallel: bool = False, base_env=None):
     """The batched hedging env as an SB3 ``VecEnv``, wrapped in ``VecNormalize`` when asked.
 
     Args:
@@ -112,11 +112,14 @@ def make_vec_env(scenario, n_envs: int, seed: int, normalize: Mapping[str, Any] 
         parallel: step the envs with the numba-parallel kernel. Off by default: the policy update
             runs between env steps, and on a few busy cores the kernel's worker threads make each
             step wait for the slowest core (measured in ``benchmarks/bench_training.py``).
+        base_env: an existing (e.g. unpickled, mid-episode) hedging ``VecEnv`` to wrap instead of a
+            new one (resume); ``scenario``, ``n_envs``, ``seed`` and ``parallel`` are then unused.
     """
     from hedgegym.envs.sb3_vec_env import make_sb3_vec_env
 
     # step_info=False: training reads only the episode-end keys; per-step dicts would cost time.
-    venv = make_sb3_vec_env(scenario, n_envs=n_envs, seed=seed, step_info=False, parallel=parallel)
+    venv = base_env if base_env is not None else make_sb3_vec_env(scenario, n_envs=n_envs, seed=seed,
+                                                                  step_info=False, parallel=parallel)
     if stats_path is not None:
         from stable_baselines3.common.vec_env import VecNormalize
 
@@ -151,9 +154,12 @@ def build_model(algorithm: str, env, hyperparameters: Mapping[str, Any], policy_
                tensorboard_log=tensorboard_log, verbose=0, **kwargs)
 
 
-def load_model(algorithm: str, path: str | os.PathLike, env=None):
-    """Load a saved SB3 model of ``algorithm`` (CPU), attached to ``env`` when given."""
-    return algorithm_class(algorithm).load(str(path), env=env, device="cpu")
+def load_model(algorithm: str, path: str | os.PathLike, env=None, force_reset: bool = True):
+    """Load a saved SB3 model of ``algorithm`` (CPU), attached to ``env`` when given.
+
+    ``force_reset=False`` keeps the model's last observation, for an ``env`` restored mid-episode.
+    """
+    return algorithm_class(algorithm).load(str(path), env=env, device="cpu", force_reset=force_reset)
 
 
 def vecnormalize_path(model_path: str | os.PathLike) -> Path:

@@ -93,8 +93,8 @@ def main(argv: list[str] | None = None) -> dict:
     from rich.table import Table
 
     from hedgegym.envs.config import load_scenario
-    from hedgegym.train.evaluate import expand_baselines
     from hedgegym.train.io import write_json_atomic
+    from hedgegym.train.policies import expand_baselines
 
     config = load_scenario(args.scenario)
     names = expand_baselines("all", config)

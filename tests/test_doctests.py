@@ -13,6 +13,9 @@ MODULES = [
     "hedgegym.agents.routing",
     "hedgegym.envs.registration",
     "hedgegym.train.evaluate",
+    "hedgegym.train.policies",
+    "hedgegym.train.plots",
+    "hedgegym.train.report",
     "hedgegym.train.metrics",
     "hedgegym.train.simulate",
 ]

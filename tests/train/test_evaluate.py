@@ -13,7 +13,7 @@ from hedgegym.envs.config import load_scenario
 from hedgegym.envs.hedging_env import HedgingEnv
 from hedgegym.train import evaluate
 from hedgegym.train.cli import app
-from hedgegym.train.evaluate import PolicyError, expand_baselines, load_policy, load_sb3_policy
+from hedgegym.train.policies import PolicyError, expand_baselines, load_policy, load_sb3_policy
 
 # One day of hourly steps keeps every run here to milliseconds; the book expires with the episode.
 SHORT = {"episode.horizon_days": 1.0,
