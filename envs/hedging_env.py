@@ -235,6 +235,7 @@ class HedgingEnv(gym.Env):
     ):
         # Imported here so that `import hedgegym.envs` loads no numba (registration is by string).
         from hedgegym.envs.market import Market
+        agent_impact = check_bool("agent_impact", agent_impact)
 
         self.config: ScenarioConfig = resolve_config(config, scenario, overrides)
         self.render_mode = check_render_mode(render_mode)
@@ -353,6 +354,29 @@ def check_render_mode(render_mode: str | None) -> str | None:
     if render_mode is not None and render_mode not in RENDER_MODES:
         raise ValueError(f"render_mode must be None or one of {RENDER_MODES} (got {render_mode!r})")
     return render_mode
+
+def check_bool(name: str, value: Any, allow_none: bool = False) -> bool | None:
+    """``value`` if it is a boolean (Python or NumPy), else a TypeError naming the argument.
+
+    A string such as ``"no"`` is truthy: coercing it would silently mean the opposite.
+    """
+    if isinstance(value, (bool, np.bool_)) or (allow_none and value is None):
+        return None if value is None else bool(value)
+    allowed = "True, False or None" if allow_none else "True or False"
+    raise TypeError(f"{name} must be {allowed} (got {value!r} of type {type(value).__name__})")
+
+
+def check_int(name: str, value: Any, minimum: int, allow_none: bool = False) -> int | None:
+    """``value`` if it is an integer (Python or NumPy, not a bool) >= ``minimum``; else an error naming it."""
+    if allow_none and value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer >= {minimum}{' or None' if allow_none else ''} "
+                        f"(got {value!r} of type {type(value).__name__})")
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum} (got {value})")
+    return int(value)
+
 
 
 def check_no_options(options: Mapping[str, Any] | None) -> None:

@@ -31,7 +31,7 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
 from hedgegym.envs.config import ScenarioConfig
-from hedgegym.envs.hedging_env import STEP_INFO_FLAGS, STEP_INFO_FLOATS
+from hedgegym.envs.hedging_env import STEP_INFO_FLAGS, STEP_INFO_FLOATS, check_bool, check_int
 from hedgegym.envs.vector_env import HedgingVectorEnv
 
 _SCALAR_KEYS = tuple(name for name, _ in STEP_INFO_FLOATS + STEP_INFO_FLAGS) + ("book_delta",)
@@ -75,7 +75,7 @@ class HedgingSB3VecEnv(VecEnv):
             )
         # Set before VecEnv.__init__, which calls get_attr("render_mode").
         self.venv = vector_env
-        self.step_info = bool(step_info)
+        self.step_info = check_bool("step_info", step_info)
         super().__init__(vector_env.num_envs, vector_env.single_observation_space, vector_env.single_action_space)
         self.metadata = dict(vector_env.metadata)
         self._actions: np.ndarray | None = None
@@ -197,6 +197,7 @@ def make_sb3_vec_env(
         **kwargs: ``HedgingVectorEnv`` arguments (``parallel``, ``agent_impact``, ``render_mode``)
             and config overrides ``section__field=value``.
     """
+    seed = check_int("seed", seed, 0, allow_none=True)
     is_name = isinstance(scenario_or_config, str) and not scenario_or_config.endswith((".yaml", ".yml"))
     source = {"scenario": scenario_or_config} if is_name else {"config": scenario_or_config}
     venv = HedgingVectorEnv(n_envs, autoreset_mode=AutoresetMode.SAME_STEP, **source, **kwargs)

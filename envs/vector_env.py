@@ -25,7 +25,9 @@ from hedgegym.envs.hedging_env import (
     _NON_FINITE_HINT,
     RENDER_MODES,
     check_actions,
+    check_bool,
     check_finite_obs,
+    check_int,
     check_no_options,
     check_render_mode,
     draw_stream_seed,
@@ -113,6 +115,9 @@ class HedgingVectorEnv(gym.vector.VectorEnv):
         # Imported here so that `import hedgegym.envs` loads no numba (registration is by string).
         from hedgegym.envs.market import Market
 
+        num_envs = check_int("num_envs", num_envs, 1)
+        parallel = check_bool("parallel", parallel, allow_none=True)
+        agent_impact = check_bool("agent_impact", agent_impact)
         try:
             self.autoreset_mode = AutoresetMode(autoreset_mode)
         except ValueError:
