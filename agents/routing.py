@@ -48,17 +48,6 @@ from numba import njit
 from hedgegym.envs.layout import (
     FUTURE,
     N_VENUES,
-    P_BASIS_MEAN,
-    P_BASIS_SPEED,
-    P_COST_OF_CAPITAL,
-    P_DT,
-    P_EPISODE_STEPS,
-    P_FUNDING_CAP,
-    P_FUNDING_INTERVAL,
-    P_FUTURE_ROLL,
-    P_INTEREST,
-    P_PREMIUM_SPEED,
-    P_RATE,
     PERP,
     S_BASIS,
     S_FUTURE_EXPIRY,
@@ -79,14 +68,14 @@ from hedgegym.envs.layout import (
 def delta_prices(market) -> tuple[np.ndarray, np.ndarray]:
     """``(P[N, 3], future_delta[N])``: each venue's price per coin of delta (USD) and the futures
     contract's delta ``exp(r (T_f - t))`` (coins per contract, MODEL.md §4)."""
-    st, p = market.state, market.params
+    st, p = market.state, market.params[0]
     spot = np.exp(st[:, S_LOG_SPOT])
     tau_f = np.maximum(st[:, S_FUTURE_EXPIRY] - st[:, S_T], 0.0)
     fut_delta = market.future_delta()
     prices = np.empty((market.n_envs, N_VENUES))
     prices[:, SPOT] = spot
     prices[:, PERP] = spot * (1.0 + st[:, S_PREMIUM])
-    prices[:, FUTURE] = spot * np.exp((p[P_RATE] + st[:, S_BASIS]) * tau_f) / fut_delta
+    prices[:, FUTURE] = spot * np.exp((p["rate"] + st[:, S_BASIS]) * tau_f) / fut_delta
     return prices, fut_delta
 
 
@@ -100,8 +89,8 @@ def _ou_mean(x0: np.ndarray, mean: float, speed: float, horizon: np.ndarray) -> 
 
 def episode_horizon(market) -> np.ndarray:
     """Time left in each row's episode, years (at least one step): the default holding horizon."""
-    p = market.params
-    return np.maximum(p[P_EPISODE_STEPS] - market.state[:, S_STEP], 1.0) * p[P_DT]
+    p = market.params[0]
+    return np.maximum(p["episode_steps"] - market.state[:, S_STEP], 1.0) * p["dt"]
 
 
 def expected_costs(market, sign: np.ndarray, horizon: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -110,7 +99,7 @@ def expected_costs(market, sign: np.ndarray, horizon: np.ndarray) -> tuple[np.nd
 
     Disabled venues get ``a = inf``. See the module docstring for the terms.
     """
-    st, p, venues = market.state, market.params, market.venues
+    st, p, venues = market.state, market.params[0], market.venues
     prices, _ = delta_prices(market)
     sign = np.asarray(sign, dtype=np.float64)
     horizon = np.asarray(horizon, dtype=np.float64)
@@ -121,16 +110,16 @@ def expected_costs(market, sign: np.ndarray, horizon: np.ndarray) -> tuple[np.nd
     # Capital: the trade grows |position| unless it goes against the position it adds to.
     position_sign = np.sign(market.hedge)
     grows = np.where(position_sign == 0.0, 1.0, position_sign * sign[:, None])
-    a += p[P_COST_OF_CAPITAL] * venues[:, V_MARGIN] * prices * horizon[:, None] * grows
+    a += p["cost_of_capital"] * venues[:, V_MARGIN] * prices * horizon[:, None] * grows
 
-    premium = _ou_mean(st[:, S_PREMIUM], 0.0, p[P_PREMIUM_SPEED], horizon)
-    rate = np.clip(p[P_INTEREST] + premium, -p[P_FUNDING_CAP], p[P_FUNDING_CAP])
-    a[:, PERP] += sign * rate * prices[:, PERP] * horizon / p[P_FUNDING_INTERVAL]
+    premium = _ou_mean(st[:, S_PREMIUM], 0.0, p["premium_speed"], horizon)
+    rate = np.clip(p["interest"] + premium, -p["funding_cap"], p["funding_cap"])
+    a[:, PERP] += sign * rate * prices[:, PERP] * horizon / p["funding_interval"]
 
-    basis = _ou_mean(st[:, S_BASIS], p[P_BASIS_MEAN], p[P_BASIS_SPEED], horizon)
-    a[:, FUTURE] += sign * (p[P_RATE] + basis) * prices[:, FUTURE] * horizon
+    basis = _ou_mean(st[:, S_BASIS], p["basis_mean"], p["basis_speed"], horizon)
+    a[:, FUTURE] += sign * (p["rate"] + basis) * prices[:, FUTURE] * horizon
     tau_f = np.maximum(st[:, S_FUTURE_EXPIRY] - st[:, S_T], 0.0)
-    rolls = np.where(horizon > tau_f, 1.0 + np.floor((horizon - tau_f) / p[P_FUTURE_ROLL]), 0.0)
+    rolls = np.where(horizon > tau_f, 1.0 + np.floor((horizon - tau_f) / p["future_roll"]), 0.0)
     a[:, FUTURE] += rolls * prices[:, FUTURE] * (venues[FUTURE, V_FEE] + venues[FUTURE, V_HALF_SPREAD])
 
     a[:, venues[:, V_ENABLED] < 0.5] = np.inf

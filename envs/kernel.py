@@ -68,57 +68,6 @@ from hedgegym.envs.layout import (
     O_TRADE_SPOT,
     O_TRUNCATED,
     OBS_BOUND,
-    P_AGENT_IMPACT,
-    P_BASIS_MEAN,
-    P_BASIS_SPEED,
-    P_BASIS_VOL,
-    P_BOOK_CENTRE,
-    P_BOOK_GROSS,
-    P_BREAKER,
-    P_COST_OF_CAPITAL,
-    P_DEALER_INV_DEPTH,
-    P_DT,
-    P_EPISODE_STEPS,
-    P_FUNDING_CAP,
-    P_FUNDING_INTERVAL,
-    P_FUTURE_EXPIRY,
-    P_FUTURE_ROLL,
-    P_HALT_STEPS,
-    P_HALT_THRESHOLD,
-    P_HEDGE_RATIO,
-    P_HESTON,
-    P_INITIAL_DELTA_HEDGE,
-    P_INTEREST,
-    P_JUMP_INTENSITY,
-    P_JUMP_MEAN,
-    P_JUMP_STD,
-    P_JUMPS,
-    P_KAPPA_V,
-    P_MIX_FUTURE,
-    P_MIX_PERP,
-    P_MU,
-    P_NEWTON_ITERATIONS,
-    P_PERMANENT_SHARE,
-    P_PHI_FLOOR,
-    P_PNL_SCALE,
-    P_PREMIUM_SPEED,
-    P_PREMIUM_VOL,
-    P_RATE,
-    P_REBALANCE_EVERY,
-    P_RESILIENCE,
-    P_REWARD_MODE,
-    P_RHO_SV,
-    P_RISK_AVERSION,
-    P_SIGMA,
-    P_SKEW,
-    P_SMILE,
-    P_SPOT0,
-    P_TERMINATES,
-    P_THETA_V,
-    P_V0,
-    P_VOL_FLOOR,
-    P_VOL_PREMIUM,
-    P_XI,
     PERP,
     REWARD_MEAN_VARIANCE,
     REWARD_TERMINAL_PNL,
@@ -271,27 +220,27 @@ def poisson_inverse(lam, u):
 
 # ------------------------------------------------------------------------------------ books
 @njit(cache=True)
-def atm_vol(params, variance):
+def atm_vol(p, variance):
     """sigma_atm = sqrt(v) (1 + vol_premium), floored (MODEL.md §5)."""
-    v = math.sqrt(max(variance, 0.0)) * (1.0 + params[P_VOL_PREMIUM])
-    return max(v, params[P_VOL_FLOOR])
+    v = math.sqrt(max(variance, 0.0)) * (1.0 + p.vol_premium)
+    return max(v, p.vol_floor)
 
 
 @njit(cache=True)
-def line_vol_and_slope(params, sigma_atm, strike, spot):
+def line_vol_and_slope(p, sigma_atm, strike, spot):
     """Implied vol of a line from the sticky-moneyness smile (MODEL.md §5) and its slope
     d vol / d ln S (0 on the floor), which the clearing's Newton derivative needs."""
     m = math.log(strike / spot)
-    v = sigma_atm * (1.0 + params[P_SKEW] * m + params[P_SMILE] * m * m)
-    if v > params[P_VOL_FLOOR]:
-        return v, -sigma_atm * (params[P_SKEW] + 2.0 * params[P_SMILE] * m)
-    return params[P_VOL_FLOOR], 0.0
+    v = sigma_atm * (1.0 + p.skew * m + p.smile * m * m)
+    if v > p.vol_floor:
+        return v, -sigma_atm * (p.skew + 2.0 * p.smile * m)
+    return p.vol_floor, 0.0
 
 
 @njit(cache=True)
-def line_vol(params, sigma_atm, strike, spot):
+def line_vol(p, sigma_atm, strike, spot):
     """Implied vol of a line from the sticky-moneyness smile, MODEL.md §5."""
-    return line_vol_and_slope(params, sigma_atm, strike, spot)[0]
+    return line_vol_and_slope(p, sigma_atm, strike, spot)[0]
 
 
 @njit(cache=True)
@@ -351,14 +300,14 @@ def strike_greeks(spot, strike, tau, rate, vol):
 
 
 @njit(cache=True)
-def dealer_delta_gamma(lines, params, step, t, spot, sigma_atm):
+def dealer_delta_gamma(lines, p, step, t, spot, sigma_atm):
     """Quantity-weighted delta and gamma of the lines still live at step ``step`` (those that settle
     at a later step) of a book at time ``t``, and the smile's share of d delta / d ln S: the sum of
     quantity * vanna * (d vol / d ln S)."""
     delta = 0.0
     gamma = 0.0
     smile_vanna = 0.0
-    rate = params[P_RATE]
+    rate = p.rate
     last_strike = -1.0
     last_expiry = -1.0
     call_delta = put_delta = g = va = slope = 0.0
@@ -369,7 +318,7 @@ def dealer_delta_gamma(lines, params, step, t, spot, sigma_atm):
         expiry = lines[j, L_EXPIRY]
         # Books list the call and the put of a strike side by side: they share d1 and gamma.
         if strike != last_strike or expiry != last_expiry:
-            vol, slope = line_vol_and_slope(params, sigma_atm, strike, spot)
+            vol, slope = line_vol_and_slope(p, sigma_atm, strike, spot)
             call_delta, put_delta, g, va = strike_delta_gamma(spot, strike, expiry - t, rate, vol)
             last_strike = strike
             last_expiry = expiry
@@ -381,32 +330,32 @@ def dealer_delta_gamma(lines, params, step, t, spot, sigma_atm):
 
 
 @njit(cache=True)
-def settling_delta(lines, params, settle_step, t, spot, sigma_atm):
+def settling_delta(lines, p, settle_step, t, spot, sigma_atm):
     """Quantity-weighted delta at time ``t`` of the lines that settle at step ``settle_step``."""
     delta = 0.0
     for j in range(lines.shape[0]):
         if lines[j, L_EXPIRY_STEP] != settle_step:
             continue
         strike = lines[j, L_STRIKE]
-        vol = line_vol(params, sigma_atm, strike, spot)
-        call_delta, put_delta, _, _ = strike_delta_gamma(spot, strike, lines[j, L_EXPIRY] - t, params[P_RATE], vol)
+        vol = line_vol(p, sigma_atm, strike, spot)
+        call_delta, put_delta, _, _ = strike_delta_gamma(spot, strike, lines[j, L_EXPIRY] - t, p.rate, vol)
         delta += lines[j, L_QUANTITY] * (call_delta if lines[j, L_IS_CALL] > 0.5 else put_delta)
     return delta
 
 
 @njit(cache=True)
-def next_rebalance_step(step, params):
+def next_rebalance_step(step, p):
     """The first step after ``step`` at which the dealers rebalance (every ``rebalance_every``)."""
-    every = int(params[P_REBALANCE_EVERY])
+    every = p.rebalance_every
     return (step // every + 1) * every
 
 
 @njit(cache=True)
-def mark_book(state, i, lines, params, step, t, spot, sigma_atm):
+def mark_book(state, i, lines, p, step, t, spot, sigma_atm):
     """Mark the agent's book at step ``step`` (time ``t``, price ``spot``): store the value and greeks
     of the live lines and return the cash paid by the lines settling now, at intrinsic value on
     ``spot``. A line settles at its ``L_EXPIRY_STEP`` only, so exactly once."""
-    rate = params[P_RATE]
+    rate = p.rate
     payoff = 0.0
     value = 0.0
     delta = 0.0
@@ -429,7 +378,7 @@ def mark_book(state, i, lines, params, step, t, spot, sigma_atm):
         expiry = lines[j, L_EXPIRY]
         # As in dealer_delta_gamma: the call and the put of a strike, side by side, share the work.
         if strike != last_strike or expiry != last_expiry:
-            vol = line_vol(params, sigma_atm, strike, spot)
+            vol = line_vol(p, sigma_atm, strike, spot)
             call_p, put_p, call_d, put_d, g, _, va, ch = strike_greeks(spot, strike, expiry - t, rate, vol)
             last_strike = strike
             last_expiry = expiry
@@ -447,31 +396,31 @@ def mark_book(state, i, lines, params, step, t, spot, sigma_atm):
 
 
 @njit(cache=True)
-def venue_mids(state, i, params):
+def venue_mids(state, i, p):
     """(spot, perp, future) mid prices of row i at its current time."""
     spot = math.exp(state[i, S_LOG_SPOT])
     perp = spot * (1.0 + state[i, S_PREMIUM])
     tau_f = max(state[i, S_FUTURE_EXPIRY] - state[i, S_T], 0.0)
-    future = spot * math.exp((params[P_RATE] + state[i, S_BASIS]) * tau_f)
+    future = spot * math.exp((p.rate + state[i, S_BASIS]) * tau_f)
     return spot, perp, future
 
 
 @njit(cache=True)
-def future_delta(state, i, params):
+def future_delta(state, i, p):
     """Coins of delta per futures contract: exp(r (T_f - t)) (MODEL.md §4)."""
-    return math.exp(params[P_RATE] * max(state[i, S_FUTURE_EXPIRY] - state[i, S_T], 0.0))
+    return math.exp(p.rate * max(state[i, S_FUTURE_EXPIRY] - state[i, S_T], 0.0))
 
 
 @njit(cache=True)
-def clamp_log_price(y, params):
+def clamp_log_price(y, p):
     """``y`` within ln(spot0) +- LOG_PRICE_BAND (see LOG_PRICE_BAND)."""
-    centre = math.log(params[P_SPOT0])
+    centre = math.log(p.spot0)
     return min(max(y, centre - LOG_PRICE_BAND), centre + LOG_PRICE_BAND)
 
 
 # ------------------------------------------------------------------------------------ clearing
 @njit(cache=True)
-def _clearing_residual(y, s_pre, h_prev, hedging, hold, dealer_lines, params, step, t, sigma_atm):
+def _clearing_residual(y, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm):
     """f(y) = y - s_pre - 0.01 e^y inv_D_eff (H(e^y) - H_prev), f'(y), H and phi, where the dealers'
     target is ``H(S) = hold - hedge_ratio Delta_live(t, S)`` when ``hedging`` (a rebalance), else the
     constant ``hold``.
@@ -480,14 +429,14 @@ def _clearing_residual(y, s_pre, h_prev, hedging, hold, dealer_lines, params, st
     last term is the smile's (vols move with the price); phi is the BSM-gamma feedback of MODEL.md §3.
     """
     # Newton may overshoot far out when f' is near the floor; the price it evaluates stays finite.
-    spot = math.exp(clamp_log_price(y, params))
-    inv_d = params[P_DEALER_INV_DEPTH]
+    spot = math.exp(clamp_log_price(y, p))
+    inv_d = p.dealer_inv_depth
     h = hold
     phi = 0.0
     smile_term = 0.0
     if hedging:
-        delta, gamma, smile_vanna = dealer_delta_gamma(dealer_lines, params, step, t, spot, sigma_atm)
-        hr = params[P_HEDGE_RATIO]
+        delta, gamma, smile_vanna = dealer_delta_gamma(dealer_lines, p, step, t, spot, sigma_atm)
+        hr = p.hedge_ratio
         h = hold - hr * delta
         phi = 0.01 * hr * gamma * spot * spot * inv_d
         smile_term = 0.01 * hr * smile_vanna * spot * inv_d
@@ -508,7 +457,7 @@ CLEARING_BISECTIONS = 60
 
 
 @njit(cache=True)
-def clear_market(s_pre, y_prev, h_prev, hedging, hold, dealer_lines, params, step, t, sigma_atm):
+def clear_market(s_pre, y_prev, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm):
     """Solve the clearing equation of MODEL.md §3 for the log-price; returns (y, H, phi, crisis).
 
     The equation ``f(y) = 0`` (see :func:`_clearing_residual`) may have several roots in a stressed
@@ -524,8 +473,8 @@ def clear_market(s_pre, y_prev, h_prev, hedging, hold, dealer_lines, params, ste
     ordinary market); otherwise a scan of the window in ``CLEARING_SCAN_CELLS`` cells finds the first
     sign change, refined by bisection.
     """
-    floor = params[P_PHI_FLOOR]
-    f0, fp0, h0, phi0 = _clearing_residual(s_pre, s_pre, h_prev, hedging, hold, dealer_lines, params, step, t,
+    floor = p.phi_floor
+    f0, fp0, h0, phi0 = _clearing_residual(s_pre, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t,
                                            sigma_atm)
     if f0 == 0.0:
         if 1.0 + phi0 > floor:
@@ -535,17 +484,18 @@ def clear_market(s_pre, y_prev, h_prev, hedging, hold, dealer_lines, params, ste
         f, fp, h, phi = f0, fp0, h0, phi0
         trusted = True
         converged = False
-        for _ in range(int(params[P_NEWTON_ITERATIONS])):
+        for _ in range(p.newton_iterations):
             if fp < NEWTON_TRUST_SLOPE:
                 trusted = False
                 break
             dy = f / fp
             y -= dy
-            f, fp, h, phi = _clearing_residual(y, s_pre, h_prev, hedging, hold, dealer_lines, params, step, t,
-                                               sigma_atm)
             if abs(dy) < 1e-13:
-                converged = fp >= NEWTON_TRUST_SLOPE
+                # H and phi of the last evaluation stand: it was < 1e-13 away in log-price.
+                converged = True
                 break
+            f, fp, h, phi = _clearing_residual(y, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t,
+                                               sigma_atm)
         if trusted and converged and 1.0 + phi > floor:
             return y, h, phi, False
         # The scan for the first root, in the direction of the flow.
@@ -556,7 +506,7 @@ def clear_market(s_pre, y_prev, h_prev, hedging, hold, dealer_lines, params, ste
         found = False
         for j in range(1, CLEARING_SCAN_CELLS + 1):
             cand = s_pre + cell * j if up else s_pre - cell * j
-            fc, _, _, _ = _clearing_residual(cand, s_pre, h_prev, hedging, hold, dealer_lines, params, step, t,
+            fc, _, _, _ = _clearing_residual(cand, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t,
                                              sigma_atm)
             if (fc >= 0.0) == up:
                 hi = cand
@@ -567,39 +517,39 @@ def clear_market(s_pre, y_prev, h_prev, hedging, hold, dealer_lines, params, ste
             # f(lo) has the sign of f0, f(hi) the other one.
             for _ in range(CLEARING_BISECTIONS):
                 mid = 0.5 * (lo + hi)
-                fm, _, _, _ = _clearing_residual(mid, s_pre, h_prev, hedging, hold, dealer_lines, params, step, t,
+                fm, _, _, _ = _clearing_residual(mid, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t,
                                                  sigma_atm)
                 if (fm >= 0.0) == up:
                     hi = mid
                 else:
                     lo = mid
             y = 0.5 * (lo + hi)
-            f, fp, h, phi = _clearing_residual(y, s_pre, h_prev, hedging, hold, dealer_lines, params, step, t,
+            f, fp, h, phi = _clearing_residual(y, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t,
                                                sigma_atm)
             if 1.0 + phi > floor:
                 return y, h, phi, False
     y = y_prev + (s_pre - y_prev) / floor
-    _, _, h, _ = _clearing_residual(y, s_pre, h_prev, hedging, hold, dealer_lines, params, step, t, sigma_atm)
+    _, _, h, _ = _clearing_residual(y, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm)
     return y, h, phi0, True
 
 
 # ------------------------------------------------------------------------------------ reset
 @njit(cache=True)
-def dealer_hedge_at(row_state, i, dealer_lines, params, step, t, spot, sigma_atm):
+def dealer_hedge_at(row_state, i, dealer_lines, p, step, t, spot, sigma_atm):
     """Set the dealers' hedge of row i to ``-hedge_ratio Delta`` of their live book at (t, spot) and
     the part of it they will hold through the settlement at their next rebalance; returns
     (delta, gamma) of the live book."""
-    hr = params[P_HEDGE_RATIO]
-    d_delta, d_gamma, _ = dealer_delta_gamma(dealer_lines, params, step, t, spot, sigma_atm)
+    hr = p.hedge_ratio
+    d_delta, d_gamma, _ = dealer_delta_gamma(dealer_lines, p, step, t, spot, sigma_atm)
     row_state[i, S_DEALER_HEDGE] = -hr * d_delta
-    nxt = next_rebalance_step(step, params)
+    nxt = next_rebalance_step(step, p)
     row_state[i, S_DEALER_HOLD_STEP] = nxt
-    row_state[i, S_DEALER_HOLD] = -hr * settling_delta(dealer_lines, params, nxt, t, spot, sigma_atm)
+    row_state[i, S_DEALER_HOLD] = -hr * settling_delta(dealer_lines, p, nxt, t, spot, sigma_atm)
     return d_delta, d_gamma
 
 
 @njit(cache=True)
-def reset_row(i, seed, episode, state, hedge, keys, params, venues, dealer_lines, agent_lines):
+def reset_row(i, seed, episode, state, hedge, keys, p, venues, dealer_lines, agent_lines):
     """Start episode ``episode`` of the stream ``seed`` in row ``i`` (MODEL.md initial state).
 
     The agent starts with zero wealth: the premium of its book (``-book value``) is cash, and an
@@ -610,23 +560,23 @@ def reset_row(i, seed, episode, state, hedge, keys, params, venues, dealer_lines
         state[i, c] = 0.0
     for v in range(N_VENUES):
         hedge[i, v] = 0.0
-    x0 = math.log(params[P_SPOT0])
-    v0 = params[P_V0]
+    x0 = math.log(p.spot0)
+    v0 = p.v0
     state[i, S_X] = x0
     state[i, S_V] = v0
     state[i, S_LOG_SPOT] = x0
-    state[i, S_BASIS] = params[P_BASIS_MEAN]
-    state[i, S_FUTURE_EXPIRY] = params[P_FUTURE_EXPIRY]
+    state[i, S_BASIS] = p.basis_mean
+    state[i, S_FUTURE_EXPIRY] = p.future_expiry
     state[i, S_REALISED_VAR] = v0
-    state[i, S_FUNDING_RATE] = min(max(params[P_INTEREST], -params[P_FUNDING_CAP]), params[P_FUNDING_CAP])
-    spot = params[P_SPOT0]
-    sigma_atm = atm_vol(params, v0)
+    state[i, S_FUNDING_RATE] = min(max(p.interest, -p.funding_cap), p.funding_cap)
+    spot = p.spot0
+    sigma_atm = atm_vol(p, v0)
     state[i, S_ATM_VOL] = sigma_atm
-    _, d_gamma = dealer_hedge_at(state, i, dealer_lines, params, 0, 0.0, spot, sigma_atm)
-    state[i, S_GEX] = 0.01 * params[P_HEDGE_RATIO] * d_gamma * spot * spot
-    state[i, S_PHI] = state[i, S_GEX] * params[P_DEALER_INV_DEPTH]
-    mark_book(state, i, agent_lines, params, 0, 0.0, spot, sigma_atm)
-    if params[P_INITIAL_DELTA_HEDGE] > 0.5:
+    _, d_gamma = dealer_hedge_at(state, i, dealer_lines, p, 0, 0.0, spot, sigma_atm)
+    state[i, S_GEX] = 0.01 * p.hedge_ratio * d_gamma * spot * spot
+    state[i, S_PHI] = state[i, S_GEX] * p.dealer_inv_depth
+    mark_book(state, i, agent_lines, p, 0, 0.0, spot, sigma_atm)
+    if p.initial_delta_hedge:
         hedge[i, SPOT] = -state[i, S_BOOK_DELTA]
     state[i, S_CASH] = -state[i, S_BOOK_VALUE] - hedge[i, SPOT] * spot
 
@@ -634,19 +584,20 @@ def reset_row(i, seed, episode, state, hedge, keys, params, venues, dealer_lines
 @njit(cache=True)
 def reset_rows(rows, seeds, episodes, state, hedge, keys, params, venues, dealer_lines, agent_lines):
     """Reset the listed rows; ``seeds`` and ``episodes`` (uint64) are per listed row."""
+    p = params[0]
     for n in range(rows.shape[0]):
-        reset_row(rows[n], seeds[n], episodes[n], state, hedge, keys, params, venues, dealer_lines,
+        reset_row(rows[n], seeds[n], episodes[n], state, hedge, keys, p, venues, dealer_lines,
                   agent_lines)
 
 
 # ------------------------------------------------------------------------------------ step phases
 @njit(cache=True)
-def agent_trades(i, state, hedge, trades, params, venues, halted, mids, out):
+def agent_trades(i, state, hedge, trades, p, venues, halted, mids, out):
     """Phase 1: the agent's trades execute at ``mid (1 + sign(q) half_spread + eta 0.01 q mid / D_v)``,
     pay ``fee |q| exec`` and push prices (MODEL.md §3–§4). Cash pays ``q mid`` on spot (derivative
     venues exchange no cash at entry) plus slippage and fees. Returns (fees, slippage, notional, n)."""
-    ps = params[P_PERMANENT_SHARE]
-    agent_impact = params[P_AGENT_IMPACT]
+    ps = p.permanent_share
+    agent_impact = p.agent_impact
     tau_f = max(state[i, S_FUTURE_EXPIRY] - state[i, S_T], 0.0)
     fees = 0.0
     slippage = 0.0
@@ -677,36 +628,36 @@ def agent_trades(i, state, hedge, trades, params, venues, halted, mids, out):
         if v == PERP:
             state[i, S_PREMIUM] += (1.0 - tr) * push
         elif v == FUTURE:
-            state[i, S_BASIS] += (1.0 - tr) * push / max(tau_f, params[P_DT])
+            state[i, S_BASIS] += (1.0 - tr) * push / max(tau_f, p.dt)
     state[i, S_CASH] -= slippage + fees
     return fees, slippage, notional, n_trades
 
 
 @njit(cache=True)
-def exogenous_move(i, state, params, key, step):
+def exogenous_move(i, state, p, key, step):
     """Phase 2 (MODEL.md §2): the fundamental log-price X and the variance move by one step: GBM or
     Heston (full truncation), plus Merton jumps. Returns the new X."""
-    dt = params[P_DT]
+    dt = p.dt
     z_price = step_normal(key, step, Z_PRICE)
-    heston = params[P_HESTON] > 0.5
-    var = state[i, S_V] if heston else params[P_SIGMA] * params[P_SIGMA]
-    x_new = state[i, S_X] + (params[P_MU] - 0.5 * var) * dt + math.sqrt(var * dt) * z_price
-    if params[P_JUMPS] > 0.5:
-        n_jumps = poisson_inverse(params[P_JUMP_INTENSITY] * dt, step_uniform(key, step, U_JUMP_COUNT))
+    heston = p.heston
+    var = state[i, S_V] if heston else p.sigma * p.sigma
+    x_new = state[i, S_X] + (p.mu - 0.5 * var) * dt + math.sqrt(var * dt) * z_price
+    if p.jumps:
+        n_jumps = poisson_inverse(p.jump_intensity * dt, step_uniform(key, step, U_JUMP_COUNT))
         if n_jumps > 0:
-            x_new += (n_jumps * params[P_JUMP_MEAN]
-                      + math.sqrt(n_jumps) * params[P_JUMP_STD] * step_normal(key, step, Z_JUMP))
+            x_new += (n_jumps * p.jump_mean
+                      + math.sqrt(n_jumps) * p.jump_std * step_normal(key, step, Z_JUMP))
     if heston:
-        rho = params[P_RHO_SV]
+        rho = p.rho_sv
         w = rho * z_price + math.sqrt(max(1.0 - rho * rho, 0.0)) * step_normal(key, step, Z_VAR)
-        var_new = var + params[P_KAPPA_V] * (params[P_THETA_V] - var) * dt + params[P_XI] * math.sqrt(var * dt) * w
+        var_new = var + p.kappa_v * (p.theta_v - var) * dt + p.xi * math.sqrt(var * dt) * w
         state[i, S_V] = max(var_new, 0.0)
     state[i, S_X] = x_new
     return x_new
 
 
 @njit(cache=True)
-def clearing(i, state, params, dealer_lines, halted, step_new, t_new, y_prev, sigma_atm):
+def clearing(i, state, p, dealer_lines, halted, step_new, t_new, y_prev, sigma_atm):
     """Phase 3 (MODEL.md §3): the dealers trade to their new hedge at the price their own flow makes.
 
     At a rebalance step they hedge ``-hedge_ratio Delta`` of their live lines, and keep the hedge of
@@ -714,48 +665,48 @@ def clearing(i, state, params, dealer_lines, halted, step_new, t_new, y_prev, si
     hedges are unwound. That hedge becomes ``S_DEALER_UNWIND`` and is traded away at the next step
     the dealers trade, through the clearing like any flow (at once, not spread). Returns
     (dealer flow, phi, crisis)."""
-    ps = params[P_PERMANENT_SHARE]
+    ps = p.permanent_share
     x_new = state[i, S_X]
     s_pre = x_new + state[i, S_I_PERM] + state[i, S_I_TRANS]
     # Outside the price band (see LOG_PRICE_BAND) the price is pinned to its edge and all of the
     # impact becomes permanent, so that s = X + I_perm + I_trans still holds without I_perm and
     # I_trans cancelling each other from huge values; the step is flagged as a liquidity crisis.
-    s_band = clamp_log_price(s_pre, params)
+    s_band = clamp_log_price(s_pre, p)
     crisis = s_band != s_pre
     if crisis:
         state[i, S_I_PERM] = s_band - x_new
         state[i, S_I_TRANS] = 0.0
         s_pre = s_band
     h_prev = state[i, S_DEALER_HEDGE]
-    trading = (not halted) and params[P_HEDGE_RATIO] > 0.0 and dealer_lines.shape[0] > 0
-    rebalance = trading and step_new % int(params[P_REBALANCE_EVERY]) == 0
+    trading = (not halted) and p.hedge_ratio > 0.0 and dealer_lines.shape[0] > 0
+    rebalance = trading and step_new % p.rebalance_every == 0
     unwind = state[i, S_DEALER_UNWIND] if trading else 0.0
-    inv_d = params[P_DEALER_INV_DEPTH]
+    inv_d = p.dealer_inv_depth
     if rebalance:
         hold = state[i, S_DEALER_HOLD] if state[i, S_DEALER_HOLD_STEP] == step_new else 0.0
         if inv_d > 0.0:
-            y, h_new, phi, capped = clear_market(s_pre, y_prev, h_prev, True, hold, dealer_lines, params, step_new,
+            y, h_new, phi, capped = clear_market(s_pre, y_prev, h_prev, True, hold, dealer_lines, p, step_new,
                                                  t_new, sigma_atm)
         else:
             spot_pre = math.exp(s_pre)
-            d_delta, d_gamma, _ = dealer_delta_gamma(dealer_lines, params, step_new, t_new, spot_pre, sigma_atm)
-            y, h_new, phi, capped = s_pre, hold - params[P_HEDGE_RATIO] * d_delta, 0.0, False
+            d_delta, d_gamma, _ = dealer_delta_gamma(dealer_lines, p, step_new, t_new, spot_pre, sigma_atm)
+            y, h_new, phi, capped = s_pre, hold - p.hedge_ratio * d_delta, 0.0, False
         # The part of the new hedge that hedges lines settling at the next rebalance.
-        nxt = next_rebalance_step(step_new, params)
+        nxt = next_rebalance_step(step_new, p)
         state[i, S_DEALER_HOLD_STEP] = nxt
-        state[i, S_DEALER_HOLD] = -params[P_HEDGE_RATIO] * settling_delta(dealer_lines, params, nxt, t_new,
+        state[i, S_DEALER_HOLD] = -p.hedge_ratio * settling_delta(dealer_lines, p, nxt, t_new,
                                                                           math.exp(y), sigma_atm)
         state[i, S_DEALER_UNWIND] = hold
     else:
         spot_pre = math.exp(s_pre)
-        _, d_gamma, _ = dealer_delta_gamma(dealer_lines, params, step_new, t_new, spot_pre, sigma_atm)
-        phi = 0.01 * params[P_HEDGE_RATIO] * d_gamma * spot_pre * spot_pre * inv_d
+        _, d_gamma, _ = dealer_delta_gamma(dealer_lines, p, step_new, t_new, spot_pre, sigma_atm)
+        phi = 0.01 * p.hedge_ratio * d_gamma * spot_pre * spot_pre * inv_d
         y, h_new, capped = s_pre, h_prev, False
         if unwind != 0.0:
             state[i, S_DEALER_UNWIND] = 0.0
             if inv_d > 0.0:
                 y, h_new, _, capped = clear_market(s_pre, y_prev, h_prev, False, h_prev - unwind, dealer_lines,
-                                                   params, step_new, t_new, sigma_atm)
+                                                   p, step_new, t_new, sigma_atm)
             else:
                 h_new = h_prev - unwind
     clearing_move = y - s_pre
@@ -766,15 +717,15 @@ def clearing(i, state, params, dealer_lines, halted, step_new, t_new, y_prev, si
 
 
 @njit(cache=True)
-def venue_dynamics(i, state, params, venues, key, step, dealer_flow, tau_f_prev):
+def venue_dynamics(i, state, p, venues, key, step, dealer_flow, tau_f_prev):
     """Phase 4 (MODEL.md §3–§4): transient impact decays by ``exp(-resilience dt)`` (Obizhaeva & Wang
     2013); the spot log-price is set; perp premium and futures basis follow exact OU updates and take
     the untransmitted share of the dealers' flow on their venue. Returns (new log-price, crisis)."""
-    dt = params[P_DT]
+    dt = p.dt
     x_new = state[i, S_X]
-    state[i, S_I_TRANS] *= math.exp(-params[P_RESILIENCE] * dt)
+    state[i, S_I_TRANS] *= math.exp(-p.resilience * dt)
     y_new = x_new + state[i, S_I_PERM] + state[i, S_I_TRANS]
-    y_band = clamp_log_price(y_new, params)
+    y_band = clamp_log_price(y_new, p)
     crisis = y_band != y_new
     if crisis:
         state[i, S_I_PERM] = y_band - x_new
@@ -782,46 +733,46 @@ def venue_dynamics(i, state, params, venues, key, step, dealer_flow, tau_f_prev)
         y_new = y_band
     state[i, S_LOG_SPOT] = y_new
     flow_usd = 0.01 * dealer_flow * math.exp(y_new)
-    decay_p = math.exp(-params[P_PREMIUM_SPEED] * dt)
-    sd_p = params[P_PREMIUM_VOL] * math.sqrt(
-        dt if params[P_PREMIUM_SPEED] * dt < 1e-8 else (1.0 - decay_p * decay_p) / (2.0 * params[P_PREMIUM_SPEED]))
+    decay_p = math.exp(-p.premium_speed * dt)
+    sd_p = p.premium_vol * math.sqrt(
+        dt if p.premium_speed * dt < 1e-8 else (1.0 - decay_p * decay_p) / (2.0 * p.premium_speed))
     premium = state[i, S_PREMIUM] * decay_p
     if sd_p > 0.0:
         premium += sd_p * step_normal(key, step, Z_PREMIUM)
-    premium += (1.0 - venues[PERP, V_TRANSMISSION]) * params[P_MIX_PERP] * flow_usd * venues[PERP, V_INV_DEPTH]
+    premium += (1.0 - venues[PERP, V_TRANSMISSION]) * p.mix_perp * flow_usd * venues[PERP, V_INV_DEPTH]
     state[i, S_PREMIUM] = min(max(premium, -PREMIUM_BOUND), PREMIUM_BOUND)
-    decay_b = math.exp(-params[P_BASIS_SPEED] * dt)
-    sd_b = params[P_BASIS_VOL] * math.sqrt(
-        dt if params[P_BASIS_SPEED] * dt < 1e-8 else (1.0 - decay_b * decay_b) / (2.0 * params[P_BASIS_SPEED]))
-    basis = params[P_BASIS_MEAN] + (state[i, S_BASIS] - params[P_BASIS_MEAN]) * decay_b
+    decay_b = math.exp(-p.basis_speed * dt)
+    sd_b = p.basis_vol * math.sqrt(
+        dt if p.basis_speed * dt < 1e-8 else (1.0 - decay_b * decay_b) / (2.0 * p.basis_speed))
+    basis = p.basis_mean + (state[i, S_BASIS] - p.basis_mean) * decay_b
     if sd_b > 0.0:
         basis += sd_b * step_normal(key, step, Z_BASIS)
-    basis += ((1.0 - venues[FUTURE, V_TRANSMISSION]) * params[P_MIX_FUTURE] * flow_usd
+    basis += ((1.0 - venues[FUTURE, V_TRANSMISSION]) * p.mix_future * flow_usd
               * venues[FUTURE, V_INV_DEPTH] / max(tau_f_prev, dt))
     state[i, S_BASIS] = min(max(basis, -BASIS_BOUND), BASIS_BOUND)
     return y_new, crisis
 
 
 @njit(cache=True)
-def hedge_and_cash(i, state, hedge, params, venues, mids_prev, t, t_new, cash_before_interest):
+def hedge_and_cash(i, state, hedge, p, venues, mids_prev, t, t_new, cash_before_interest):
     """Phase 5a: the hedge positions' P&L at the new mids, funding, carry and the cash account.
 
     Cash earns ``expm1(rate dt)`` over the step on its balance after the step's trades; perp and
     futures P&L is variation margin paid into cash; funding and the carry of margin capital are paid
     from it; a future at its expiry cash-settles at spot (its mark has converged to spot) and the next
     contract is listed. Returns (hedge_pnl, funding, carry, interest)."""
-    dt = params[P_DT]
-    interest = cash_before_interest * math.expm1(params[P_RATE] * dt)
-    mids_new = venue_mids(state, i, params)
+    dt = p.dt
+    interest = cash_before_interest * math.expm1(p.rate * dt)
+    mids_new = venue_mids(state, i, p)
     hedge_pnl = 0.0
     carry = 0.0
     for v in range(N_VENUES):
         h = hedge[i, v]
         hedge_pnl += h * (mids_new[v] - mids_prev[v])
-        carry += params[P_COST_OF_CAPITAL] * dt * venues[v, V_MARGIN] * abs(h) * mids_prev[v]
-    interval = params[P_FUNDING_INTERVAL]
+        carry += p.cost_of_capital * dt * venues[v, V_MARGIN] * abs(h) * mids_prev[v]
+    interval = p.funding_interval
     n_funding = math.floor(t_new / interval + FUNDING_EPS) - math.floor(t / interval + FUNDING_EPS)
-    funding_rate = min(max(state[i, S_PREMIUM] + params[P_INTEREST], -params[P_FUNDING_CAP]), params[P_FUNDING_CAP])
+    funding_rate = min(max(state[i, S_PREMIUM] + p.interest, -p.funding_cap), p.funding_cap)
     state[i, S_FUNDING_RATE] = funding_rate
     funding = hedge[i, PERP] * mids_new[PERP] * funding_rate * n_funding
     variation = hedge[i, PERP] * (mids_new[PERP] - mids_prev[PERP]) + hedge[i, FUTURE] * (mids_new[FUTURE]
@@ -829,19 +780,19 @@ def hedge_and_cash(i, state, hedge, params, venues, mids_prev, t, t_new, cash_be
     state[i, S_CASH] += interest + variation - funding - carry
     if t_new >= state[i, S_FUTURE_EXPIRY] - EXPIRY_TOLERANCE:
         hedge[i, FUTURE] = 0.0
-        state[i, S_FUTURE_EXPIRY] += params[P_FUTURE_ROLL]
+        state[i, S_FUTURE_EXPIRY] += p.future_roll
     return hedge_pnl, funding, carry, interest
 
 
 @njit(cache=True)
-def step_reward(pnl, cum_pnl, done, params):
+def step_reward(pnl, cum_pnl, done, p):
     """Phase 6: the reward of a step's P&L (Kolm & Ritter 2019 mean-variance by default), in units
     of the book's notional scale."""
-    scale = params[P_PNL_SCALE]
-    mode = int(params[P_REWARD_MODE])
+    scale = p.pnl_scale
+    mode = p.reward_mode
     if mode == REWARD_MEAN_VARIANCE:
         x = pnl / scale
-        return x - 0.5 * params[P_RISK_AVERSION] * x * x
+        return x - 0.5 * p.risk_aversion * x * x
     if mode == REWARD_TERMINAL_PNL:
         return cum_pnl / scale if done else 0.0
     return pnl / scale
@@ -849,9 +800,9 @@ def step_reward(pnl, cum_pnl, done, params):
 
 # ------------------------------------------------------------------------------------ step
 @njit(cache=True)
-def step_row(i, state, hedge, keys, trades, params, venues, dealer_lines, agent_lines, out):
+def step_row(i, state, hedge, keys, trades, p, venues, dealer_lines, agent_lines, out):
     """Advance row ``i`` by one step (MODEL.md §1, items 1-6), phase by phase. See the module docstring."""
-    dt = params[P_DT]
+    dt = p.dt
     step = int(state[i, S_STEP])
     step_new = step + 1
     t = step * dt
@@ -862,18 +813,18 @@ def step_row(i, state, hedge, keys, trades, params, venues, dealer_lines, agent_
     x_prev = state[i, S_X]
     tau_f_prev = max(state[i, S_FUTURE_EXPIRY] - t, 0.0)
 
-    mids_prev = venue_mids(state, i, params)
-    fees, slippage, notional, n_trades = agent_trades(i, state, hedge, trades, params, venues, halted, mids_prev, out)
+    mids_prev = venue_mids(state, i, p)
+    fees, slippage, notional, n_trades = agent_trades(i, state, hedge, trades, p, venues, halted, mids_prev, out)
     cash_after_trades = state[i, S_CASH]
-    x_new = exogenous_move(i, state, params, key, step)
-    sigma_atm = atm_vol(params, state[i, S_V])
-    dealer_flow, phi, crisis = clearing(i, state, params, dealer_lines, halted, step_new, t_new, y_prev, sigma_atm)
-    y_new, band_hit = venue_dynamics(i, state, params, venues, key, step, dealer_flow, tau_f_prev)
+    x_new = exogenous_move(i, state, p, key, step)
+    sigma_atm = atm_vol(p, state[i, S_V])
+    dealer_flow, phi, crisis = clearing(i, state, p, dealer_lines, halted, step_new, t_new, y_prev, sigma_atm)
+    y_new, band_hit = venue_dynamics(i, state, p, venues, key, step, dealer_flow, tau_f_prev)
     crisis = crisis or band_hit
     state[i, S_T] = t_new
     state[i, S_STEP] = step_new
     spot_new = math.exp(y_new)
-    hedge_pnl, funding, carry, interest = hedge_and_cash(i, state, hedge, params, venues, mids_prev, t, t_new,
+    hedge_pnl, funding, carry, interest = hedge_and_cash(i, state, hedge, p, venues, mids_prev, t, t_new,
                                                          cash_after_trades)
 
     # Circuit breaker.
@@ -881,31 +832,31 @@ def step_row(i, state, hedge, keys, trades, params, venues, dealer_lines, agent_
     if halted:
         state[i, S_HALT_LEFT] -= 1.0
         state[i, S_HALT_STEPS] += 1.0
-    elif params[P_BREAKER] > 0.5 and abs(ret) > params[P_HALT_THRESHOLD]:
-        state[i, S_HALT_LEFT] = params[P_HALT_STEPS]
+    elif p.breaker and abs(ret) > p.halt_threshold:
+        state[i, S_HALT_LEFT] = p.halt_steps
 
     # Phase 5b: the book, marked at the new price; settling lines pay into cash.
     value_prev = state[i, S_BOOK_VALUE]
-    payoff = mark_book(state, i, agent_lines, params, step_new, t_new, spot_new, sigma_atm)
+    payoff = mark_book(state, i, agent_lines, p, step_new, t_new, spot_new, sigma_atm)
     state[i, S_CASH] += payoff
     book_pnl = payoff + state[i, S_BOOK_VALUE] - value_prev
     pnl = book_pnl + hedge_pnl - fees - slippage - funding - carry + interest
 
-    done = step_new >= int(params[P_EPISODE_STEPS])
-    terminated = done and params[P_TERMINATES] > 0.5
+    done = step_new >= p.episode_steps
+    terminated = done and p.terminates
     truncated = done and not terminated
     state[i, S_CUM_PNL] += pnl
-    reward = step_reward(pnl, state[i, S_CUM_PNL], done, params)
+    reward = step_reward(pnl, state[i, S_CUM_PNL], done, p)
 
     # Phase 7: accumulators and the step's outputs.
     exo_ret = x_new - x_prev
-    inv_d = params[P_DEALER_INV_DEPTH]
+    inv_d = p.dealer_inv_depth
     if inv_d > 0.0:
         gex = phi / inv_d
     else:
         # Infinite depth: phi is 0 whatever the book; report the book's GEX anyway.
-        _, d_gamma, _ = dealer_delta_gamma(dealer_lines, params, step_new, t_new, spot_new, sigma_atm)
-        gex = 0.01 * params[P_HEDGE_RATIO] * d_gamma * spot_new * spot_new
+        _, d_gamma, _ = dealer_delta_gamma(dealer_lines, p, step_new, t_new, spot_new, sigma_atm)
+        gex = 0.01 * p.hedge_ratio * d_gamma * spot_new * spot_new
     state[i, S_PHI] = phi
     state[i, S_GEX] = gex
     state[i, S_ATM_VOL] = sigma_atm
@@ -954,15 +905,18 @@ def step_row(i, state, hedge, keys, trades, params, venues, dealer_lines, agent_
 @njit(cache=True)
 def step_serial(state, hedge, keys, trades, params, venues, dealer_lines, agent_lines, out):
     """Step every row, single-threaded."""
+    p = params[0]
     for i in range(state.shape[0]):
-        step_row(i, state, hedge, keys, trades, params, venues, dealer_lines, agent_lines, out)
+        step_row(i, state, hedge, keys, trades, p, venues, dealer_lines, agent_lines, out)
 
 
 @njit(cache=True, parallel=True)
 def step_parallel(state, hedge, keys, trades, params, venues, dealer_lines, agent_lines, out):
     """Step every row, rows spread over threads (same results as :func:`step_serial`)."""
+    # The record is taken inside the loop: numba's parallel lowering cannot pass a record variable
+    # from outside a prange into its body.
     for i in prange(state.shape[0]):
-        step_row(i, state, hedge, keys, trades, params, venues, dealer_lines, agent_lines, out)
+        step_row(i, state, hedge, keys, trades, params[0], venues, dealer_lines, agent_lines, out)
 
 
 # ------------------------------------------------------------------------------------ actions
@@ -976,9 +930,10 @@ def actions_to_trades_rows(actions, enabled, mode, max_trade, min_trade, state, 
     One call for all rows: at N = 1 the NumPy version of this mapping cost three times the step.
     A trade that differs from a hold only by rounding (target reached, delta gap cancelled) is a hold.
     """
+    p = params[0]
     n_enabled = enabled.shape[0]
     for i in range(actions.shape[0]):
-        fut_delta = math.exp(params[P_RATE] * max(state[i, S_FUTURE_EXPIRY] - state[i, S_T], 0.0))
+        fut_delta = math.exp(p.rate * max(state[i, S_FUTURE_EXPIRY] - state[i, S_T], 0.0))
         gap = 0.0
         if mode == ACTION_DELTA:
             net = state[i, S_BOOK_DELTA] + hedge[i, SPOT] + hedge[i, PERP] + hedge[i, FUTURE] * fut_delta
@@ -1004,7 +959,7 @@ def actions_to_trades_rows(actions, enabled, mode, max_trade, min_trade, state, 
 
 # ------------------------------------------------------------------------------------ observation
 @njit(cache=True)
-def observe_row(i, state, hedge, params, obs):
+def observe_row(i, state, hedge, p, obs):
     """Write row i's observation (float32, every entry clipped to +-OBS_BOUND). Scales:
 
     ==  ================  ==================================================================
@@ -1029,16 +984,16 @@ def observe_row(i, state, hedge, params, obs):
     18  halted            1 while the circuit breaker halts trading, else 0
     ==  ================  ==================================================================
     """
-    gross = params[P_BOOK_GROSS]
-    sigma = params[P_SIGMA]
-    dt = params[P_DT]
-    n_steps = params[P_EPISODE_STEPS]
+    gross = p.book_gross
+    sigma = p.sigma
+    dt = p.dt
+    n_steps = p.episode_steps
     spot = math.exp(state[i, S_LOG_SPOT])
-    fut_delta = future_delta(state, i, params)
+    fut_delta = future_delta(state, i, p)
     net = state[i, S_BOOK_DELTA] + hedge[i, SPOT] + hedge[i, PERP] + hedge[i, FUTURE] * fut_delta
     values = (
         (n_steps - state[i, S_STEP]) / n_steps,
-        math.log(spot / params[P_BOOK_CENTRE]) / (sigma * math.sqrt(n_steps * dt)),
+        math.log(spot / p.book_centre) / (sigma * math.sqrt(n_steps * dt)),
         state[i, S_BOOK_DELTA] / gross,
         state[i, S_BOOK_GAMMA] * spot * 0.01 / gross,
         state[i, S_BOOK_VANNA] * 0.1 / gross,
@@ -1064,5 +1019,6 @@ def observe_row(i, state, hedge, params, obs):
 @njit(cache=True)
 def observe_rows(state, hedge, params, obs):
     """Observation of every row into ``obs[N, OBS_DIM]``."""
+    p = params[0]
     for i in range(state.shape[0]):
-        observe_row(i, state, hedge, params, obs)
+        observe_row(i, state, hedge, p, obs)

@@ -8,11 +8,13 @@ The market of N envs is a struct of arrays, one row per env:
 * ``keys[N]`` uint64 — the episode's random key (from seed and episode index);
 * ``out[N, OUT_WIDTH]`` float64 — what the last step booked, the ``O_*`` columns.
 
-Constant inputs shared by all rows: ``params[PARAMS_WIDTH]`` (``P_*``), ``venues[3, VENUE_WIDTH]``
+Constant inputs shared by all rows: ``params`` (one record of ``PARAMS_DTYPE``, shape (1,)), ``venues[3, VENUE_WIDTH]``
 (``V_*``), and two option books ``lines[L, LINE_WIDTH]`` (``L_*``), the dealers' and the agent's.
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 # Venues (rows of `venues`, columns of `hedge` and of the trades input).
 SPOT, PERP, FUTURE = 0, 1, 2
@@ -27,20 +29,65 @@ LINE_WIDTH = 5
 (V_FEE, V_HALF_SPREAD, V_INV_DEPTH, V_ETA, V_TRANSMISSION, V_MARGIN, V_ENABLED) = range(7)
 VENUE_WIDTH = 7
 
-# Scalar parameters (times in years, rates per year). Unpacking range(n) checks the count.
-(P_DT, P_MU, P_SIGMA, P_RATE, P_SPOT0,
- P_HESTON, P_KAPPA_V, P_THETA_V, P_XI, P_RHO_SV, P_V0,
- P_JUMPS, P_JUMP_INTENSITY, P_JUMP_MEAN, P_JUMP_STD,
- P_PERMANENT_SHARE, P_RESILIENCE, P_PHI_FLOOR, P_NEWTON_ITERATIONS,
- P_BREAKER, P_HALT_THRESHOLD, P_HALT_STEPS,
- P_SKEW, P_SMILE, P_VOL_PREMIUM, P_VOL_FLOOR,
- P_HEDGE_RATIO, P_MIX_PERP, P_MIX_FUTURE, P_DEALER_INV_DEPTH, P_REBALANCE_EVERY,
- P_PREMIUM_SPEED, P_PREMIUM_VOL, P_FUNDING_INTERVAL, P_INTEREST, P_FUNDING_CAP,
- P_FUTURE_EXPIRY, P_FUTURE_ROLL, P_BASIS_MEAN, P_BASIS_SPEED, P_BASIS_VOL,
- P_COST_OF_CAPITAL, P_EPISODE_STEPS, P_TERMINATES, P_AGENT_IMPACT,
- P_REWARD_MODE, P_RISK_AVERSION, P_PNL_SCALE, P_BOOK_GROSS, P_BOOK_CENTRE, P_INITIAL_DELTA_HEDGE,
- ) = range(51)
-PARAMS_WIDTH = 51
+# The kernel's scalar parameters: one record of a numpy structured dtype, read as ``p.sigma`` inside
+# the kernels (times in years, rates per year). Each entry is (name, numpy type, source): the dotted
+# path of the validated ScenarioConfig field it is copied from, or None where
+# ``hedgegym.envs.market.DERIVED_PARAMS`` computes it (unit conversions, aggregates). A new market
+# parameter is one config field and one line here.
+PARAMS = (
+    ("dt", "f8", None),
+    ("mu", "f8", "market.mu"),
+    ("sigma", "f8", "market.sigma"),
+    ("rate", "f8", "market.rate"),
+    ("spot0", "f8", "market.spot0"),
+    ("heston", "?", "market.heston.enabled"),
+    ("kappa_v", "f8", "market.heston.kappa_v"),
+    ("theta_v", "f8", "market.heston.theta_v"),
+    ("xi", "f8", "market.heston.xi"),
+    ("rho_sv", "f8", "market.heston.rho_sv"),
+    ("v0", "f8", None),
+    ("jumps", "?", "market.jumps.enabled"),
+    ("jump_intensity", "f8", "market.jumps.intensity"),
+    ("jump_mean", "f8", "market.jumps.mean"),
+    ("jump_std", "f8", "market.jumps.std"),
+    ("permanent_share", "f8", "market.impact.permanent_share"),
+    ("resilience", "f8", "market.impact.resilience"),
+    ("phi_floor", "f8", "market.impact.phi_floor"),
+    ("newton_iterations", "i8", "market.impact.newton_iterations"),
+    ("breaker", "?", "market.impact.circuit_breaker.enabled"),
+    ("halt_threshold", "f8", "market.impact.circuit_breaker.halt_threshold"),
+    ("halt_steps", "i8", "market.impact.circuit_breaker.halt_steps"),
+    ("skew", "f8", "market.smile.skew"),
+    ("smile", "f8", "market.smile.smile"),
+    ("vol_premium", "f8", "market.smile.vol_premium"),
+    ("vol_floor", "f8", "market.smile.vol_floor"),
+    ("hedge_ratio", "f8", "dealers.hedge_ratio"),
+    ("mix_perp", "f8", "dealers.venue_mix.perp"),
+    ("mix_future", "f8", "dealers.venue_mix.future"),
+    ("dealer_inv_depth", "f8", None),
+    ("rebalance_every", "i8", "dealers.rebalance_every"),
+    ("premium_speed", "f8", "venues.perp.premium_speed"),
+    ("premium_vol", "f8", "venues.perp.premium_vol"),
+    ("funding_interval", "f8", None),
+    ("interest", "f8", "venues.perp.interest"),
+    ("funding_cap", "f8", "venues.perp.funding_cap"),
+    ("future_expiry", "f8", None),
+    ("future_roll", "f8", None),
+    ("basis_mean", "f8", "venues.future.basis_mean"),
+    ("basis_speed", "f8", "venues.future.basis_speed"),
+    ("basis_vol", "f8", "venues.future.basis_vol"),
+    ("cost_of_capital", "f8", "agent.funding_cost_of_capital"),
+    ("episode_steps", "i8", None),
+    ("terminates", "?", None),
+    ("agent_impact", "?", None),
+    ("reward_mode", "i8", None),
+    ("risk_aversion", "f8", "agent.risk_aversion"),
+    ("pnl_scale", "f8", None),
+    ("book_gross", "f8", None),
+    ("book_centre", "f8", None),
+    ("initial_delta_hedge", "?", None),
+)
+PARAMS_DTYPE = np.dtype([(name, kind) for name, kind, _ in PARAMS], align=True)
 
 REWARD_MEAN_VARIANCE, REWARD_PNL, REWARD_TERMINAL_PNL = 0, 1, 2
 

@@ -35,58 +35,8 @@ from hedgegym.envs.layout import (
     N_VENUES,
     OBS_DIM,
     OUT_WIDTH,
-    P_AGENT_IMPACT,
-    P_BASIS_MEAN,
-    P_BASIS_SPEED,
-    P_BASIS_VOL,
-    P_BOOK_CENTRE,
-    P_BOOK_GROSS,
-    P_BREAKER,
-    P_COST_OF_CAPITAL,
-    P_DEALER_INV_DEPTH,
-    P_DT,
-    P_EPISODE_STEPS,
-    P_FUNDING_CAP,
-    P_FUNDING_INTERVAL,
-    P_FUTURE_EXPIRY,
-    P_FUTURE_ROLL,
-    P_HALT_STEPS,
-    P_HALT_THRESHOLD,
-    P_HEDGE_RATIO,
-    P_HESTON,
-    P_INITIAL_DELTA_HEDGE,
-    P_INTEREST,
-    P_JUMP_INTENSITY,
-    P_JUMP_MEAN,
-    P_JUMP_STD,
-    P_JUMPS,
-    P_KAPPA_V,
-    P_MIX_FUTURE,
-    P_MIX_PERP,
-    P_MU,
-    P_NEWTON_ITERATIONS,
-    P_PERMANENT_SHARE,
-    P_PHI_FLOOR,
-    P_PNL_SCALE,
-    P_PREMIUM_SPEED,
-    P_PREMIUM_VOL,
-    P_RATE,
-    P_REBALANCE_EVERY,
-    P_RESILIENCE,
-    P_REWARD_MODE,
-    P_RHO_SV,
-    P_RISK_AVERSION,
-    P_SIGMA,
-    P_SKEW,
-    P_SMILE,
-    P_SPOT0,
-    P_TERMINATES,
-    P_THETA_V,
-    P_V0,
-    P_VOL_FLOOR,
-    P_VOL_PREMIUM,
-    P_XI,
-    PARAMS_WIDTH,
+    PARAMS,
+    PARAMS_DTYPE,
     PERP,
     REWARD_MEAN_VARIANCE,
     REWARD_PNL,
@@ -188,65 +138,52 @@ def pin_strike(config: ScenarioConfig) -> float:
     return max(oi, key=lambda k: (oi[k], -abs(k - spot0))) if oi else spot0
 
 
+def _book_centre(config: ScenarioConfig) -> float:
+    """Geometric mean of the agent's strikes weighted by |quantity| (their plain mean if all are 0)."""
+    weights = np.array([abs(line.quantity) for line in config.agent.lines])
+    strikes = np.array([line.strike for line in config.agent.lines])
+    if weights.sum() > 0:
+        return float(np.exp(np.average(np.log(strikes), weights=weights)))
+    return float(strikes.mean())
+
+
+# The kernel parameters that are not a config field as it is (``source`` None in ``layout.PARAMS``).
+DERIVED_PARAMS = {
+    "dt": lambda c: c.episode.dt,
+    "v0": lambda c: c.market.heston.v0 if (c.market.heston.enabled and c.market.heston.v0 is not None)
+    else c.market.sigma**2,
+    "dealer_inv_depth": lambda c: _dealer_inv_depth(c),
+    "funding_interval": lambda c: c.venues.perp.funding_interval_hours / HOURS_PER_YEAR,
+    "future_expiry": lambda c: c.venues.future.expiry_days / DAYS_PER_YEAR,
+    "future_roll": lambda c: c.venues.future.roll_days / DAYS_PER_YEAR,
+    "episode_steps": lambda c: c.episode_steps,
+    "terminates": lambda c: c.terminates,
+    "agent_impact": lambda c: True,
+    "reward_mode": lambda c: _REWARD_MODES[c.agent.reward],
+    "pnl_scale": lambda c: c.pnl_scale,
+    "book_gross": lambda c: sum(abs(line.quantity) for line in c.agent.lines) or 1.0,
+    "book_centre": _book_centre,
+    "initial_delta_hedge": lambda c: c.agent.initial_hedge == "delta",
+}
+
+
+def _config_value(config: ScenarioConfig, path: str):
+    value = config
+    for part in path.split("."):
+        value = getattr(value, part)
+    return value
+
+
 def build_params(config: ScenarioConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(params, venues, dealer_lines, agent_lines) arrays of the kernel for a validated config."""
-    m, ep, ag, dl = config.market, config.episode, config.agent, config.dealers
-    p = np.zeros(PARAMS_WIDTH)
-    p[P_DT] = ep.dt
-    p[P_MU] = m.mu
-    p[P_SIGMA] = m.sigma
-    p[P_RATE] = m.rate
-    p[P_SPOT0] = m.spot0
-    p[P_HESTON] = float(m.heston.enabled)
-    p[P_KAPPA_V] = m.heston.kappa_v
-    p[P_THETA_V] = m.heston.theta_v
-    p[P_XI] = m.heston.xi
-    p[P_RHO_SV] = m.heston.rho_sv
-    p[P_V0] = m.heston.v0 if (m.heston.enabled and m.heston.v0 is not None) else m.sigma ** 2
-    p[P_JUMPS] = float(m.jumps.enabled)
-    p[P_JUMP_INTENSITY] = m.jumps.intensity
-    p[P_JUMP_MEAN] = m.jumps.mean
-    p[P_JUMP_STD] = m.jumps.std
-    p[P_PERMANENT_SHARE] = m.impact.permanent_share
-    p[P_RESILIENCE] = m.impact.resilience
-    p[P_PHI_FLOOR] = m.impact.phi_floor
-    p[P_NEWTON_ITERATIONS] = m.impact.newton_iterations
-    p[P_BREAKER] = float(m.impact.circuit_breaker.enabled)
-    p[P_HALT_THRESHOLD] = m.impact.circuit_breaker.halt_threshold
-    p[P_HALT_STEPS] = m.impact.circuit_breaker.halt_steps
-    p[P_SKEW] = m.smile.skew
-    p[P_SMILE] = m.smile.smile
-    p[P_VOL_PREMIUM] = m.smile.vol_premium
-    p[P_VOL_FLOOR] = m.smile.vol_floor
-    p[P_HEDGE_RATIO] = dl.hedge_ratio
-    p[P_MIX_PERP] = dl.venue_mix.perp
-    p[P_MIX_FUTURE] = dl.venue_mix.future
-    p[P_DEALER_INV_DEPTH] = _dealer_inv_depth(config)
-    p[P_REBALANCE_EVERY] = dl.rebalance_every
-    perp, fut = config.venues.perp, config.venues.future
-    p[P_PREMIUM_SPEED] = perp.premium_speed
-    p[P_PREMIUM_VOL] = perp.premium_vol
-    p[P_FUNDING_INTERVAL] = perp.funding_interval_hours / HOURS_PER_YEAR
-    p[P_INTEREST] = perp.interest
-    p[P_FUNDING_CAP] = perp.funding_cap
-    p[P_FUTURE_EXPIRY] = fut.expiry_days / DAYS_PER_YEAR
-    p[P_FUTURE_ROLL] = fut.roll_days / DAYS_PER_YEAR
-    p[P_BASIS_MEAN] = fut.basis_mean
-    p[P_BASIS_SPEED] = fut.basis_speed
-    p[P_BASIS_VOL] = fut.basis_vol
-    p[P_COST_OF_CAPITAL] = ag.funding_cost_of_capital
-    p[P_EPISODE_STEPS] = config.episode_steps
-    p[P_TERMINATES] = float(config.terminates)
-    p[P_AGENT_IMPACT] = 1.0
-    p[P_REWARD_MODE] = _REWARD_MODES[ag.reward]
-    p[P_RISK_AVERSION] = ag.risk_aversion
-    p[P_PNL_SCALE] = config.pnl_scale
-    p[P_BOOK_GROSS] = sum(abs(line.quantity) for line in ag.lines) or 1.0
-    weights = np.array([abs(line.quantity) for line in ag.lines])
-    strikes = np.array([line.strike for line in ag.lines])
-    p[P_BOOK_CENTRE] = float(np.exp(np.average(np.log(strikes), weights=weights))) if weights.sum() > 0 \
-        else float(strikes.mean())
-    p[P_INITIAL_DELTA_HEDGE] = float(ag.initial_hedge == "delta")
+    """(params, venues, dealer_lines, agent_lines) arrays of the kernel for a validated config.
+
+    ``params`` is one record of ``layout.PARAMS_DTYPE`` (shape (1,)), filled field by field from
+    ``layout.PARAMS``: a config path, or the field's entry in :data:`DERIVED_PARAMS`.
+    """
+    params = np.zeros(1, dtype=PARAMS_DTYPE)
+    for name, _, source in PARAMS:
+        params[name] = DERIVED_PARAMS[name](config) if source is None else _config_value(config, source)
+    ep, ag, dl = config.episode, config.agent, config.dealers
 
     venues = np.zeros((N_VENUES, VENUE_WIDTH))
     for v, name in enumerate(VENUE_NAMES):
@@ -258,7 +195,7 @@ def build_params(config: ScenarioConfig) -> tuple[np.ndarray, np.ndarray, np.nda
         venues[v, V_TRANSMISSION] = vc.transmission
         venues[v, V_MARGIN] = vc.margin
         venues[v, V_ENABLED] = float(name in ag.venues)
-    return p, venues, lines_array(dl.lines, ep.dt), lines_array(ag.lines, ep.dt)
+    return params, venues, lines_array(dl.lines, ep.dt), lines_array(ag.lines, ep.dt)
 
 
 class Market:
@@ -278,7 +215,7 @@ class Market:
             raise ValueError(f"n_envs must be an integer >= 1 (got {n_envs!r})")
         self.n_envs = int(n_envs)
         self.params, self.venues, self.dealer_lines, self.agent_lines = build_params(self.config)
-        self.params[P_AGENT_IMPACT] = 1.0 if agent_impact else 0.0
+        self.params["agent_impact"] = bool(agent_impact)
         self.pin_strike = pin_strike(self.config)
         self.parallel = self.n_envs >= PARALLEL_THRESHOLD if parallel is None else bool(parallel)
         self._step_kernel = kernel.step_parallel if self.parallel else kernel.step_serial
@@ -293,7 +230,7 @@ class Market:
     @property
     def episode_steps(self) -> int:
         """Steps per episode."""
-        return int(self.params[P_EPISODE_STEPS])
+        return int(self.params["episode_steps"][0])
 
     def reset(self, seeds, episodes=None, rows=None) -> None:
         """Start a new episode in ``rows`` (all by default) from ``seeds`` and ``episodes`` (ints >= 0)."""
@@ -336,7 +273,7 @@ class Market:
 
     def future_delta(self) -> np.ndarray:
         """Coins of delta per futures contract per row: exp(r (T_f - t)) (MODEL.md §4)."""
-        return np.exp(self.params[P_RATE] * np.maximum(self.state[:, S_FUTURE_EXPIRY] - self.state[:, S_T], 0.0))
+        return np.exp(self.params["rate"][0] * np.maximum(self.state[:, S_FUTURE_EXPIRY] - self.state[:, S_T], 0.0))
 
     def actions_to_trades(self, actions, mode: str | None = None) -> np.ndarray:
         """Map actions ``[N, n_enabled]`` in [-1, 1] to the kernel's trades ``[N, 3]`` (coins; future: contracts).
@@ -390,7 +327,7 @@ class Market:
         """
         st = self.state if rows is None else self.state[np.asarray(rows)]
         steps = np.maximum(st[:, S_STEP], 1.0)
-        years = steps * self.params[P_DT]
+        years = steps * self.params["dt"][0]
         turnover = st[:, S_TURNOVER_USD]
         pin = self.pin_strike
         with np.errstate(divide="ignore", invalid="ignore"):

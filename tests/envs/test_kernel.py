@@ -36,8 +36,6 @@ from hedgegym.envs.layout import (
     O_TERMINATED,
     O_TRADE_SPOT,
     OUT_WIDTH,
-    P_PNL_SCALE,
-    P_RISK_AVERSION,
     PERP,
     S_BASIS,
     S_BOOK_DELTA,
@@ -184,7 +182,7 @@ def test_clearing_derivative_is_the_derivative_of_the_residual(name):
     # crisis test (f' below the floor) would look at the wrong slope.
     market = make(name)
     s_pre, h_prev, step, sigma_atm = math.log(1e5), 300.0, 12, 0.63
-    args = (s_pre, h_prev, True, 0.0, market.dealer_lines, market.params, step, step * market.config.episode.dt,
+    args = (s_pre, h_prev, True, 0.0, market.dealer_lines, market.params[0], step, step * market.config.episode.dt,
             sigma_atm)
     for spot in (8e4, 9.5e4, 1e5, 1.07e5):
         y = math.log(spot)
@@ -296,14 +294,14 @@ def test_future_converges_to_spot_settles_at_expiry_and_rolls():
                  "venues.future.expiry_days": 2.0, "venues.future.roll_days": 3.0}
     market = make("frictionless", 8, overrides)
     market.reset(seeds=np.arange(8))
-    future0 = np.array([kernel.venue_mids(market.state, i, market.params)[FUTURE] for i in range(8)])
+    future0 = np.array([kernel.venue_mids(market.state, i, market.params[0])[FUTURE] for i in range(8)])
     buy_one = np.zeros((8, N_VENUES))
     buy_one[:, FUTURE] = 1.0
     hedge_pnl = np.zeros(8)
     expiry_step = 48
     for k in range(72):
         spot = np.exp(market.state[:, S_LOG_SPOT])
-        future = np.array([kernel.venue_mids(market.state, i, market.params)[FUTURE] for i in range(8)])
+        future = np.array([kernel.venue_mids(market.state, i, market.params[0])[FUTURE] for i in range(8)])
         if k < expiry_step:
             tau = (expiry_step - k) / HOURS
             # mid = S exp((r + basis) tau): the premium over spot vanishes with the time to expiry.
@@ -320,7 +318,7 @@ def test_future_converges_to_spot_settles_at_expiry_and_rolls():
             np.testing.assert_array_equal(out[:, O_HEDGE_PNL], 0.0)
     assert abs(future0[0] / 1e5 - math.exp(0.25 * 2.0 / DAYS)) < 1e-12
     # The new contract trades at a premium again: three days of r + basis (~0.25 a year).
-    premium = np.array([kernel.venue_mids(market.state, i, market.params)[FUTURE] for i in range(8)]) / np.exp(
+    premium = np.array([kernel.venue_mids(market.state, i, market.params[0])[FUTURE] for i in range(8)]) / np.exp(
         market.state[:, S_LOG_SPOT]) - 1.0
     assert np.all(premium > 0.0) and np.all(premium < 0.01)
 
@@ -518,8 +516,8 @@ def test_pnl_is_the_sum_of_its_parts_and_accumulators_sum_the_steps(name):
     parts = out[..., O_BOOK_PNL] + out[..., O_HEDGE_PNL] - out[..., O_FEES] - out[..., O_SLIPPAGE] \
         - out[..., O_FUNDING] - out[..., O_CARRY] + out[..., O_INTEREST]
     np.testing.assert_allclose(pnl, parts, rtol=1e-12, atol=1e-9)
-    scale = market.params[P_PNL_SCALE]
-    np.testing.assert_allclose(out[..., O_REWARD], pnl / scale - 0.5 * market.params[P_RISK_AVERSION]
+    scale = market.params["pnl_scale"][0]
+    np.testing.assert_allclose(out[..., O_REWARD], pnl / scale - 0.5 * market.params["risk_aversion"][0]
                                * (pnl / scale) ** 2, rtol=1e-12, atol=1e-15)
     final = traj[-1]
     sums = {S_CUM_PNL: O_PNL, S_CUM_BOOK_PNL: O_BOOK_PNL, S_CUM_HEDGE_PNL: O_HEDGE_PNL, S_CUM_FEES: O_FEES,
