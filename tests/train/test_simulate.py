@@ -39,6 +39,27 @@ def test_long_gamma_damps_and_frictionless_is_exogenous():
     assert flat.realised_vol == flat.realised_vol_exo
 
 
+def test_long_gamma_pins_at_expiry_with_an_interval_that_excludes_zero():
+    # Dealers long 4,000 coins of 100k straddles expiring with the episode: their hedging pulls the
+    # final price towards the strike, path by path against the same exogenous shocks.
+    res = simulate(load_scenario("long-gamma-pin"), paths=400, seed=0)
+    diff = res.per_path["pin_distance"] - res.per_path["pin_distance_exo"]
+    assert res.pin_effect == pytest.approx(diff.mean())
+    assert res.pin_effect == pytest.approx(res.pin_distance - res.pin_distance_exo)
+    lo, hi = res.pin_effect_ci
+    assert lo <= res.pin_effect <= hi < 0.0
+    # Short-gamma dealers do the opposite: no pin.
+    assert simulate(load_scenario("default"), paths=100, seed=0).pin_effect_ci[0] > 0.0
+
+
+def test_summary_is_finite_or_null_with_infinite_depth():
+    summary = simulate(load_scenario("frictionless"), paths=5, seed=0).summary()
+    assert summary["dealer_effective_depth_usd"] is None
+    json.dumps(summary, allow_nan=False)
+    # The linear law has no meaning at or beyond the black hole (1 + phi <= 0).
+    assert np.isnan(predicted_amplification(-1.0)) and np.isnan(predicted_amplification(-1.5, 0.5, 0.3))
+
+
 def test_predicted_amplification_limits():
     assert predicted_amplification(0.0, 0.3, 0.5) == 1.0
     assert predicted_amplification(-0.5) == pytest.approx(2.0)
