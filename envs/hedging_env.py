@@ -235,8 +235,8 @@ class HedgingEnv(gym.Env):
     ):
         # Imported here so that `import hedgegym.envs` loads no numba (registration is by string).
         from hedgegym.envs.market import Market
-        agent_impact = check_bool("agent_impact", agent_impact)
 
+        agent_impact = check_bool("agent_impact", agent_impact)
         self.config: ScenarioConfig = resolve_config(config, scenario, overrides)
         self.render_mode = check_render_mode(render_mode)
         self.market = Market(self.config, n_envs=1, parallel=False, agent_impact=agent_impact)
@@ -355,6 +355,7 @@ def check_render_mode(render_mode: str | None) -> str | None:
         raise ValueError(f"render_mode must be None or one of {RENDER_MODES} (got {render_mode!r})")
     return render_mode
 
+
 def check_bool(name: str, value: Any, allow_none: bool = False) -> bool | None:
     """``value`` if it is a boolean (Python or NumPy), else a TypeError naming the argument.
 
@@ -376,7 +377,6 @@ def check_int(name: str, value: Any, minimum: int, allow_none: bool = False) -> 
     if value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum} (got {value})")
     return int(value)
-
 
 
 def check_no_options(options: Mapping[str, Any] | None) -> None:
