@@ -74,8 +74,6 @@ from hedgegym.envs.layout import (
     L_QUANTITY,
     L_STRIKE,
     N_VENUES,
-    P_BOOK_GROSS,
-    P_RATE,
     S_ATM_VOL,
     S_BOOK_DELTA,
     S_BOOK_GAMMA,
@@ -164,7 +162,8 @@ def band_trade(net_delta, half_width):
 @njit(cache=True)
 def _leland_book_delta(state, agent_lines, params, cost, interval, out):
     """Book delta per row with every live line at its smile vol adjusted by Leland's factor."""
-    rate = params[P_RATE]
+    p = params[0]
+    rate = p.rate
     sqrt_2_pi = math.sqrt(2.0 / math.pi)
     for i in range(state.shape[0]):
         t = state[i, S_T]
@@ -175,7 +174,7 @@ def _leland_book_delta(state, agent_lines, params, cost, interval, out):
             tau = agent_lines[j, L_EXPIRY] - t
             if tau <= 1e-12:
                 continue
-            vol = line_vol(params, state[i, S_ATM_VOL], agent_lines[j, L_STRIKE], spot)
+            vol = line_vol(p, state[i, S_ATM_VOL], agent_lines[j, L_STRIKE], spot)
             le = sqrt_2_pi * 2.0 * cost / (vol * math.sqrt(interval))
             vol_hat = vol * math.sqrt(max(1.0 - sign * le, 0.0))
             _, d, _, _, _, _ = line_greeks(spot, agent_lines[j, L_STRIKE], tau, rate, vol_hat,
@@ -273,7 +272,7 @@ class FixedBand(Baseline):
     kind = "fixed_band"
 
     def desired_trade(self, market) -> np.ndarray:
-        width = self.params.band_width * market.params[P_BOOK_GROSS]
+        width = self.params.band_width * market.params["book_gross"][0]
         return band_trade(market.net_delta(), width)
 
 
@@ -304,7 +303,7 @@ class WhalleyWilmott(Baseline):
         """Band half-width per row, coins."""
         st = market.state
         return whalley_wilmott_half_width(st[:, S_BOOK_GAMMA], np.exp(st[:, S_LOG_SPOT]), self.cost,
-                                          self.risk_aversion, market.params[P_RATE],
+                                          self.risk_aversion, market.params["rate"][0],
                                           np.maximum(self.expiry - st[:, S_T], 0.0))
 
     def desired_trade(self, market) -> np.ndarray:

@@ -50,7 +50,6 @@ from hedgegym.envs.layout import (
     OBS_BOUND,
     OBS_DIM,
     OBS_NAMES,
-    P_SPOT0,
     S_BOOK_DELTA,
     S_CUM_PNL,
     S_GEX,
@@ -442,7 +441,7 @@ def reset_info_arrays(market, rows) -> dict[str, np.ndarray]:
     """The info of freshly reset ``rows``, one entry per row: prices at spot0, P&L entries 0."""
     rows = np.asarray(rows, dtype=np.int64)
     n = rows.shape[0]
-    spot0 = market.params[P_SPOT0]
+    spot0 = market.params["spot0"][0]
     start = {"spot": np.full(n, spot0), "exo_spot": np.full(n, spot0),
              "phi": market.state[rows, S_PHI], "gex": market.state[rows, S_GEX]}
     info: dict[str, np.ndarray] = {name: start[name] if name in start else np.zeros(n)

@@ -20,7 +20,7 @@ from hedgegym.envs.config import (
     save_config,
     validate_config,
 )
-from hedgegym.envs.layout import P_SIGMA, S_PHI, SPOT, V_INV_DEPTH
+from hedgegym.envs.layout import S_PHI, SPOT, V_INV_DEPTH
 from hedgegym.envs.market import Market
 
 SCENARIOS = sorted(list_scenarios())
@@ -298,4 +298,4 @@ def test_bad_overrides_are_rejected(overrides, match):
 def test_override_reaches_the_kernel_parameters():
     market = Market(load_scenario("default", {"venues.spot.depth_usd_per_pct": ".inf", "market.sigma": 0.3}))
     assert market.venues[SPOT, V_INV_DEPTH] == 0.0
-    assert market.params[P_SIGMA] == 0.3
+    assert market.params["sigma"][0] == 0.3
