@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import cached_property
 from typing import Any, Literal
 
@@ -100,12 +100,47 @@ def _flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+# --------------------------------------------------------------------------------------- limits
+# Episode seeds are numpy int64: seed + episodes - 1 must stay below 2**63.
+SEED_LIMIT = 2**63
+# SB3 seeds numpy's legacy generator with training.seed, which takes 32 bits.
+TRAINING_SEED_MAX = 2**32 - 1
+# Episodes of one evaluation (and paths of one simulation): peak memory grows by about 7 KB a path
+# (simulate) and 6 KB an episode (evaluate, three policies) -- bootstrap resamples, per-episode
+# metrics -- so the limit needs about 7 GB.
+MAX_EPISODES = 1_000_000
+
+
 # --------------------------------------------------------------------------------------- algorithm
-# Ranges of the common SB3 hyperparameters, checked at load (SB3 would fail, or train nonsense, later).
-_POSITIVE = {"learning_rate", "clip_range", "max_grad_norm", "target_kl", "n_steps", "batch_size", "n_epochs",
-             "buffer_size", "policy_delay", "target_update_interval", "stats_window_size"}
-_NON_NEGATIVE = {"vf_coef", "learning_starts", "target_policy_noise", "target_noise_clip"}
-_UNIT_INTERVAL = {"gamma", "gae_lambda", "tau"}  # in (0, 1]
+# Allowed values of SB3's numeric hyperparameters, checked at load: SB3 fails late on some (a
+# minibatch of 1 with advantage normalisation) and trains nonsense on others (a negative entropy
+# coefficient rewards certainty, a learning rate <= 0 climbs the loss). A None (SB3's "off") passes.
+_RANGES: dict[str, tuple[str, Callable[[float], bool]]] = {
+    "learning_rate": ("> 0", lambda v: v > 0),
+    "n_steps": (">= 1", lambda v: v >= 1),
+    "batch_size": (">= 1", lambda v: v >= 1),
+    "n_epochs": (">= 1", lambda v: v >= 1),
+    "gamma": ("in (0, 1]", lambda v: 0 < v <= 1),
+    "gae_lambda": ("in [0, 1]", lambda v: 0 <= v <= 1),
+    "tau": ("in (0, 1]", lambda v: 0 < v <= 1),
+    "clip_range": ("in (0, 1]: the policy ratio is clipped to [1 - clip_range, 1 + clip_range]",
+                   lambda v: 0 < v <= 1),
+    "clip_range_vf": ("> 0, or null for no value clipping", lambda v: v > 0),
+    "ent_coef": (">= 0 (a negative entropy bonus rewards a collapsing policy)", lambda v: v >= 0),
+    "vf_coef": (">= 0", lambda v: v >= 0),
+    "max_grad_norm": ("> 0", lambda v: v > 0),
+    "target_kl": ("> 0, or null for no early stop", lambda v: v > 0),
+    "sde_sample_freq": ("-1 (once per rollout) or >= 1", lambda v: v == -1 or v >= 1),
+    "stats_window_size": (">= 1", lambda v: v >= 1),
+    "buffer_size": (">= 1", lambda v: v >= 1),
+    "learning_starts": (">= 0", lambda v: v >= 0),
+    "gradient_steps": ("-1 (as many as env steps) or >= 1", lambda v: v == -1 or v >= 1),
+    "target_update_interval": (">= 1", lambda v: v >= 1),
+    "policy_delay": (">= 1", lambda v: v >= 1),
+    "target_policy_noise": (">= 0", lambda v: v >= 0),
+    "target_noise_clip": (">= 0", lambda v: v >= 0),
+    "target_entropy": ("a finite number or 'auto'", math.isfinite),
+}
 
 
 class PolicyKwargs(_Strict):
@@ -155,8 +190,11 @@ class AlgorithmConfig(_Strict):
                 raise ValueError(f"{sb3.ALGORITHMS[name]} has no hyperparameter {key!r}; "
                                  f"allowed: {', '.join(sorted(allowed))}")
             param = allowed[key]
-            if isinstance(value, bool) and not isinstance(param.default, bool):
-                raise ValueError(f"{key}={value!r}: expected {_type_name(param)}, got a boolean")
+            if isinstance(value, bool) != isinstance(param.default, bool):
+                # Strict both ways: YAML reads yes/no/true/false as booleans, so a string or number
+                # given for a boolean (or a boolean for a number) is a mistake, not a spelling.
+                got = "a boolean" if isinstance(value, bool) else f"a {type(value).__name__}"
+                raise ValueError(f"{key}={value!r}: expected {_type_name(param)}, got {got}")
             try:
                 # Lax mode on purpose: YAML reads 3e-4 (no dot) as a string; the adapter parses it.
                 value = TypeAdapter(param.annotation, config=ConfigDict(arbitrary_types_allowed=True)) \
@@ -196,16 +234,35 @@ def _type_name(param) -> str:
 
 
 def _check_range(key: str, value: Any) -> None:
+    """``value`` within :data:`_RANGES` for ``key``; SAC's ``ent_coef`` and ``train_freq`` take strings too."""
+    if key == "train_freq":
+        freq, unit = value if isinstance(value, tuple) else (value, "step")
+        if not (isinstance(freq, int) and freq >= 1 and unit in ("step", "episode")):
+            raise ValueError(f"train_freq={value!r}: must be an integer >= 1 or [n >= 1, 'step' | 'episode']")
+        return
+    if isinstance(value, str):
+        _check_auto(key, value)
+        return
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return
-    if key in _POSITIVE and not value > 0:
-        raise ValueError(f"{key}={value!r}: must be > 0")
-    if key in _NON_NEGATIVE and not value >= 0:
-        raise ValueError(f"{key}={value!r}: must be >= 0")
-    if key in _UNIT_INTERVAL and not 0 < value <= 1:
-        raise ValueError(f"{key}={value!r}: must be in (0, 1]")
     if not math.isfinite(value):
         raise ValueError(f"{key}={value!r}: must be finite")
+    if key in _RANGES and not _RANGES[key][1](value):
+        raise ValueError(f"{key}={value!r}: must be {_RANGES[key][0]}")
+
+
+def _check_auto(key: str, value: str) -> None:
+    """SAC's ``ent_coef``: ``auto`` or ``auto_<initial value > 0>``; ``target_entropy``: ``auto``."""
+    allowed = "'auto', 'auto_<initial value > 0>' (e.g. auto_0.1) or a number >= 0"
+    if key == "ent_coef" and value.startswith("auto_"):
+        try:
+            initial = float(value[len("auto_"):])
+        except ValueError:
+            initial = math.nan
+        if not (math.isfinite(initial) and initial > 0):
+            raise ValueError(f"ent_coef={value!r}: must be {allowed}")
+    elif value != "auto":
+        raise ValueError(f"{key}={value!r}: must be {allowed if key == 'ent_coef' else 'a number or auto'}")
 
 
 # --------------------------------------------------------------------------------------- env, training
@@ -230,7 +287,8 @@ class TrainingConfig(_Strict):
     """Length, seed, checkpoints and torch settings of the training run."""
 
     total_timesteps: int = Field(gt=0, description="Env steps to train for, summed over the parallel envs.")
-    seed: int = Field(0, ge=0, description="Seed of torch, SB3 and the training envs (env i starts at seed + i).")
+    seed: int = Field(0, ge=0, le=TRAINING_SEED_MAX,
+                      description="Seed of torch, SB3 and the training envs (env i starts at seed + i); < 2**32.")
     checkpoint_every: int = Field(100_000, ge=0, description="Timesteps between checkpoints (0: only at the end).")
     keep_checkpoints: int = Field(3, ge=1, description="Newest checkpoints kept; older ones are deleted.")
     torch_threads: int = Field(1, ge=1, le=256, description="torch.set_num_threads; 1 is fastest for small MLPs.")
@@ -244,8 +302,10 @@ class EvaluationConfig(_Strict):
 
     seed: int = Field(1_000_000, ge=0, description="First held-out seed; episode j uses seed + j.")
     every: int = Field(50_000, ge=0, description="Timesteps between periodic evaluations (0: none).")
-    episodes: int = Field(200, ge=1, description="Episodes of each periodic evaluation (best model by objective).")
-    final_episodes: int = Field(2000, ge=1, description="Episodes of the final evaluation against the baselines.")
+    episodes: int = Field(200, ge=1, le=MAX_EPISODES,
+                          description="Episodes of each periodic evaluation (best model by objective).")
+    final_episodes: int = Field(2000, ge=1, le=MAX_EPISODES,
+                                description="Episodes of the final evaluation against the baselines.")
     baselines: list[str] = Field(default_factory=list, description="Baseline hedgers evaluated with the agent.")
 
     @field_validator("baselines")
@@ -271,15 +331,33 @@ class ExperimentConfig(_Strict):
 
     @model_validator(mode="after")
     def _cross_sections(self) -> ExperimentConfig:
-        if self.algorithm.name in sb3.ON_POLICY:
-            rollout = self.algorithm.hyperparameter("n_steps") * self.env.n_envs
-            batch = self.algorithm.hyperparameter("batch_size")
+        algo = self.algorithm
+        if algo.name in sb3.ON_POLICY:
+            rollout = algo.hyperparameter("n_steps") * self.env.n_envs
+            batch = algo.hyperparameter("batch_size")
             if batch > rollout:
                 raise ValueError(f"algorithm.hyperparameters.batch_size={batch} exceeds the rollout of n_steps * "
                                  f"env.n_envs = {rollout} transitions; lower it or raise n_steps")
+            if rollout % batch:
+                # SB3 would train on a truncated last minibatch each epoch (and only warn).
+                divisor = max(d for d in range(1, batch + 1) if rollout % d == 0)
+                raise ValueError(f"algorithm.hyperparameters.batch_size={batch} must divide the rollout of "
+                                 f"n_steps * env.n_envs = {rollout} transitions (e.g. {divisor})")
+            if algo.hyperparameter("normalize_advantage") and batch < 2:
+                raise ValueError(f"algorithm.hyperparameters.batch_size={batch}: must be >= 2 with "
+                                 "normalize_advantage (the advantages of one transition have no std)")
+        else:
+            buffer = algo.hyperparameter("buffer_size")
+            if buffer < self.env.n_envs:
+                raise ValueError(f"algorithm.hyperparameters.buffer_size={buffer}: must be >= env.n_envs = "
+                                 f"{self.env.n_envs} (SB3 keeps buffer_size // n_envs transitions per env)")
         train_seeds = range(self.training.seed, self.training.seed + self.env.n_envs)
         held_out = range(self.evaluation.seed, self.evaluation.seed + max(self.evaluation.final_episodes,
                                                                             self.evaluation.episodes))
+        if held_out.stop > SEED_LIMIT:
+            raise ValueError(f"evaluation.seed={self.evaluation.seed}: must be <= 2**63 - {len(held_out)} "
+                             f"= {SEED_LIMIT - len(held_out)}, so the held-out seeds seed + j fit in 64-bit "
+                             "integers")
         if train_seeds.start < held_out.stop and held_out.start < train_seeds.stop:
             raise ValueError(f"evaluation.seed={self.evaluation.seed}: held-out seeds {held_out.start}.."
                              f"{held_out.stop - 1} overlap the training seeds {train_seeds.start}.."

@@ -183,3 +183,93 @@ def test_importing_the_train_package_loads_no_torch():
             "from hedgegym.train import train; print(train.__name__)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "train"
+
+
+# ------------------------------------------------------------------ hyperparameter ranges (issue 11)
+@pytest.mark.parametrize(("algo", "key", "value", "allowed"), [
+    ("ppo", "ent_coef", -5, ">= 0"),
+    ("ppo", "learning_rate", 0, "> 0"),
+    ("sac", "learning_rate", -3e-4, "> 0"),
+    ("ppo", "clip_range", 1.5, "in (0, 1]"),
+    ("ppo", "clip_range", 0.0, "in (0, 1]"),
+    ("ppo", "clip_range_vf", -0.2, "> 0, or null"),
+    ("ppo", "n_steps", 0, ">= 1"),
+    ("ppo", "n_epochs", 0, ">= 1"),
+    ("ppo", "gamma", 0.0, "in (0, 1]"),
+    ("ppo", "gae_lambda", 1.01, "in [0, 1]"),
+    ("ppo", "vf_coef", -0.5, ">= 0"),
+    ("ppo", "max_grad_norm", 0, "> 0"),
+    ("ppo", "target_kl", -0.01, "> 0"),
+    ("ppo", "sde_sample_freq", 0, "-1 (once per rollout) or >= 1"),
+    ("sac", "tau", 0.0, "in (0, 1]"),
+    ("td3", "tau", 2.0, "in (0, 1]"),
+    ("sac", "batch_size", 0, ">= 1"),
+    ("sac", "buffer_size", 0, ">= 1"),
+    ("sac", "learning_starts", -1, ">= 0"),
+    ("sac", "gradient_steps", 0, "-1 (as many as env steps) or >= 1"),
+    ("sac", "ent_coef", -0.1, ">= 0"),
+    ("sac", "ent_coef", "auto_-1", "'auto', 'auto_<initial value > 0>'"),
+    ("sac", "ent_coef", "sometimes", "'auto', 'auto_<initial value > 0>'"),
+    ("sac", "target_entropy", "high", "a number or auto"),
+    ("sac", "target_update_interval", 0, ">= 1"),
+    ("td3", "policy_delay", 0, ">= 1"),
+    ("td3", "target_policy_noise", -0.2, ">= 0"),
+    ("td3", "target_noise_clip", -0.5, ">= 0"),
+    ("td3", "train_freq", 0, "an integer >= 1 or [n >= 1, 'step' | 'episode']"),
+    ("td3", "train_freq", [1, "fortnight"], "an integer >= 1 or [n >= 1, 'step' | 'episode']"),
+    ("ppo", "learning_rate", float("inf"), "finite"),
+])
+def test_hyperparameters_get_the_algorithms_ranges(algo, key, value, allowed):
+    msg = error_of(with_(algorithm={"name": algo, "hyperparameters": {key: value}}))
+    assert "algorithm.hyperparameters" in msg and f"{key}=" in msg and allowed in msg, msg
+
+
+@pytest.mark.parametrize(("algo", "key", "value"), [
+    ("ppo", "ent_coef", 0.01), ("ppo", "gae_lambda", 0.0), ("ppo", "clip_range", 1.0), ("ppo", "target_kl", None),
+    ("ppo", "sde_sample_freq", -1), ("sac", "ent_coef", "auto"), ("sac", "ent_coef", "auto_0.1"),
+    ("sac", "ent_coef", 0.05), ("sac", "target_entropy", -2.0), ("sac", "gradient_steps", -1),
+    ("td3", "train_freq", [1, "episode"]), ("sac", "learning_rate", "3e-4"),
+])
+def test_hyperparameters_inside_the_ranges_load(algo, key, value):
+    cfg = validate_experiment(with_(algorithm={"name": algo, "hyperparameters": {key: value}}, env={"n_envs": 4}))
+    assert key in cfg.algorithm.hyperparameters
+
+
+def test_a_string_for_a_boolean_hyperparameter_is_an_error():
+    msg = error_of(with_(algorithm={"name": "ppo", "hyperparameters": {"normalize_advantage": "false"}}))
+    assert "normalize_advantage='false'" in msg and "got a str" in msg
+
+
+def test_batch_size_must_divide_the_rollout():
+    msg = error_of(with_(algorithm={"name": "ppo", "hyperparameters": {"n_steps": 32, "batch_size": 100}},
+                         env={"n_envs": 4}))
+    assert "batch_size=100 must divide" in msg and "= 128 transitions" in msg and "(e.g. 64)" in msg
+    ok = validate_experiment(with_(algorithm={"name": "ppo", "hyperparameters": {"n_steps": 32, "batch_size": 64}},
+                                   env={"n_envs": 4}))
+    assert ok.algorithm.hyperparameters["batch_size"] == 64
+
+
+def test_minibatch_of_one_with_advantage_normalisation():
+    msg = error_of(with_(algorithm={"name": "ppo", "hyperparameters": {"n_steps": 8, "batch_size": 1}},
+                         env={"n_envs": 1}))
+    assert "batch_size=1" in msg and "normalize_advantage" in msg
+
+
+def test_replay_buffer_must_hold_a_transition_per_env():
+    msg = error_of(with_(algorithm={"name": "sac", "hyperparameters": {"buffer_size": 8}}, env={"n_envs": 16}))
+    assert "buffer_size=8" in msg and "env.n_envs = 16" in msg
+
+
+def test_cli_override_of_a_hyperparameter_is_range_checked(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("algorithm: {name: ppo}\ntraining: {total_timesteps: 100}\n")
+    with pytest.raises(ConfigError, match=r"ent_coef=-5(\.0)?: must be >= 0"):
+        load_experiment(path, {"algorithm.hyperparameters.ent_coef": "-5"})
+
+
+def test_seed_and_episode_limits():
+    assert "training.seed" in error_of(with_(training={"total_timesteps": 10, "seed": 2**32}))
+    msg = error_of(with_(evaluation={"seed": 2**63 - 100, "final_episodes": 2000}))
+    assert "evaluation.seed" in msg and "2**63 - 2000" in msg
+    msg = error_of(with_(evaluation={"final_episodes": 10**9}))
+    assert "evaluation.final_episodes" in msg and "1000000" in msg
