@@ -61,35 +61,91 @@ def norm_pdf(x: float) -> float:
 
 
 @njit(cache=True)
-def line_greeks(spot, strike, tau, rate, vol, is_call):
-    """(price, delta, gamma, vega, vanna, charm) of one European option; see the module docstring."""
+def bsm_d1(spot, strike, tau, rate, vol, total_vol):
+    """d1 = (ln(S/K) + (r + sigma^2/2) tau) / (sigma sqrt(tau)); ``total_vol`` is sigma sqrt(tau)."""
+    return (math.log(spot / strike) + (rate + 0.5 * vol * vol) * tau) / total_vol
+
+
+@njit(cache=True)
+def bsm_gamma(pdf_d1, spot, total_vol):
+    """gamma = n(d1) / (S sigma sqrt(tau)), the same for a call and a put."""
+    return pdf_d1 / (spot * total_vol)
+
+
+@njit(cache=True)
+def bsm_vanna(pdf_d1, d2, vol):
+    """vanna = d delta / d sigma = -n(d1) d2 / sigma, the same for a call and a put."""
+    return -pdf_d1 * d2 / vol
+
+
+@njit(cache=True)
+def bsm_charm(pdf_d1, d2, tau, rate, total_vol):
+    """charm = d delta / d t = -n(d1) (2 r tau - d2 sigma sqrt(tau)) / (2 tau sigma sqrt(tau)), per year."""
+    return -pdf_d1 * (2.0 * rate * tau - d2 * total_vol) / (2.0 * tau * total_vol)
+
+
+@njit(cache=True)
+def strike_delta_gamma(spot, strike, tau, rate, vol):
+    """(call delta, put delta, gamma, vanna) at one strike and expiry, bit for bit as
+    :func:`strike_greeks` gives them.
+
+    The clearing evaluates the dealers' book several times a step and needs no price: skipping
+    the price's two ``erfc`` calls, and sharing one ``erfc`` between the call and the put of a
+    strike, cuts the cost of a line by two to four.
+    """
+    if tau <= 0.0:
+        tau = 0.0
+    total_vol = vol * math.sqrt(tau)
+    if total_vol < _MIN_TOTAL_VOL:
+        disc_strike = strike * math.exp(-rate * tau)
+        return (1.0 if spot > disc_strike else 0.0), (-1.0 if spot < disc_strike else 0.0), 0.0, 0.0
+    d1 = bsm_d1(spot, strike, tau, rate, vol, total_vol)
+    pdf = norm_pdf(d1)
+    call_delta = norm_cdf(d1)
+    return call_delta, call_delta - 1.0, bsm_gamma(pdf, spot, total_vol), bsm_vanna(pdf, d1 - total_vol, vol)
+
+
+@njit(cache=True)
+def strike_greeks(spot, strike, tau, rate, vol):
+    """(call price, put price, call delta, put delta, gamma, vega, vanna, charm) at one strike and
+    expiry; see the module docstring for the formulas.
+
+    The call and the put of a strike share d1, the density and four greeks; computed together
+    they cost four ``erfc`` calls instead of six, and one logarithm instead of two.
+    """
     if tau <= 0.0:
         tau = 0.0
     total_vol = vol * math.sqrt(tau)
     disc_strike = strike * math.exp(-rate * tau)
     if total_vol < _MIN_TOTAL_VOL:
-        if is_call:
-            itm = spot > disc_strike
-            return (spot - disc_strike if itm else 0.0), (1.0 if itm else 0.0), 0.0, 0.0, 0.0, 0.0
-        itm = spot < disc_strike
-        return (disc_strike - spot if itm else 0.0), (-1.0 if itm else 0.0), 0.0, 0.0, 0.0, 0.0
-    d1 = (math.log(spot / strike) + (rate + 0.5 * vol * vol) * tau) / total_vol
+        call_itm = spot > disc_strike
+        put_itm = spot < disc_strike
+        return ((spot - disc_strike if call_itm else 0.0), (disc_strike - spot if put_itm else 0.0),
+                (1.0 if call_itm else 0.0), (-1.0 if put_itm else 0.0), 0.0, 0.0, 0.0, 0.0)
+    d1 = bsm_d1(spot, strike, tau, rate, vol, total_vol)
     d2 = d1 - total_vol
     pdf = norm_pdf(d1)
-    gamma = pdf / (spot * total_vol)
     vega = spot * pdf * math.sqrt(tau)
-    vanna = -pdf * d2 / vol
-    charm = -pdf * (2.0 * rate * tau - d2 * total_vol) / (2.0 * tau * total_vol)
-    if is_call:
-        price = spot * norm_cdf(d1) - disc_strike * norm_cdf(d2)
-        delta = norm_cdf(d1)
-    else:
-        price = disc_strike * norm_cdf(-d2) - spot * norm_cdf(-d1)
-        delta = norm_cdf(d1) - 1.0
+    call_delta = norm_cdf(d1)
+    call = spot * call_delta - disc_strike * norm_cdf(d2)
+    put = disc_strike * norm_cdf(-d2) - spot * norm_cdf(-d1)
     # Far out of the money the two terms cancel to rounding noise below zero.
-    if price < 0.0:
-        price = 0.0
-    return price, delta, gamma, vega, vanna, charm
+    if call < 0.0:
+        call = 0.0
+    if put < 0.0:
+        put = 0.0
+    return (call, put, call_delta, call_delta - 1.0, bsm_gamma(pdf, spot, total_vol), vega,
+            bsm_vanna(pdf, d2, vol), bsm_charm(pdf, d2, tau, rate, total_vol))
+
+
+@njit(cache=True)
+def line_greeks(spot, strike, tau, rate, vol, is_call):
+    """(price, delta, gamma, vega, vanna, charm) of one European option: :func:`strike_greeks`' call
+    or put."""
+    call, put, call_delta, put_delta, gamma, vega, vanna, charm = strike_greeks(spot, strike, tau, rate, vol)
+    if is_call:
+        return call, call_delta, gamma, vega, vanna, charm
+    return put, put_delta, gamma, vega, vanna, charm
 
 
 @njit(cache=True)

@@ -36,7 +36,7 @@ import os
 import numpy as np
 from numba import njit, prange
 
-from hedgegym.envs.greeks import _MIN_TOTAL_VOL, norm_cdf, norm_pdf
+from hedgegym.envs.greeks import strike_delta_gamma, strike_greeks
 from hedgegym.envs.layout import (
     FUTURE,
     L_EXPIRY,
@@ -241,62 +241,6 @@ def line_vol_and_slope(p, sigma_atm, strike, spot):
 def line_vol(p, sigma_atm, strike, spot):
     """Implied vol of a line from the sticky-moneyness smile, MODEL.md §5."""
     return line_vol_and_slope(p, sigma_atm, strike, spot)[0]
-
-
-@njit(cache=True)
-def strike_delta_gamma(spot, strike, tau, rate, vol):
-    """(call delta, put delta, gamma, vanna) at one strike and expiry, bit for bit as ``line_greeks``
-    gives them.
-
-    The clearing evaluates the dealers' book several times a step and needs no price: skipping
-    the price's two ``erfc`` calls, and sharing one ``erfc`` between the call and the put of a
-    strike, cuts the cost of a line by two to four.
-    """
-    if tau <= 0.0:
-        tau = 0.0
-    total_vol = vol * math.sqrt(tau)
-    if total_vol < _MIN_TOTAL_VOL:
-        disc_strike = strike * math.exp(-rate * tau)
-        return (1.0 if spot > disc_strike else 0.0), (-1.0 if spot < disc_strike else 0.0), 0.0, 0.0
-    d1 = (math.log(spot / strike) + (rate + 0.5 * vol * vol) * tau) / total_vol
-    pdf = norm_pdf(d1)
-    call_delta = norm_cdf(d1)
-    return call_delta, call_delta - 1.0, pdf / (spot * total_vol), -pdf * (d1 - total_vol) / vol
-
-
-@njit(cache=True)
-def strike_greeks(spot, strike, tau, rate, vol):
-    """(call price, put price, call delta, put delta, gamma, vega, vanna, charm) at one strike and
-    expiry, bit for bit as ``line_greeks`` gives them for the call and the put.
-
-    The call and the put of a strike share d1, the density and four greeks; computed together
-    they cost four ``erfc`` calls instead of six, and one logarithm instead of two.
-    """
-    if tau <= 0.0:
-        tau = 0.0
-    total_vol = vol * math.sqrt(tau)
-    disc_strike = strike * math.exp(-rate * tau)
-    if total_vol < _MIN_TOTAL_VOL:
-        call_itm = spot > disc_strike
-        put_itm = spot < disc_strike
-        return ((spot - disc_strike if call_itm else 0.0), (disc_strike - spot if put_itm else 0.0),
-                (1.0 if call_itm else 0.0), (-1.0 if put_itm else 0.0), 0.0, 0.0, 0.0, 0.0)
-    d1 = (math.log(spot / strike) + (rate + 0.5 * vol * vol) * tau) / total_vol
-    d2 = d1 - total_vol
-    pdf = norm_pdf(d1)
-    gamma = pdf / (spot * total_vol)
-    vega = spot * pdf * math.sqrt(tau)
-    vanna = -pdf * d2 / vol
-    charm = -pdf * (2.0 * rate * tau - d2 * total_vol) / (2.0 * tau * total_vol)
-    call_delta = norm_cdf(d1)
-    call = spot * call_delta - disc_strike * norm_cdf(d2)
-    put = disc_strike * norm_cdf(-d2) - spot * norm_cdf(-d1)
-    # Far out of the money the two terms cancel to rounding noise below zero.
-    if call < 0.0:
-        call = 0.0
-    if put < 0.0:
-        put = 0.0
-    return call, put, call_delta, call_delta - 1.0, gamma, vega, vanna, charm
 
 
 @njit(cache=True)
