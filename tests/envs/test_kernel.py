@@ -458,6 +458,11 @@ def crises(traj: np.ndarray) -> bool:
     return bool(traj[-1, :, S_CRISIS_STEPS].sum() > 0)
 
 
+def jumps_beyond_half(traj: np.ndarray) -> bool:
+    """Some step's exogenous log-return is beyond +-0.5 (a -40 % / +65 % move in one step)."""
+    return bool(np.abs(traj[..., OUT0 + O_EXO_RETURN]).max() > 0.5)
+
+
 def phi_near_minus_one(traj: np.ndarray) -> bool:
     return bool(traj[..., OUT0 + O_PHI].min() < -0.8)
 
@@ -473,9 +478,9 @@ EXTREMES = {
     "huge dealer book": ("default", {"dealers.lines": [
         {"strike": k, "expiry_days": 30.0, "kind": c, "quantity": -1.0e6} for k in (95e3, 1e5, 105e3)
         for c in ("call", "put")]}, crises),
-    "huge down-jumps": ("short-gamma-crash", {"market.jumps.mean": -2.0, "market.jumps.std": 2.0,
-                                              "market.jumps.intensity": 500.0}, crises),
-    "huge up-jumps": ("short-gamma-crash", {"market.jumps.mean": 2.0, "market.jumps.std": 2.0,
+    "huge down-jumps": ("short-gamma-crash", {"market.jumps.mean": -1.0, "market.jumps.std": 1.0,
+                                              "market.jumps.intensity": 500.0}, jumps_beyond_half),
+    "huge up-jumps": ("short-gamma-crash", {"market.jumps.mean": 1.0, "market.jumps.std": 1.0,
                                             "market.jumps.intensity": 500.0}, crises),
     "coin trades on a $100k book": ("default", depth(1.0e5), at_price_band),
     "zero-dte gamma into expiry": ("zero-dte", {"dealers.lines": [
