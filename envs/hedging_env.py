@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import textwrap
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,15 +21,7 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.error import ResetNeeded
 
-from hedgegym.envs.config import (
-    VENUE_NAMES,
-    ConfigError,
-    ScenarioConfig,
-    apply_overrides,
-    load_scenario,
-    read_yaml,
-    validate_config,
-)
+from hedgegym.envs.config import VENUE_NAMES, ConfigError, ScenarioConfig, resolve_config
 from hedgegym.envs.layout import (
     O_BOOK_PNL,
     O_CARRY,
@@ -56,9 +49,9 @@ from hedgegym.envs.layout import (
     S_LOG_SPOT,
     S_PHI,
     S_STEP,
+    observation_table,
 )
 
-DEFAULT_SCENARIO = "default"
 # Arrays up to this many entries (or rows of observations) are checked with Python scalars.
 _SMALL = 8
 RENDER_MODES = ["ansi"]
@@ -108,31 +101,9 @@ class HedgingEnv(gym.Env):
     so a policy trains without an observation normaliser. Names are ``hedgegym.envs.layout.OBS_NAMES``.
     "Gross" is the book's gross quantity ``sum |quantity|`` (coins), ``sigma`` is ``market.sigma``.
 
-    ===  ================  ========================================================  ===========
-    idx  name              meaning and scale                                          range
-    ===  ================  ========================================================  ===========
-    0    time_to_expiry    steps left / episode steps                                 [0, 1]
-    1    log_moneyness     ln(S / book's centre strike) / (sigma sqrt(horizon))       ~ N(0, 1)
-    2    book_delta        book delta (coins) / gross                                 [-1, 1]
-    3    book_gamma        book gamma * S * 1 % (delta change per 1 % move) / gross   ~ [-1, 1]
-    4    book_vanna        book vanna * 0.1 (delta change per 10 vol pts) / gross     ~ [-1, 1]
-    5    book_charm        book charm * dt (delta change over one step) / gross       ~ [-1, 1]
-    6    hedge_spot        spot position (coins) / gross                              [-50, 50]
-    7    hedge_perp        perp position (coins) / gross                              [-50, 50]
-    8    hedge_future      futures position in delta coins / gross                    [-50, 50]
-    9    net_delta         (book delta + hedge deltas) / gross                        [-50, 50]
-    10   last_return       last spot log-return / (sigma sqrt(dt))                    ~ N(0, 1)
-    11   realised_vol      EWMA (1 day) realised vol / sigma                          ~ 1
-    12   atm_vol           ATM implied vol / sigma                                    ~ 1
-    13   perp_premium      perp premium / 0.001 (10 bp)                               ~ [-5, 5]
-    14   funding_rate      funding rate per interval / 0.0001 (1 bp)                  ~ [-75, 75]*
-    15   futures_basis     annualised basis / 0.1                                     ~ [-5, 5]
-    16   phi               dealer GEX / dealer depth (phi), as is                     ~ [-1, 1]
-    17   liquidity_crisis  1 if the last step hit the phi floor, else 0               {0, 1}
-    18   halted            1 while the circuit breaker halts trading, else 0          {0, 1}
-    ===  ================  ========================================================  ===========
+    {observation_table}
 
-    (*) every entry is clipped to [-50, 50]. Observations are finite always: a non-finite value from
+    Every entry is clipped to [-50, 50]. Observations are finite always: a non-finite value from
     the simulator raises ``RuntimeError`` rather than reaching the policy.
 
     ## Rewards
@@ -199,7 +170,7 @@ class HedgingEnv(gym.Env):
     ## Arguments
     - ``config``: a :class:`ScenarioConfig`, a mapping validated into one, or the path of a YAML
       file. Exclusive with ``scenario``.
-    - ``scenario``: the name of a scenario in ``configs/scenarios`` (default ``"default"``).
+    - ``scenario``: the name of a built-in scenario (``hedgegym scenarios``; default ``"default"``).
     - ``render_mode``: ``None`` or ``"ansi"`` (``render()`` returns a one-line text summary).
     - ``agent_impact``: if False the agent's trades pay their costs but do not move prices (to
       measure the agent's own share of the volatility amplification).
@@ -236,7 +207,7 @@ class HedgingEnv(gym.Env):
         from hedgegym.envs.market import Market
 
         agent_impact = check_bool("agent_impact", agent_impact)
-        self.config: ScenarioConfig = resolve_config(config, scenario, overrides)
+        self.config: ScenarioConfig = resolve_env_config(config, scenario, overrides)
         self.render_mode = check_render_mode(render_mode)
         self.market = Market(self.config, n_envs=1, parallel=False, agent_impact=agent_impact)
         self.episode_steps = self.market.episode_steps
@@ -308,11 +279,17 @@ _NON_FINITE_HINT = ("the scenario's parameters are probably outside the range wh
                     "config and seed.")
 
 
-def resolve_config(config, scenario: str | None, overrides: Mapping[str, Any]) -> ScenarioConfig:
-    """The validated config from ``config`` or ``scenario`` plus ``section__field`` overrides.
+# The table is generated from layout.OBSERVATION, like the observation itself and README's table.
+HedgingEnv.__doc__ = HedgingEnv.__doc__.replace("{observation_table}", textwrap.indent(observation_table("rst"),
+                                                                                        "    ").lstrip())
+
+
+def resolve_env_config(config, scenario: str | None, overrides: Mapping[str, Any]) -> ScenarioConfig:
+    """The envs' arguments through :func:`~hedgegym.envs.config.resolve_config`.
 
     ``config``: ScenarioConfig, mapping or YAML path; ``scenario``: a named scenario; neither:
-    the ``default`` scenario. Keyword arguments that are not overrides (no ``__``) are an error.
+    the ``default`` scenario. Overrides come as keyword arguments ``section__field`` (a keyword
+    cannot hold a dot); keyword arguments without ``__`` are an error.
     """
     if config is not None and scenario is not None:
         raise ConfigError(
@@ -328,24 +305,8 @@ def resolve_config(config, scenario: str | None, overrides: Mapping[str, Any]) -
             "named section__field (nested fields joined by '__'), e.g. market__sigma=0.8 or "
             f"agent__venues=['spot']{hint}"
         )
-    if config is None:
-        base: ScenarioConfig | Mapping[str, Any] = load_scenario(scenario or DEFAULT_SCENARIO)
-        source = f" (scenario {scenario or DEFAULT_SCENARIO!r})"
-    elif isinstance(config, (str, os.PathLike)):
-        base, source = read_yaml(config), f" in {config}"
-    elif isinstance(config, (ScenarioConfig, Mapping)):
-        base, source = config, ""
-    else:
-        raise ConfigError(f"config must be a ScenarioConfig, a mapping or a YAML path (got {type(config).__name__})")
-    if not overrides:
-        return validate_config(base, source=source)
-    keys = ", ".join(f"{k}=" for k in overrides)
-    return validate_config(apply_overrides(_as_mapping(base), overrides, sep="__"),
-                           source=f"{source} with overrides {keys}")
-
-
-def _as_mapping(config: ScenarioConfig | Mapping[str, Any]) -> Mapping[str, Any]:
-    return config.model_dump() if isinstance(config, ScenarioConfig) else config
+    return resolve_config(config if config is not None else scenario,
+                          {key.replace("__", "."): value for key, value in overrides.items()})
 
 
 def check_render_mode(render_mode: str | None) -> str | None:

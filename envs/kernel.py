@@ -68,6 +68,7 @@ from hedgegym.envs.layout import (
     O_TRADE_SPOT,
     O_TRUNCATED,
     OBS_BOUND,
+    OBS_UNIT,
     PERP,
     REWARD_MEAN_VARIANCE,
     REWARD_TERMINAL_PNL,
@@ -902,32 +903,17 @@ def actions_to_trades_rows(actions, enabled, mode, max_trade, min_trade, state, 
 
 
 # ------------------------------------------------------------------------------------ observation
+_GAMMA_MOVE = OBS_UNIT["book_gamma"]
+_VANNA_MOVE = OBS_UNIT["book_vanna"]
+_PREMIUM_UNIT = OBS_UNIT["perp_premium"]
+_FUNDING_UNIT = OBS_UNIT["funding_rate"]
+_BASIS_UNIT = OBS_UNIT["futures_basis"]
+
+
 @njit(cache=True)
 def observe_row(i, state, hedge, p, obs):
-    """Write row i's observation (float32, every entry clipped to +-OBS_BOUND). Scales:
-
-    ==  ================  ==================================================================
-    0   time_to_expiry    steps left / episode steps, in [0, 1]
-    1   log_moneyness     ln(S / book centre strike) / (sigma sqrt(horizon))
-    2   book_delta        book delta (coins) / gross book quantity
-    3   book_gamma        book gamma * S * 1 % (delta change per 1 % move) / gross quantity
-    4   book_vanna        book vanna * 0.1 (delta change per 10 vol points) / gross quantity
-    5   book_charm        book charm * dt (delta change over one step) / gross quantity
-    6   hedge_spot        spot position (coins) / gross quantity
-    7   hedge_perp        perp position (coins) / gross quantity
-    8   hedge_future      futures position in delta coins / gross quantity
-    9   net_delta         (book delta + hedge deltas) / gross quantity
-    10  last_return       last spot log-return / (sigma sqrt(dt))
-    11  realised_vol      EWMA (1 day) realised vol / sigma
-    12  atm_vol           ATM implied vol / sigma
-    13  perp_premium      perp premium / 0.001 (10 bp)
-    14  funding_rate      funding rate per interval / 0.0001 (1 bp)
-    15  futures_basis     annualised basis / 0.1
-    16  phi               dealer GEX / dealer depth (phi), as is
-    17  liquidity_crisis  1 if the last step hit the phi floor, else 0
-    18  halted            1 while the circuit breaker halts trading, else 0
-    ==  ================  ==================================================================
-    """
+    """Write row i's observation (float32, every entry clipped to +-OBS_BOUND), in the order and with
+    the scales of ``layout.OBSERVATION``."""
     gross = p.book_gross
     sigma = p.sigma
     dt = p.dt
@@ -939,8 +925,8 @@ def observe_row(i, state, hedge, p, obs):
         (n_steps - state[i, S_STEP]) / n_steps,
         math.log(spot / p.book_centre) / (sigma * math.sqrt(n_steps * dt)),
         state[i, S_BOOK_DELTA] / gross,
-        state[i, S_BOOK_GAMMA] * spot * 0.01 / gross,
-        state[i, S_BOOK_VANNA] * 0.1 / gross,
+        state[i, S_BOOK_GAMMA] * spot * _GAMMA_MOVE / gross,
+        state[i, S_BOOK_VANNA] * _VANNA_MOVE / gross,
         state[i, S_BOOK_CHARM] * dt / gross,
         hedge[i, SPOT] / gross,
         hedge[i, PERP] / gross,
@@ -949,9 +935,9 @@ def observe_row(i, state, hedge, p, obs):
         state[i, S_LAST_RETURN] / (sigma * math.sqrt(dt)),
         math.sqrt(max(state[i, S_REALISED_VAR], 0.0)) / sigma,
         state[i, S_ATM_VOL] / sigma,
-        state[i, S_PREMIUM] / 0.001,
-        state[i, S_FUNDING_RATE] / 0.0001,
-        state[i, S_BASIS] / 0.1,
+        state[i, S_PREMIUM] / _PREMIUM_UNIT,
+        state[i, S_FUNDING_RATE] / _FUNDING_UNIT,
+        state[i, S_BASIS] / _BASIS_UNIT,
         state[i, S_PHI],
         state[i, S_CRISIS],
         1.0 if state[i, S_HALT_LEFT] > 0.0 else 0.0,

@@ -113,11 +113,53 @@ STATE_WIDTH = 44
  ) = range(24)
 OUT_WIDTH = 24
 
-# Observation vector (float32); see `hedgegym.envs.kernel.observe` for meanings and scales.
-OBS_NAMES = (
-    "time_to_expiry", "log_moneyness", "book_delta", "book_gamma", "book_vanna", "book_charm",
-    "hedge_spot", "hedge_perp", "hedge_future", "net_delta", "last_return", "realised_vol",
-    "atm_vol", "perp_premium", "funding_rate", "futures_basis", "phi", "liquidity_crisis", "halted",
-)
-OBS_DIM = len(OBS_NAMES)
+# The observation vector (float32), entry by entry: (name, unit, meaning, range). ``unit`` is the
+# constant the kernel scales that entry with (None where the scale is per env: sigma, the horizon, the
+# book's gross quantity); ``meaning`` names it as ``{unit}``. The observation (kernel.observe_row), the
+# HedgingEnv docstring and README's table are all generated from this list.
 OBS_BOUND = 50.0
+OBSERVATION = (
+    ("time_to_expiry", None, "steps left / episode steps", "[0, 1]"),
+    ("log_moneyness", None, "ln(S / book's centre strike) / (sigma sqrt(horizon))", "~ N(0, 1)"),
+    ("book_delta", None, "book delta (coins) / gross", "[-1, 1]"),
+    ("book_gamma", 0.01, "book gamma * S * {unit} (delta change per 1 % move) / gross", "~ [-1, 1]"),
+    ("book_vanna", 0.1, "book vanna * {unit} (delta change per 10 vol points) / gross", "~ [-1, 1]"),
+    ("book_charm", None, "book charm * dt (delta change over one step) / gross", "~ [-1, 1]"),
+    ("hedge_spot", None, "spot position (coins) / gross", "[-50, 50]"),
+    ("hedge_perp", None, "perp position (coins) / gross", "[-50, 50]"),
+    ("hedge_future", None, "futures position in delta coins / gross", "[-50, 50]"),
+    ("net_delta", None, "(book delta + hedge deltas) / gross", "[-50, 50]"),
+    ("last_return", None, "last spot log-return / (sigma sqrt(dt))", "~ N(0, 1)"),
+    ("realised_vol", None, "EWMA (1 day) realised vol / sigma", "~ 1"),
+    ("atm_vol", None, "ATM implied vol / sigma", "~ 1"),
+    ("perp_premium", 0.001, "perp premium / {unit} (10 bp)", "~ [-5, 5]"),
+    ("funding_rate", 0.0001, "funding rate per interval / {unit} (1 bp)", "[-50, 50] (clipped)"),
+    ("futures_basis", 0.1, "annualised basis / {unit}", "~ [-5, 5]"),
+    ("phi", None, "dealer GEX / dealer depth (phi), as is", "~ [-1, 1]"),
+    ("liquidity_crisis", None, "1 if the last step had no admissible clearing root, else 0", "{0, 1}"),
+    ("halted", None, "1 while the circuit breaker halts trading, else 0", "{0, 1}"),
+)
+OBS_NAMES = tuple(name for name, _, _, _ in OBSERVATION)
+OBS_DIM = len(OBS_NAMES)
+OBS_UNIT = {name: unit for name, unit, _, _ in OBSERVATION if unit is not None}
+
+
+def observation_table(style: str = "rst") -> str:
+    """The observation table, as reStructuredText (docstrings) or Markdown (README).
+
+    >>> print(observation_table("markdown").splitlines()[2])
+    | 0 | `time_to_expiry` | steps left / episode steps | [0, 1] |
+    """
+    rows = [(str(j), name, meaning.format(unit=f"{unit:g}" if unit is not None else ""), rng)
+            for j, (name, unit, meaning, rng) in enumerate(OBSERVATION)]
+    if style == "markdown":
+        lines = ["| idx | name | meaning and scale | range |", "|---:|---|---|---|"]
+        return "\n".join(lines + [f"| {j} | `{n}` | {m} | {r} |" for j, n, m, r in rows])
+    if style != "rst":
+        raise ValueError(f"style must be 'rst' or 'markdown' (got {style!r})")
+    header = ("idx", "name", "meaning and scale", "range")
+    widths = [max(len(col), *(len(row[c]) for row in rows)) for c, col in enumerate(header)]
+    rule = "  ".join("=" * w for w in widths)
+    head = "  ".join(col.ljust(w) for col, w in zip(header, widths, strict=True))
+    body = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    return "\n".join([rule, head.rstrip(), rule, *body, rule])

@@ -232,3 +232,15 @@ def test_config_sources_agree(tmp_path):
                 HedgingEnv(config=str(path))):
         assert env.config == cfg
     assert HedgingEnv(config=cfg, market__sigma="0.7").config.market.sigma == 0.7
+
+
+def test_observation_tables_are_generated_from_one_list():
+    from pathlib import Path
+
+    from hedgegym.envs.layout import OBSERVATION, observation_table
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    assert observation_table("markdown") in readme, "README's observation table differs from layout.OBSERVATION"
+    rst = observation_table("rst")
+    assert all(line.strip() in HedgingEnv.__doc__ for line in rst.splitlines())
+    assert len(OBSERVATION) == HedgingEnv(**SHORT).observation_space.shape[0]
