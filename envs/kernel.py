@@ -1,25 +1,41 @@
 """The market kernel: one numba step advances N envs over the struct-of-arrays state.
 
-Implements MODEL.md §1–§6 in its order. Each env (row ``i``) advances from ``t_k`` to ``t_k + dt``:
+Implements MODEL.md §1–§6 in its order, one small ``@njit`` function per phase. Time is exact: at
+step k it is ``k dt`` (never a running sum), and each option line settles at one step decided once,
+in integers (``L_EXPIRY_STEP``: the first step whose time reaches its expiry). Each env (row ``i``)
+advances from step k to k + 1:
 
-1–2. The agent's trades ``trades[i, v]`` (coins; future: contracts) execute at
-     ``mid (1 + sign(q) half_spread + eta 0.01 q mid / D_v)``, pay ``fee |q| exec``, and push the
-     venue's log-price by ``0.01 q mid / D_v``: the share ``transmission`` reaches spot (split into
-     permanent and transient impact), the rest moves the perp premium or the futures basis.
-3.   The exogenous log-price moves: GBM or Heston variance, plus Merton jumps.
-4.   Market clearing with the background dealers (Frey & Stremme 1997; Sircar & Papanicolaou
-     1998; Schönbucher & Wilmott 2000): solve
-     ``y = s_pre + 0.01 (e^y / D_eff) (H_D(e^y) - H_D,k)``, ``H_D(S) = -hedge_ratio Delta_D(t, S)``
-     by Newton on the log-price ``y`` from ``s_pre`` (``f'(y) ~ 1 + phi``, plus the smile's share),
-     with a bracketed bisection fallback. Linearised, a step's return is ``x / (1 + phi)``,
-     ``phi = GEX_D / D_eff``. Where ``1 + phi <= phi_floor`` (or no root exists) the move is capped
-     at ``x / phi_floor`` and the step is flagged ``liquidity_crisis``.
-5.   Transient impact decays by ``exp(-resilience dt)`` (Obizhaeva & Wang 2013); perp premium and
-     futures basis follow exact OU updates; funding is paid at each ``funding_interval`` boundary
-     (``position * mark * clamp(premium + interest, -cap, cap)``, longs pay when positive); a
-     future at its expiry cash-settles at spot and the next contract is listed.
-6.   The agent's book is marked to model (BSM with the smile), lines at expiry settle in cash at
-     intrinsic value, and the step P&L and reward are booked.
+1. :func:`agent_trades`: the agent's trades ``trades[i, v]`` (coins; future: contracts) execute at
+   ``mid (1 + sign(q) half_spread + eta 0.01 q mid / D_v)``, pay ``fee |q| exec``, and push the
+   venue's log-price by ``0.01 q mid / D_v``: the share ``transmission`` reaches spot (split into
+   permanent and transient impact), the rest moves the perp premium or the futures basis.
+2. :func:`exogenous_move`: the exogenous log-price moves: GBM or Heston variance, plus Merton jumps.
+3. :func:`clearing`: market clearing with the background dealers (Frey & Stremme 1997; Sircar &
+   Papanicolaou 1998; Schönbucher & Wilmott 2000): solve
+   ``y = s_pre + 0.01 (e^y / D_eff) (H_D(e^y) - H_D,k)``, ``H_D(S) = -hedge_ratio Delta_D(t, S)``.
+   Linearised, a step's return is ``x / (1 + phi)``, ``phi = GEX_D / D_eff``. The clearing price is
+   the first root met from ``s_pre`` in the direction of the dealers' flow; where it has
+   ``1 + phi <= phi_floor``, or there is none within reach, the move is capped at
+   ``x / phi_floor`` and the step is flagged ``liquidity_crisis`` (see :func:`clear_market`).
+   Dealers hold the hedge of lines settling at this step through the settlement, and unwind it at
+   their next trading step, through the clearing like any flow.
+4. :func:`venue_dynamics`: transient impact decays by ``exp(-resilience dt)`` (Obizhaeva & Wang
+   2013); perp premium and futures basis follow exact OU updates.
+5. :func:`hedge_and_cash`, then the book: funding is paid at each ``funding_interval`` boundary
+   (``position * mark * clamp(premium + interest, -cap, cap)``, longs pay when positive); a future at
+   its expiry cash-settles at spot and the next contract is listed; the agent's book is marked to
+   model (BSM with the smile), lines settling at this step pay their intrinsic value into cash.
+6. :func:`step_reward`: the reward of the step's P&L.
+7. Accumulators and the step's outputs.
+
+**Money** is one ledger. The agent starts with zero wealth: the book's premium is cash. Spot trades
+pay or receive ``q mid`` in cash; perp and futures positions exchange no cash at entry and are
+margined into cash every step (variation margin); fees, slippage, funding and the carry of margin
+capital (``funding_cost_of_capital * margin * |position| * mid * dt``, an opportunity cost on top of
+the rate) are paid from cash; settled lines pay into cash. Cash earns ``expm1(rate dt)`` a step on
+its balance after the step's trades, so a financed Black–Scholes hedge replicates at r != 0. Wealth
+is ``cash + spot position * spot + book value``, and the step P&L, its change, is exactly
+``book_pnl + hedge_pnl - fees - slippage - funding - carry + interest``.
 
 Randomness is counter-based (SplitMix64 finaliser of key and counter; Steele, Lea & Flood 2014):
 shock ``j`` of step ``k`` of an episode is a pure function of (episode key, k, j), so paths do not
