@@ -171,8 +171,6 @@ PREMIUM_BOUND = 0.5
 BASIS_BOUND = 5.0
 # Funding boundaries are counted on t / interval; this absorbs the rounding of k dt / interval.
 FUNDING_EPS = 1e-9
-# The realised-vol estimate of the observation is an EWMA of r^2 / dt with this time constant (years).
-REALISED_VOL_TIME_CONSTANT = 1.0 / 365.0
 
 
 @njit(cache=True)
@@ -375,7 +373,7 @@ def future_delta(state, i, p):
 @njit(cache=True)
 def clamp_log_price(y, p):
     """``y`` within ln(spot0) +- LOG_PRICE_BAND (see LOG_PRICE_BAND)."""
-    centre = math.log(p.spot0)
+    centre = p.log_spot0
     return min(max(y, centre - LOG_PRICE_BAND), centre + LOG_PRICE_BAND)
 
 
@@ -684,7 +682,7 @@ def venue_dynamics(i, state, p, venues, key, step, dealer_flow, tau_f_prev):
     the untransmitted share of the dealers' flow on their venue. Returns (new log-price, crisis)."""
     dt = p.dt
     x_new = state[i, S_X]
-    state[i, S_I_TRANS] *= math.exp(-p.resilience * dt)
+    state[i, S_I_TRANS] *= p.resilience_decay
     y_new = x_new + state[i, S_I_PERM] + state[i, S_I_TRANS]
     y_band = clamp_log_price(y_new, p)
     crisis = y_band != y_new
@@ -694,20 +692,14 @@ def venue_dynamics(i, state, p, venues, key, step, dealer_flow, tau_f_prev):
         y_new = y_band
     state[i, S_LOG_SPOT] = y_new
     flow_usd = 0.01 * dealer_flow * math.exp(y_new)
-    decay_p = math.exp(-p.premium_speed * dt)
-    sd_p = p.premium_vol * math.sqrt(
-        dt if p.premium_speed * dt < 1e-8 else (1.0 - decay_p * decay_p) / (2.0 * p.premium_speed))
-    premium = state[i, S_PREMIUM] * decay_p
-    if sd_p > 0.0:
-        premium += sd_p * step_normal(key, step, Z_PREMIUM)
+    premium = state[i, S_PREMIUM] * p.premium_decay
+    if p.premium_sd > 0.0:
+        premium += p.premium_sd * step_normal(key, step, Z_PREMIUM)
     premium += (1.0 - venues[PERP, V_TRANSMISSION]) * p.mix_perp * flow_usd * venues[PERP, V_INV_DEPTH]
     state[i, S_PREMIUM] = min(max(premium, -PREMIUM_BOUND), PREMIUM_BOUND)
-    decay_b = math.exp(-p.basis_speed * dt)
-    sd_b = p.basis_vol * math.sqrt(
-        dt if p.basis_speed * dt < 1e-8 else (1.0 - decay_b * decay_b) / (2.0 * p.basis_speed))
-    basis = p.basis_mean + (state[i, S_BASIS] - p.basis_mean) * decay_b
-    if sd_b > 0.0:
-        basis += sd_b * step_normal(key, step, Z_BASIS)
+    basis = p.basis_mean + (state[i, S_BASIS] - p.basis_mean) * p.basis_decay
+    if p.basis_sd > 0.0:
+        basis += p.basis_sd * step_normal(key, step, Z_BASIS)
     basis += ((1.0 - venues[FUTURE, V_TRANSMISSION]) * p.mix_future * flow_usd
               * venues[FUTURE, V_INV_DEPTH] / max(tau_f_prev, dt))
     state[i, S_BASIS] = min(max(basis, -BASIS_BOUND), BASIS_BOUND)
@@ -723,7 +715,7 @@ def hedge_and_cash(i, state, hedge, p, venues, mids_prev, t, t_new, cash_before_
     from it; a future at its expiry cash-settles at spot (its mark has converged to spot) and the next
     contract is listed. Returns (hedge_pnl, funding, carry, interest)."""
     dt = p.dt
-    interest = cash_before_interest * math.expm1(p.rate * dt)
+    interest = cash_before_interest * p.rate_growth
     mids_new = venue_mids(state, i, p)
     hedge_pnl = 0.0
     carry = 0.0
@@ -823,8 +815,7 @@ def step_row(i, state, hedge, keys, trades, p, venues, dealer_lines, agent_lines
     state[i, S_ATM_VOL] = sigma_atm
     state[i, S_CRISIS] = 1.0 if crisis else 0.0
     state[i, S_LAST_RETURN] = ret
-    lam = -math.expm1(-dt / REALISED_VOL_TIME_CONSTANT)
-    state[i, S_REALISED_VAR] += lam * (ret * ret / dt - state[i, S_REALISED_VAR])
+    state[i, S_REALISED_VAR] += p.realised_var_weight * (ret * ret / dt - state[i, S_REALISED_VAR])
     state[i, S_CUM_BOOK_PNL] += book_pnl
     state[i, S_CUM_HEDGE_PNL] += hedge_pnl
     state[i, S_CUM_FEES] += fees

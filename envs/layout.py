@@ -86,6 +86,15 @@ PARAMS = (
     ("book_gross", "f8", None),
     ("book_centre", "f8", None),
     ("initial_delta_hedge", "?", None),
+    # Constants of the step, computed once (see DERIVED_PARAMS for their formulas).
+    ("log_spot0", "f8", None),
+    ("resilience_decay", "f8", None),
+    ("premium_decay", "f8", None),
+    ("premium_sd", "f8", None),
+    ("basis_decay", "f8", None),
+    ("basis_sd", "f8", None),
+    ("rate_growth", "f8", None),
+    ("realised_var_weight", "f8", None),
 )
 PARAMS_DTYPE = np.dtype([(name, kind) for name, kind, _ in PARAMS], align=True)
 

@@ -147,6 +147,23 @@ def _book_centre(config: ScenarioConfig) -> float:
     return float(strikes.mean())
 
 
+# The realised-vol estimate of the observation is an EWMA of r^2 / dt with this time constant (years).
+REALISED_VOL_TIME_CONSTANT = 1.0 / DAYS_PER_YEAR
+
+
+def ou_step(speed: float, vol: float, dt: float) -> tuple[float, float]:
+    """(decay, shock sd) of the exact one-step update of an Ornstein–Uhlenbeck process
+    ``dx = -speed (x - mean) dt + vol dW``: ``x' = mean + (x - mean) e^{-speed dt} + sd Z`` with
+    ``sd = vol sqrt((1 - e^{-2 speed dt}) / (2 speed))`` (``vol sqrt(dt)`` as speed -> 0).
+
+    >>> ou_step(0.0, 0.2, 0.25)
+    (1.0, 0.1)
+    """
+    decay = math.exp(-speed * dt)
+    variance = dt if speed * dt < 1e-8 else (1.0 - decay * decay) / (2.0 * speed)
+    return decay, vol * math.sqrt(variance)
+
+
 # The kernel parameters that are not a config field as it is (``source`` None in ``layout.PARAMS``).
 DERIVED_PARAMS = {
     "dt": lambda c: c.episode.dt,
@@ -164,6 +181,14 @@ DERIVED_PARAMS = {
     "book_gross": lambda c: sum(abs(line.quantity) for line in c.agent.lines) or 1.0,
     "book_centre": _book_centre,
     "initial_delta_hedge": lambda c: c.agent.initial_hedge == "delta",
+    "log_spot0": lambda c: math.log(c.market.spot0),
+    "resilience_decay": lambda c: math.exp(-c.market.impact.resilience * c.episode.dt),
+    "premium_decay": lambda c: ou_step(c.venues.perp.premium_speed, c.venues.perp.premium_vol, c.episode.dt)[0],
+    "premium_sd": lambda c: ou_step(c.venues.perp.premium_speed, c.venues.perp.premium_vol, c.episode.dt)[1],
+    "basis_decay": lambda c: ou_step(c.venues.future.basis_speed, c.venues.future.basis_vol, c.episode.dt)[0],
+    "basis_sd": lambda c: ou_step(c.venues.future.basis_speed, c.venues.future.basis_vol, c.episode.dt)[1],
+    "rate_growth": lambda c: math.expm1(c.market.rate * c.episode.dt),
+    "realised_var_weight": lambda c: -math.expm1(-c.episode.dt / REALISED_VOL_TIME_CONSTANT),
 }
 
 
