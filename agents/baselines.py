@@ -64,6 +64,7 @@ from hedgegym.envs.config import (
     VENUE_NAMES,
     BaselinesConfig,
     ScenarioConfig,
+    format_validation_error,
     validate_config,
 )
 from hedgegym.envs.greeks import line_greeks
@@ -118,34 +119,38 @@ def whalley_wilmott_half_width(gamma, spot, cost, risk_aversion, rate=0.0, tau=0
                    / risk_aversion)
 
 
+@njit(cache=True)
 def leland_number(sigma, cost, dt):
     """Leland's number ``Le = sqrt(2 / pi) * k / (sigma sqrt(dt))`` with the round-trip cost
     ``k = 2 c`` of one-way proportional cost ``c``, for rebalancing every ``dt`` years.
 
     Leland (1985), *Option pricing and replication with transactions costs*, J. Finance 40(5),
     eq. (9); the expected cost of a rebalance over a random-walk step is c S |Gamma| sigma S
-    sqrt(2 dt / pi) (Hoggard, Whalley & Wilmott 1994).
+    sqrt(2 dt / pi) (Hoggard, Whalley & Wilmott 1994). Scalars; callable from numba code.
 
-    Example:
-        >>> round(float(leland_number(0.6, 0.0011, 1.0 / 8760.0)), 4)
+    Example (sigma = 60 %, c = 11 bp, hourly: sqrt(2/pi) * 0.0022 / (0.6 / sqrt(8760))):
+        >>> round(leland_number(0.6, 0.0011, 1.0 / 8760.0), 4)
         0.2738
     """
-    return math.sqrt(2.0 / math.pi) * 2.0 * np.asarray(cost) / (np.asarray(sigma) * math.sqrt(dt))
+    return math.sqrt(2.0 / math.pi) * 2.0 * cost / (sigma * math.sqrt(dt))
 
 
+@njit(cache=True)
 def leland_volatility(sigma, cost, dt, gamma_sign=-1.0):
-    """Leland's adjusted volatility ``sigma_hat = sigma sqrt(max(1 - sign(Gamma) Le, 0))``.
+    """Leland's adjusted volatility ``sigma_hat = sigma sqrt(max(1 -/+ Le, 0))``.
 
-    A short-gamma book (``gamma_sign < 0``, the option writer of Leland 1985) hedges at a higher
-    volatility, ``sigma^2 (1 + Le)``; a long-gamma one at ``sigma^2 (1 - Le)``, which vanishes when
-    ``Le >= 1`` (Leland's scheme breaks down; the delta becomes the intrinsic step).
+    A short-gamma book (``gamma_sign <= 0``, the option writer of Leland 1985) hedges at a higher
+    volatility, ``sigma^2 (1 + Le)``; a long-gamma one (``gamma_sign > 0``) at ``sigma^2 (1 - Le)``,
+    which vanishes when ``Le >= 1`` (Leland's scheme breaks down; the delta becomes the intrinsic
+    step). Scalars; callable from numba code (the :class:`Leland` hedger calls it per line).
 
-    Example:
-        >>> round(float(leland_volatility(0.6, 0.0011, 1.0 / 8760.0)), 4)
-        0.6772
+    Example (Le = 0.2738: short 0.6 sqrt(1.2738), long 0.6 sqrt(0.7262)):
+        >>> [round(leland_volatility(0.6, 0.0011, 1.0 / 8760.0, sign), 4) for sign in (-1.0, 1.0)]
+        [0.6772, 0.5113]
     """
     le = leland_number(sigma, cost, dt)
-    return np.asarray(sigma) * np.sqrt(np.maximum(1.0 - np.sign(gamma_sign) * le, 0.0))
+    factor = 1.0 - le if gamma_sign > 0.0 else 1.0 + le
+    return sigma * math.sqrt(max(factor, 0.0))
 
 
 def band_trade(net_delta, half_width):
@@ -164,7 +169,6 @@ def _leland_book_delta(state, agent_lines, params, cost, interval, out):
     """Book delta per row with every live line at its smile vol adjusted by Leland's factor."""
     p = params[0]
     rate = p.rate
-    sqrt_2_pi = math.sqrt(2.0 / math.pi)
     for i in range(state.shape[0]):
         t = state[i, S_T]
         spot = math.exp(state[i, S_LOG_SPOT])
@@ -175,8 +179,7 @@ def _leland_book_delta(state, agent_lines, params, cost, interval, out):
             if tau <= 1e-12:
                 continue
             vol = line_vol(p, state[i, S_ATM_VOL], agent_lines[j, L_STRIKE], spot)
-            le = sqrt_2_pi * 2.0 * cost / (vol * math.sqrt(interval))
-            vol_hat = vol * math.sqrt(max(1.0 - sign * le, 0.0))
+            vol_hat = leland_volatility(vol, cost, interval, sign)
             _, d, _, _, _, _ = line_greeks(spot, agent_lines[j, L_STRIKE], tau, rate, vol_hat,
                                            agent_lines[j, L_IS_CALL] > 0.5)
             delta += agent_lines[j, L_QUANTITY] * d
@@ -360,10 +363,8 @@ def make_baseline(name: str, config, **params) -> Baseline:
     try:
         merged = BaselinesConfig.model_validate({**config.baselines.model_dump(), **params})
     except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']} (got {e.get('input')!r})"
-                             for e in err.errors())
-        raise ValueError(f"baseline {name!r}: invalid parameter: {problems}; allowed: "
-                         f"{', '.join(BaselinesConfig.model_fields)}") from None
+        problems = format_validation_error(err, what=f"parameter of baseline {name!r}", model=BaselinesConfig)
+        raise ValueError(f"{' '.join(problems.split())}; allowed: {', '.join(BaselinesConfig.model_fields)}") from None
     if merged.venue not in (None, "cheapest") and merged.venue not in config.agent.venues:
         raise ValueError(f"baseline {name!r}: venue {merged.venue!r} is not one the agent may trade "
                          f"(agent.venues = {config.agent.venues})")

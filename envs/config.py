@@ -22,12 +22,21 @@ from __future__ import annotations
 
 import math
 import os
+import re
+import types
+import typing
 from collections.abc import Mapping
+from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from hedgegym.envs.atomic import write_text_atomic
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable  # Python >= 3.11; only a type here
 
 HOURS_PER_YEAR = 365.0 * 24.0
 DAYS_PER_YEAR = 365.0
@@ -38,14 +47,46 @@ class ConfigError(ValueError):
     """A config field is missing, unknown, malformed or out of range. The message names it."""
 
 
-class _Strict(BaseModel):
-    """Base of every config section: unknown keys and NaN/inf are errors; models are frozen."""
+# A number spelled as a string: YAML 1.1 (PyYAML) reads `5.0e7` and `1e-3` as strings.
+_NUMBER = re.compile(r"[-+]?(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)(?:[eE][-+]?\d+)?")
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True, validate_default=True)
+
+class StrictModel(BaseModel):
+    """Base of every config model (scenario and experiment): unknown keys, NaN/inf and loose types
+    are errors; models are frozen.
+
+    Types are strict: a bool field takes only true/false, a number field only numbers (not
+    true/false, not ``"0.8"``), a string field only strings, so ``--set market.sigma=true`` is an
+    error rather than sigma = 1.0. One coercion on purpose: a float field takes a string that
+    spells a number, because PyYAML reads ``5.0e7`` (no sign in the exponent) as a string. A tuple
+    is taken for a list (Python callers).
+    """
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True, validate_default=True, strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_numbers(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        out = dict(data)
+        for key, value in out.items():
+            field = cls.model_fields.get(key)
+            if field is None:
+                continue
+            if isinstance(value, str) and _takes_float(field.annotation) and _NUMBER.fullmatch(value.strip()):
+                out[key] = float(value)
+            elif isinstance(value, tuple):
+                out[key] = list(value)
+        return out
+
+
+def _takes_float(annotation: Any) -> bool:
+    return annotation is float or float in typing.get_args(annotation)
 
 
 # --------------------------------------------------------------------------------------- market
-class HestonConfig(_Strict):
+class HestonConfig(StrictModel):
     """Heston variance, MODEL.md §2: v' = max(v + kappa_v (theta_v - v) dt + xi sqrt(v dt) W, 0)."""
 
     enabled: bool = Field(False, description="Use Heston variance instead of constant sigma^2.")
@@ -58,7 +99,7 @@ class HestonConfig(_Strict):
     v0: float | None = Field(None, gt=0.0, le=100.0, description="Initial variance; default market.sigma^2.")
 
 
-class JumpConfig(_Strict):
+class JumpConfig(StrictModel):
     """Merton jumps, MODEL.md §2: N ~ Poisson(intensity dt) normal jumps N(mean, std^2) in log-price."""
 
     enabled: bool = Field(False, description="Add Merton jumps to the exogenous log-price.")
@@ -69,7 +110,7 @@ class JumpConfig(_Strict):
     std: float = Field(0.04, ge=0.0, le=1.0, description="sigma_j: std of the log-jump size.")
 
 
-class CircuitBreakerConfig(_Strict):
+class CircuitBreakerConfig(StrictModel):
     """Trading halt after a large one-step move (MODEL.md §3)."""
 
     enabled: bool = Field(False, description="Halt dealer and agent trading after a large move.")
@@ -77,7 +118,7 @@ class CircuitBreakerConfig(_Strict):
     halt_steps: int = Field(1, ge=1, description="Steps the halt lasts.")
 
 
-class ImpactConfig(_Strict):
+class ImpactConfig(StrictModel):
     """Permanent + transient impact with resilience (Obizhaeva & Wang 2013), MODEL.md §3."""
 
     permanent_share: float = Field(0.5, ge=0.0, le=1.0, description="Share of each push that is permanent.")
@@ -91,7 +132,7 @@ class ImpactConfig(_Strict):
     circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()
 
 
-class SmileConfig(_Strict):
+class SmileConfig(StrictModel):
     """Sticky-moneyness smile, MODEL.md §5: sigma_atm (1 + skew ln(K/S) + smile ln(K/S)^2), floored."""
 
     skew: float = Field(-0.15, ge=-10.0, le=10.0, description="Slope in log-moneyness.")
@@ -100,7 +141,7 @@ class SmileConfig(_Strict):
     vol_floor: float = Field(0.05, gt=0.0, le=5.0, description="Lowest implied vol of any line.")
 
 
-class MarketConfig(_Strict):
+class MarketConfig(StrictModel):
     """Exogenous dynamics and the microstructure shared by all venues."""
 
     spot0: float = Field(100_000.0, ge=1.0e-6, le=1.0e12, description="Initial spot, USD per coin.")
@@ -118,7 +159,7 @@ class MarketConfig(_Strict):
 MIN_DEPTH_USD = 1.0e3
 
 
-class VenueConfig(_Strict):
+class VenueConfig(StrictModel):
     """Costs, depth and feedback intensity of one venue (MODEL.md §4)."""
 
     fee: float = Field(0.0005, ge=0.0, lt=1.0, description="Fee as a fraction of traded notional.")
@@ -197,7 +238,7 @@ class FutureConfig(VenueConfig):
         return v
 
 
-class VenuesConfig(_Strict):
+class VenuesConfig(StrictModel):
     """The three venues. Which of them the agent trades is ``agent.venues``."""
 
     spot: VenueConfig = VenueConfig(fee=0.001, half_spread=0.0001, depth_usd_per_pct=100.0e6,
@@ -207,7 +248,7 @@ class VenuesConfig(_Strict):
 
 
 # --------------------------------------------------------------------------------------- books
-class OptionLine(_Strict):
+class OptionLine(StrictModel):
     """One option line: ``quantity`` coins (signed, + long) of a European call or put."""
 
     # Bounds far outside any market (BTC options open interest is ~4e5 coins) that keep every mark,
@@ -224,7 +265,7 @@ def _strip(quantity: float, expiry_days: float, strikes: tuple[float, ...]) -> l
             for k in strikes for kind in ("call", "put")]
 
 
-class VenueMix(_Strict):
+class VenueMix(StrictModel):
     """How the dealers split their hedge flow across venues (shares sum to 1)."""
 
     spot: float = Field(0.3, ge=0.0, le=1.0)
@@ -239,7 +280,7 @@ class VenueMix(_Strict):
         return self
 
 
-class DealerConfig(_Strict):
+class DealerConfig(StrictModel):
     """The background dealers: the market's open interest and how they hedge it (MODEL.md §3).
 
     Default: dealers short ~1,600 coins of each of calls and puts at 95k/100k/105k of the monthly
@@ -263,7 +304,7 @@ MAX_TRADE_PER_GROSS = 1.0e3
 MIN_PNL_SCALE_PER_NOTIONAL = 1.0e-6
 
 
-class AgentConfig(_Strict):
+class AgentConfig(StrictModel):
     """The agent's desk: its options book, venues, action and reward (MODEL.md §6)."""
 
     lines: list[OptionLine] = Field(
@@ -306,7 +347,7 @@ class AgentConfig(_Strict):
         return v
 
 
-class EpisodeConfig(_Strict):
+class EpisodeConfig(StrictModel):
     """Time grid. The episode ends at the agent's last expiry (termination) or at the horizon."""
 
     horizon_days: float = Field(7.0, gt=0.0, le=3650.0, description="Truncation horizon, days.")
@@ -339,7 +380,7 @@ class EpisodeConfig(_Strict):
         return self
 
 
-class BaselinesConfig(_Strict):
+class BaselinesConfig(StrictModel):
     """The classical hedgers' parameters (:mod:`hedgegym.agents.baselines`); the envs ignore them."""
 
     venue: Literal["spot", "perp", "future", "cheapest"] | None = Field(
@@ -375,7 +416,7 @@ MAX_JUMPS_PER_STEP = 10.0
 MAX_LOG_MOVE = 50.0
 
 
-class ScenarioConfig(_Strict):
+class ScenarioConfig(StrictModel):
     """A whole scenario. ``ScenarioConfig()`` is the ``default`` scenario."""
 
     name: str = Field("custom", description="Scenario name, for reports.")
@@ -464,25 +505,78 @@ class ScenarioConfig(_Strict):
 
 
 # --------------------------------------------------------------------------------------- loading
-def format_validation_error(err: ValidationError, source: str = "", what: str = "config",
-                            fields_module: str = "hedgegym.envs.config") -> str:
-    """One line per problem: the dotted field, what is wrong, and the value given.
+# What a field of each pydantic type error allows, for the one-line message.
+_ALLOWED = {
+    "float_type": "a number", "float_parsing": "a number", "finite_number": "a finite number",
+    "int_type": "a whole number", "int_parsing": "a whole number", "int_from_float": "a whole number",
+    "bool_type": "true or false", "bool_parsing": "true or false",
+    "string_type": "a string", "list_type": "a list", "dict_type": "a mapping",
+    "model_type": "a mapping of fields", "model_attributes_type": "a mapping of fields",
+}
+_BOUNDS = (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="))
 
-    Shared by every validated config (scenario, experiment) so that their messages read alike.
+
+def format_validation_error(err: ValidationError, source: str = "", what: str = "config",
+                            model: type[BaseModel] | None = None) -> str:
+    """One line per problem: the dotted field, what is wrong or what it allows, and the value given.
+
+    Shared by every validated config (scenario, experiment, baselines) so that their messages read
+    alike. ``model`` (default :class:`ScenarioConfig`) names the module documenting the fields and
+    gives the bounds of a field whose value has the wrong type.
+
+    Example:
+        >>> try:
+        ...     ScenarioConfig.model_validate({"market": {"sigma": True}})
+        ... except ValidationError as err:
+        ...     print(format_validation_error(err, " in my.yaml"))
+        invalid config in my.yaml:
+          market.sigma: must be a number > 0 and <= 10 (got True)
     """
+    model = model or ScenarioConfig
     lines = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"])
         prefix = f"{loc}: " if loc else ""  # a cross-field check's message names its fields itself
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            lines.append(f"  {loc}: unknown field (check the spelling; see `{fields_module}` for the fields) "
+            lines.append(f"  {loc}: unknown field (check the spelling; see `{model.__module__}` for the fields) "
                          f"(got {e.get('input')!r})")
         elif e["type"] == "value_error" and ("got " in msg or not loc):
             lines.append(f"  {prefix}{msg}")  # the validator's message names the value already
+        elif e["type"] in _ALLOWED:
+            lines.append(f"  {prefix}must be {_ALLOWED[e['type']]}{_bounds(model, e['loc'])} (got {e.get('input')!r})")
         else:
             lines.append(f"  {prefix}{msg} (got {e.get('input')!r})")
     return f"invalid {what}{source}:\n" + "\n".join(lines)
+
+
+def _bounds(model: type[BaseModel], loc: tuple) -> str:
+    """`` > 0 and <= 10``: the numeric bounds of the field at ``loc`` (empty if none or not found)."""
+    node: Any = model
+    field = None
+    for part in loc:
+        node = _unwrap(node)
+        if isinstance(part, int):
+            args = typing.get_args(node)
+            node = args[0] if typing.get_origin(node) is list and args else None
+            continue
+        if not (isinstance(node, type) and issubclass(node, BaseModel)) or part not in node.model_fields:
+            return ""
+        field = node.model_fields[part]
+        node = field.annotation
+    if field is None:
+        return ""
+    found = [f"{op} {getattr(m, attr):g}" for m in field.metadata for attr, op in _BOUNDS
+             if isinstance(getattr(m, attr, None), (int, float))]
+    return " " + " and ".join(found) if found else ""
+
+
+def _unwrap(annotation: Any) -> Any:
+    """``X | None`` -> ``X``."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
+        return args[0]
+    return annotation
 
 
 def validate_config(data: Mapping[str, Any] | ScenarioConfig, source: str = "") -> ScenarioConfig:
@@ -497,42 +591,108 @@ def validate_config(data: Mapping[str, Any] | ScenarioConfig, source: str = "") 
         raise ConfigError(format_validation_error(err, source)) from None
 
 
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, line: int, first_line: int):
+        super().__init__(f"duplicate key {key!r} at line {line} (first at line {first_line})")
+        self.key, self.line, self.first_line = key, line, first_line
+
+
+class _Loader(yaml.SafeLoader):
+    """``yaml.safe_load`` that rejects a key repeated in one mapping (PyYAML keeps the last one,
+    so a repeated section would silently replace the first)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            first: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # `<<: *anchor` merges are YAML's own way to repeat keys
+                key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
+                try:
+                    if key in first:
+                        raise _DuplicateKey(key, line, first[key])
+                    first[key] = line
+                except TypeError:
+                    continue  # an unhashable key: PyYAML reports it itself
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(data: bytes | str, source: str) -> Any:
+    """Parse YAML text with :class:`_Loader` (safe, duplicate keys rejected); ``source`` names it in errors.
+
+    Bytes must be UTF-8. Every error is one :class:`ConfigError` naming the source and the line.
+
+    Example:
+        >>> parse_yaml("market:\\n  sigma: 0.8\\nmarket:\\n  mu: 0.1\\n", "my.yaml")
+        Traceback (most recent call last):
+        hedgegym.envs.config.ConfigError: my.yaml: duplicate key 'market' at line 3 (first at line 1): ...
+    """
+    if isinstance(data, bytes):
+        try:
+            data = data.decode("utf-8")
+        except UnicodeDecodeError as err:
+            line = data[:err.start].count(b"\n") + 1
+            raise ConfigError(f"{source} is not UTF-8 text: byte 0x{data[err.start]:02x} at line {line} "
+                              "cannot be decoded (save the file as UTF-8)") from None
+    try:
+        return yaml.load(data, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    except _DuplicateKey as err:
+        raise ConfigError(f"{source}: duplicate key {err.key!r} at line {err.line} (first at line "
+                          f"{err.first_line}): a repeated key would replace the first; merge them into one") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"malformed YAML in {source}: {' '.join(str(err).split())}") from None
+
+
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a YAML mapping with ``safe_load``; malformed YAML raises :class:`ConfigError`."""
+    """Read a YAML mapping (:func:`parse_yaml`); a missing, unreadable or malformed file raises :class:`ConfigError`."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"malformed YAML in {path}: {err}") from None
+        raw = path.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {err.strerror}") from None
+    return _mapping(parse_yaml(raw, str(path)), str(path))
+
+
+def _mapping(data: Any, source: str) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
+        raise ConfigError(f"{source}: the top level must be a mapping of sections, got {type(data).__name__}")
     return data
 
 
-def load_config(path: str | os.PathLike, overrides: Mapping[str, Any] | None = None) -> ScenarioConfig:
-    """Load and validate a scenario YAML file, then apply dotted ``overrides`` (``market.sigma``)."""
-    data = read_yaml(path)
-    if overrides:
-        data = apply_overrides(data, overrides)
-    return validate_config(data, source=f" in {path}")
+def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"market": {"sigma": 0.8}}`` -> ``{"market.sigma": 0.8}``; an empty mapping stays a value.
+
+    Example:
+        >>> flatten({"market": {"sigma": 0.8, "jumps": {"enabled": True}}, "agent.venues": ["spot"], "x": {}})
+        {'market.sigma': 0.8, 'market.jumps.enabled': True, 'agent.venues': ['spot'], 'x': {}}
+    """
+    out: dict[str, Any] = {}
+    for key, value in mapping.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(flatten(value, path + "."))
+        else:
+            out[path] = value
+    return out
 
 
-def apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any], sep: str = ".") -> dict[str, Any]:
-    """Return a copy of ``data`` with ``{"a.b.c": value}`` set at ``data["a"]["b"]["c"]``.
+def apply_overrides(data: Mapping[str, Any] | BaseModel, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a copy of ``data`` with each override set: ``{"a.b.c": value}`` at ``data["a"]["b"]["c"]``.
 
-    Keys are split on ``sep`` (``.`` for the CLI's ``--set``; ``__`` for ``gymnasium.make`` keyword
-    arguments, which cannot contain dots). Values that are strings are parsed as YAML scalars, so
-    ``--set market.sigma=0.8`` gives a float. Unknown keys are caught by validation afterwards.
+    The one override syntax: dotted keys, and nested mappings, which merge field by field
+    (``{"market": {"sigma": 0.8}}`` is ``{"market.sigma": 0.8}``: the rest of ``market`` stays).
+    Values that are strings are parsed as YAML scalars, so ``--set market.sigma=0.8`` gives a
+    float. Unknown keys and wrong types are caught by validation afterwards.
     """
     out: dict[str, Any] = _deep_copy(data)
-    for key, value in overrides.items():
-        parts = key.split(sep)
+    for key, value in flatten(overrides).items():
+        parts = key.split(".")
         if not all(parts):
-            raise ConfigError(f"override key {key!r} is malformed (use section{sep}field)")
+            raise ConfigError(f"override key {key!r} is malformed (use section.field)")
         node = out
         for p in parts[:-1]:
             child = node.get(p)
@@ -545,10 +705,7 @@ def apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any], sep: 
             node[p] = child
             node = child
         if isinstance(value, str):
-            try:
-                value = yaml.safe_load(value)
-            except yaml.YAMLError as err:
-                raise ConfigError(f"override {key!r}: cannot parse value {value!r}: {err}") from None
+            value = parse_yaml(value, f"the value of override {key!r} ({value!r})")
         node[parts[-1]] = value
     return out
 
@@ -563,46 +720,120 @@ def _deep_copy(data: Any) -> Any:
     return data
 
 
+def config_yaml(config: ScenarioConfig) -> str:
+    """``config`` as YAML text that loads back equal (:func:`save_config` writes it)."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
 def save_config(config: ScenarioConfig, path: str | os.PathLike) -> None:
-    """Write ``config`` as YAML, atomically (write to a temp file, then rename)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
-    os.replace(tmp, path)
+    """Write ``config`` as YAML, atomically (:func:`hedgegym.envs.atomic.write_text_atomic`)."""
+    write_text_atomic(path, config_yaml(config))
 
 
 # --------------------------------------------------------------------------------------- scenarios
-def scenarios_dir() -> Path:
-    """Folder of the named scenario YAMLs (``configs/scenarios`` of the checkout; env var overrides)."""
-    env = os.environ.get("HEDGEGYM_SCENARIOS")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "configs" / "scenarios"
+DEFAULT_SCENARIO = "default"
+# A scenario name: what a string source is when it is not a file path (no '/', no '.yaml').
+_SCENARIO_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+
+
+def _scenario_files() -> dict[str, Traversable]:
+    """The named scenarios, shipped as package data in ``hedgegym/envs/scenarios/*.yaml``."""
+    folder = resources.files("hedgegym.envs") / "scenarios"
+    return {f.name[:-5]: f for f in sorted(folder.iterdir(), key=lambda f: f.name) if f.name.endswith(".yaml")}
+
+
+def _scenario_data(name: str) -> dict[str, Any]:
+    files = _scenario_files()
+    if name not in files:
+        known = ", ".join(files) or "(none found)"
+        raise ConfigError(f"unknown scenario {name!r}; known scenarios: {known} (a YAML file is given by its path, "
+                          "ending in .yaml or .yml)")
+    return _mapping(parse_yaml(files[name].read_bytes(), f"scenario {name!r}"), f"scenario {name!r}")
 
 
 def list_scenarios() -> dict[str, str]:
     """``{name: one-line description}`` of every named scenario, sorted by name."""
-    out = {}
-    for path in sorted(scenarios_dir().glob("*.yaml")):
-        out[path.stem] = str(read_yaml(path).get("description", ""))
-    return out
+    return {name: str(_scenario_data(name).get("description", "")) for name in _scenario_files()}
+
+
+def scenario_text(name: str) -> str:
+    """The YAML file of the named scenario, comments included: a starting point for your own.
+
+    ``hedgegym scenarios NAME`` prints it (``> my.yaml``), ``--export DIR`` writes them all.
+    """
+    _scenario_data(name)  # a clear error for an unknown name
+    return _scenario_files()[name].read_text(encoding="utf-8")
 
 
 def load_scenario(name: str, overrides: Mapping[str, Any] | None = None) -> ScenarioConfig:
     """Load a named scenario (``default``, ``short-gamma-crash``, ...) with optional dotted overrides."""
-    path = scenarios_dir() / f"{name}.yaml"
-    if not path.is_file():
-        known = ", ".join(list_scenarios()) or "(none found)"
-        raise ConfigError(f"unknown scenario {name!r}; known scenarios: {known}")
-    return load_config(path, overrides)
+    if not isinstance(name, str) or not _SCENARIO_NAME.fullmatch(name):
+        raise ConfigError(f"scenario names are letters, digits, '-' and '_' (got {name!r}); see `hedgegym scenarios`")
+    return resolve_config(name, overrides)
+
+
+def load_config(path: str | os.PathLike, overrides: Mapping[str, Any] | None = None) -> ScenarioConfig:
+    """Load and validate a scenario YAML file, then apply dotted ``overrides`` (``market.sigma``)."""
+    return resolve_config(Path(path), overrides)
+
+
+# --------------------------------------------------------------------------------------- the resolver
+ConfigSource = ScenarioConfig | Mapping[str, Any] | str | os.PathLike | None
+
+
+def resolve_config(source: ConfigSource = None, overrides: Mapping[str, Any] | None = None, *,
+                   label: str | None = None) -> ScenarioConfig:
+    """The one way from what a user gives to a validated :class:`ScenarioConfig`.
+
+    Every entry point comes through here: the CLI's ``--scenario``/``--config``/``--set``, the envs'
+    ``config=``/``scenario=``/``section__field=`` arguments, :func:`make_sb3_vec_env`,
+    :func:`register_scenario`, :func:`hedgegym.train.evaluate.evaluate` and an experiment's
+    ``scenario`` section. The data is validated once, after the overrides.
+
+    Args:
+        source: a :class:`ScenarioConfig`; a mapping of config sections; a path (``os.PathLike``,
+            or a string ending in ``.yaml``/``.yml`` or holding a ``/``) of a scenario YAML file;
+            any other string is the name of a built-in scenario; None: the ``default`` scenario.
+        overrides: dotted keys and/or nested mappings, see :func:`apply_overrides`.
+        label: how errors name the source (default: the file, the scenario name, or nothing).
+
+    Example:
+        >>> resolve_config("zero-dte", {"market.sigma": 0.9}).market.sigma
+        0.9
+        >>> resolve_config({"market": {"sigma": 0.3}}, {"market": {"jumps": {"enabled": True}}}).market.sigma
+        0.3
+        >>> resolve_config(overrides={"market.sigma": "true"})
+        Traceback (most recent call last):
+        hedgegym.envs.config.ConfigError: invalid config in scenario 'default' with overrides market.sigma:
+          market.sigma: must be a number > 0 and <= 10 (got True)
+    """
+    if isinstance(source, ScenarioConfig):
+        if not overrides:
+            return source
+        data, where = source, ""
+    elif isinstance(source, Mapping):
+        data, where = source, ""
+    elif source is None or (isinstance(source, str) and _SCENARIO_NAME.fullmatch(source)):
+        name = DEFAULT_SCENARIO if source is None else source
+        data, where = _scenario_data(name), f" in scenario {name!r}"
+    elif isinstance(source, (str, os.PathLike)):
+        data, where = read_yaml(source), f" in {source}"
+    else:
+        raise ConfigError(f"a scenario is a ScenarioConfig, a mapping of sections, a YAML path or a scenario name "
+                          f"(got {type(source).__name__})")
+    if label is not None:
+        where = label
+    if overrides:
+        data = apply_overrides(data, overrides)
+        where += " with overrides " + ", ".join(flatten(overrides))
+    return validate_config(data, source=where)
 
 
 def resolve_scenario(scenario: str | None = None, config: str | os.PathLike | None = None,
                      overrides: Mapping[str, Any] | None = None) -> ScenarioConfig:
-    """The scenario named ``scenario`` or loaded from the YAML file ``config`` (not both).
-
-    Neither given: the ``default`` scenario. ``overrides`` are dotted keys (``market.sigma``).
-    """
+    """:func:`resolve_config` for the CLI's ``--scenario NAME`` / ``--config FILE`` pair (not both)."""
     if scenario is not None and config is not None:
         raise ConfigError("give either a scenario name or a config file, not both")
     if config is not None:
-        return load_config(config, overrides)
-    return load_scenario(scenario or "default", overrides)
+        return resolve_config(Path(config), overrides)
+    return load_scenario(scenario or DEFAULT_SCENARIO, overrides)

@@ -1,4 +1,4 @@
-"""Black–Scholes–Merton greeks, the smile and book aggregation, as numba kernels (MODEL.md §5).
+"""Black–Scholes–Merton price and greeks, as numba kernels (MODEL.md §5).
 
 Formulas (Black & Scholes 1973; Merton 1973; Hull, *Options, Futures and Other Derivatives*,
 ch. 19), carry rate ``r``, no dividend, time to expiry ``tau`` in years::
@@ -149,14 +149,6 @@ def line_greeks(spot, strike, tau, rate, vol, is_call):
 
 
 @njit(cache=True)
-def smile_vol(sigma_atm, strike, spot, skew, smile, vol_floor):
-    """Sticky-moneyness smile, MODEL.md §5: sigma_atm (1 + skew m + smile m^2), m = ln(K/S), floored."""
-    m = math.log(strike / spot)
-    vol = sigma_atm * (1.0 + skew * m + smile * m * m)
-    return vol if vol > vol_floor else vol_floor
-
-
-@njit(cache=True)
 def _greeks_loop(spot, strike, tau, rate, vol, is_call, out):
     for i in range(spot.shape[0]):
         p, d, g, v, va, ch = line_greeks(spot[i], strike[i], tau[i], rate[i], vol[i], is_call[i])
@@ -207,8 +199,3 @@ def bsm_greeks(spot, strike, tau, rate, vol, is_call) -> Greeks:
     out = np.empty((6, s.shape[0]))
     _greeks_loop(s, k, t, r, v, c, out)
     return Greeks(*(out[j].reshape(shape) for j in range(6)))
-
-
-def gex(gamma, spot):
-    """Dollar gamma per 1 % move, MODEL.md §3: ``GEX = Gamma S^2 0.01`` (USD per 1 %)."""
-    return np.asarray(gamma) * np.asarray(spot) ** 2 * 0.01

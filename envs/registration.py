@@ -14,7 +14,6 @@ Gymnasium 1.x has no plugin entry points: the ids exist once ``hedgegym.envs`` i
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -25,7 +24,7 @@ NAMESPACE = "hedgegym"
 ENTRY_POINT = "hedgegym.envs.hedging_env:HedgingEnv"
 VECTOR_ENTRY_POINT = "hedgegym.envs.vector_env:HedgingVectorEnv"
 
-# Named scenario (configs/scenarios/<name>.yaml) -> env id. Ids are API: bump the version when a
+# Named scenario (hedgegym/envs/scenarios/<name>.yaml) -> env id. Ids are API: bump the version when a
 # scenario's observations, actions or rewards change.
 SCENARIO_IDS: dict[str, str] = {
     "default": "hedgegym/Hedging-v0",
@@ -53,8 +52,9 @@ def register_scenario(name: str, config: Any) -> str:
     Args:
         name: ``"MyCrash"``, ``"my-crash"`` or ``"my_crash"`` (all give ``hedgegym/MyCrash-v0``):
             letters and digits, words joined by ``-`` or ``_``, starting with a letter.
-        config: a :class:`~hedgegym.envs.config.ScenarioConfig`, a mapping of config sections, or
-            the path of a scenario YAML file. It is read and validated now, once; a bad one raises
+        config: a :class:`~hedgegym.envs.config.ScenarioConfig`, a mapping of config sections, the
+            path of a scenario YAML file or a built-in scenario's name (read by
+            :func:`~hedgegym.envs.config.resolve_config`). It is read and validated now, once; a bad one raises
             :class:`~hedgegym.envs.config.ConfigError` naming the field.
 
     The id works with ``gymnasium.make(id, **overrides)`` and ``gymnasium.make_vec(id, num_envs,
@@ -71,7 +71,7 @@ def register_scenario(name: str, config: Any) -> str:
         >>> env.unwrapped.config.market.sigma, env.action_space.shape
         (0.3, (1,))
     """
-    from hedgegym.envs.config import ScenarioConfig, read_yaml, validate_config
+    from hedgegym.envs.config import resolve_config
 
     if not isinstance(name, str) or not _NAME.match(name):
         raise ValueError(f"scenario name must be letters and digits, words joined by '-' or '_', starting "
@@ -79,16 +79,13 @@ def register_scenario(name: str, config: Any) -> str:
     env_id = f"{NAMESPACE}/{_camel(name)}-v0"
     if env_id in SCENARIO_IDS.values():
         raise ValueError(f"{env_id} is a built-in id; choose another name for your scenario")
-    if isinstance(config, (str, os.PathLike)):
-        validated = validate_config(read_yaml(config), source=f" in {config}")
-    elif isinstance(config, (ScenarioConfig, Mapping)):
-        validated = validate_config(config)
-    else:
-        raise TypeError(f"config must be a ScenarioConfig, a mapping or a YAML path (got {type(config).__name__})")
+    if config is None:
+        raise TypeError("config must be a ScenarioConfig, a mapping or a YAML path (got None)")
+    validated = resolve_config(config)
     # Replacing one's own registration is intended: drop it first rather than have Gymnasium warn.
     gym.registry.pop(env_id, None)
-    # Python-mode dump keeps infinite depths as floats (JSON mode would turn them into null).
-    _register(env_id, {"config": validated.model_dump()})
+    # The validated model itself: HedgingEnv takes it as is, without a second validation.
+    _register(env_id, {"config": validated})
     return env_id
 
 

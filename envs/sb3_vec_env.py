@@ -190,7 +190,8 @@ def make_sb3_vec_env(
 
     Args:
         scenario_or_config: a named scenario (``"short-gamma-crash"``), a YAML path (a string
-            ending in ``.yaml``/``.yml`` or a ``Path``), a ``ScenarioConfig`` or a mapping.
+            ending in ``.yaml``/``.yml`` or a ``Path``), a ``ScenarioConfig`` or a mapping: anything
+            :func:`~hedgegym.envs.config.resolve_config` takes.
         n_envs: number of envs in the batch.
         seed: if given, env ``i`` is seeded ``seed + i`` at the first ``reset()``.
         step_info: see :class:`HedgingSB3VecEnv`.
@@ -198,9 +199,8 @@ def make_sb3_vec_env(
             and config overrides ``section__field=value``.
     """
     seed = check_int("seed", seed, 0, allow_none=True)
-    is_name = isinstance(scenario_or_config, str) and not scenario_or_config.endswith((".yaml", ".yml"))
-    source = {"scenario": scenario_or_config} if is_name else {"config": scenario_or_config}
-    venv = HedgingVectorEnv(n_envs, autoreset_mode=AutoresetMode.SAME_STEP, **source, **kwargs)
+    # config= takes every kind of source (resolve_config tells a scenario name from a YAML path).
+    venv = HedgingVectorEnv(n_envs, config=scenario_or_config, autoreset_mode=AutoresetMode.SAME_STEP, **kwargs)
     sb3_env = HedgingSB3VecEnv(venv, step_info=step_info)
     if seed is not None:
         sb3_env.seed(seed)

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from hedgegym.agents.baselines import Baseline
-from hedgegym.envs.config import ScenarioConfig, resolve_scenario, save_config, validate_config
+from hedgegym.envs.config import ScenarioConfig, resolve_config, save_config
 from hedgegym.envs.layout import O_EXO_SPOT, O_SPOT, S_CUM_PNL
 from hedgegym.envs.market import Market
 from hedgegym.train import metrics as M
@@ -309,7 +309,5 @@ def evaluate(policies, scenario="default", episodes: int = 1000, seed: int = 0, 
 
 
 def load_scenario_arg(scenario) -> ScenarioConfig:
-    """A :class:`ScenarioConfig` from a config, a mapping or a scenario name."""
-    if isinstance(scenario, str):
-        return resolve_scenario(scenario)
-    return validate_config(scenario)
+    """A :class:`ScenarioConfig` from a config, a mapping, a scenario name or a YAML path."""
+    return resolve_config(scenario)

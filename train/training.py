@@ -68,7 +68,7 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 
 from hedgegym.agents import sb3
-from hedgegym.envs.config import ConfigError, save_config
+from hedgegym.envs.config import ConfigError, flatten, save_config
 from hedgegym.train.experiment import ExperimentConfig, experiment_yaml, load_experiment, validate_experiment
 from hedgegym.train.io import (
     claim_dir,
@@ -629,7 +629,7 @@ def _resume_config(run_dir: Path, config) -> ExperimentConfig:
     saved = load_experiment(run_dir / "config.yaml")
     if config is not None:
         config = _as_config(config)
-        a, b = _flat(saved.resolved_dict()), _flat(config.resolved_dict())
+        a, b = flatten(saved.resolved_dict()), flatten(config.resolved_dict())
         differ = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k) and k != "training.total_timesteps")
         if differ:
             raise ConfigError(f"--resume continues a run with its saved config; these fields differ from it: "
@@ -668,15 +668,6 @@ def _resume_checkpoint(run_dir: Path, config: ExperimentConfig, notify: Callable
     write_json_atomic(run_dir / "run_info.json", info)
     _set_status(run_dir, "running")
     return checkpoint
-
-
-def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(data, dict):
-        out: dict[str, Any] = {}
-        for k, v in data.items():
-            out.update(_flat(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: data}
 
 
 @contextmanager

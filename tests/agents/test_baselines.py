@@ -68,6 +68,31 @@ def test_leland_number_and_volatility():
     assert leland_volatility(0.2, 0.01, 1.0 / 8760.0, gamma_sign=+1) == 0.0  # Le > 1: Leland breaks down
 
 
+
+@pytest.mark.parametrize(("quantity", "factor"), [(-1.0, 1.0 + 0.273819), (+1.0, 1.0 - 0.273819)])
+def test_leland_policy_hedges_at_the_leland_volatility_of_its_gamma_sign(quantity, factor):
+    """Leland (1985) with costs: a short call (short gamma) hedges at sigma sqrt(1 + Le), a long one
+    at sigma sqrt(1 - Le). Hand-computed Le = sqrt(2/pi) 2 (10 bp + 1 bp) / (0.6 sqrt(1/8760)) =
+    0.273819 and the BSM delta from scipy's normal CDF: a sign flip of Le changes the delta by ~0.005."""
+    from scipy.stats import norm
+
+    line = [{"strike": 100_000.0, "expiry_days": 7.0, "kind": "call", "quantity": quantity}]
+    cfg = load_scenario("frictionless", {"agent.lines": line, "agent.venues": ["spot"], "agent.max_trade": 10.0,
+                                         "venues.spot.fee": 0.001, "venues.spot.half_spread": 0.0001,
+                                         "market.smile.skew": 0.0, "market.smile.smile": 0.0,
+                                         "market.smile.vol_premium": 0.0})
+    market = Market(cfg, n_envs=1)
+    market.reset(seeds=[0])
+    assert np.sign(market.state[0, S_BOOK_GAMMA]) == np.sign(quantity)
+    sigma_hat = 0.6 * math.sqrt(factor)
+    tau = 7.0 / 365.0
+    d1 = 0.5 * sigma_hat * math.sqrt(tau)  # ln(S/K) = 0, r = 0
+    expected = -quantity * norm.cdf(d1)  # from flat: buy back the book's Leland delta
+    trade = make_baseline("leland", cfg).desired_trade(market)[0]
+    assert trade == pytest.approx(expected, rel=1e-9)
+    # Not the plain BSM delta: the costs moved it by the Leland adjustment.
+    assert abs(trade + quantity * norm.cdf(0.5 * 0.6 * math.sqrt(tau))) > 1e-3
+
 def test_band_trade_goes_to_the_band_edge():
     np.testing.assert_array_equal(band_trade(np.array([10.0, -10.0, 3.0, -6.0]), 6.0), [-4.0, 4.0, 0.0, 0.0])
 

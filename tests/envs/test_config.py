@@ -64,8 +64,8 @@ def write(tmp_path: Path, text: str) -> Path:
          "must sum to 1"),
         ({"episode": {"horizon_days": 1.0, "dt_hours": 7.0}}, "episode", "whole number"),
         ({"market": {"impact": {"phi_floor": 1.0}}}, "market.impact.phi_floor", "less than 1"),
-        ({"market": {"impact": {"newton_iterations": 2.5}}}, "market.impact.newton_iterations", "integer"),
-        ({"market": {"sigma": "high"}}, "market.sigma", "valid number"),
+        ({"market": {"impact": {"newton_iterations": 2.5}}}, "market.impact.newton_iterations", "whole number"),
+        ({"market": {"sigma": "high"}}, "market.sigma", "must be a number"),
     ],
 )
 def test_invalid_field_fails_naming_field_value_and_rule(data, field, reason):
@@ -155,7 +155,7 @@ def test_infinite_depth_means_no_impact(tmp_path):
 
 
 def test_nan_written_in_yaml_is_rejected(tmp_path):
-    with pytest.raises(ConfigError, match=r"market\.sigma: Input should be a finite number \(got nan\)"):
+    with pytest.raises(ConfigError, match=r"market\.sigma: must be a finite number .*\(got nan\)"):
         load_config(write(tmp_path, "market:\n  sigma: .nan\n"))
     with pytest.raises(ConfigError, match=r"venues\.spot\.depth_usd_per_pct: .*\(got nan\)"):
         load_config(write(tmp_path, "venues:\n  spot: {depth_usd_per_pct: .nan}\n"))
@@ -268,9 +268,9 @@ def test_overrides_do_not_mutate_their_input():
     assert out == {"market": {"sigma": 0.9}, "episode": {"dt_hours": 2.0}}
 
 
-def test_overrides_accept_an_alternative_separator():
-    out = apply_overrides({}, {"market__jumps__enabled": True}, sep="__")
-    assert validate_config(out).market.jumps.enabled is True
+def test_nested_overrides_merge_field_by_field():
+    out = apply_overrides({"market": {"sigma": 0.5, "mu": 0.1}}, {"market": {"jumps": {"enabled": True}, "mu": 0.2}})
+    assert out == {"market": {"sigma": 0.5, "mu": 0.2, "jumps": {"enabled": True}}}
 
 
 def test_overrides_on_a_validated_config():
@@ -283,10 +283,11 @@ def test_overrides_on_a_validated_config():
     [
         ({"market..sigma": 0.5}, r"override key 'market\.\.sigma' is malformed"),
         ({"market.sigma.value": 0.5}, r"override 'market\.sigma\.value': 'sigma' is not a section"),
-        ({"market.sigma": "[0.5"}, r"override 'market\.sigma': cannot parse value"),
+        ({"market.sigma": "[0.5"}, r"malformed YAML in the value of override 'market\.sigma' \('\[0\.5'\)"),
         ({"market.sigmaa": 0.5}, r"market\.sigmaa: unknown field"),
         ({"market.sigma": -0.5}, r"market\.sigma: Input should be greater than 0 \(got -0\.5\)"),
-        ({"market.sigma": ".nan"}, r"market\.sigma: Input should be a finite number"),
+        ({"market.sigma": "true"}, r"market\.sigma: must be a number > 0 and <= 10 \(got True\)"),
+        ({"market.sigma": ".nan"}, r"market\.sigma: must be a finite number"),
         ({"agent.venues": "[]"}, r"agent\.venues: .*at least one venue"),
     ],
 )
@@ -299,3 +300,82 @@ def test_override_reaches_the_kernel_parameters():
     market = Market(load_scenario("default", {"venues.spot.depth_usd_per_pct": ".inf", "market.sigma": 0.3}))
     assert market.venues[SPOT, V_INV_DEPTH] == 0.0
     assert market.params["sigma"][0] == 0.3
+
+
+# --------------------------------------------------------------------------------------- strict input
+def test_duplicate_keys_are_rejected_with_the_key_and_lines(tmp_path):
+    # PyYAML keeps the last of two equal keys: the second `market` section would replace the first.
+    text = "market:\n  sigma: 0.8\nepisode:\n  dt_hours: 1.0\nmarket:\n  mu: 0.1\n"
+    with pytest.raises(ConfigError, match=r"scenario\.yaml: duplicate key 'market' at line 5 \(first at line 1\)"):
+        load_config(write(tmp_path, text))
+    with pytest.raises(ConfigError, match=r"duplicate key 'sigma' at line 3 \(first at line 2\)"):
+        load_config(write(tmp_path, "market:\n  sigma: 0.8\n  sigma: 0.9\n"))
+    with pytest.raises(ConfigError, match=r"duplicate key 'enabled'"):
+        load_scenario("default", {"market.jumps": "{enabled: true, enabled: false}"})
+    # YAML's merge key is not a duplicate: an anchored section reused and extended loads.
+    cfg = load_config(write(tmp_path, "venues:\n  perp: &v {fee: 0.001}\n  future:\n    <<: *v\n    margin: 0.2\n"))
+    assert cfg.venues.future.fee == 0.001 and cfg.venues.future.margin == 0.2
+
+
+def test_invalid_utf8_is_one_clear_error(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("name: x\ndescription: caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1\.yaml is not UTF-8 text: byte 0xe9 at line 2 cannot be decoded"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"market.sigma": "true"}, "market.sigma: must be a number > 0 and <= 10 (got True)"),
+        ({"market.sigma": True}, "market.sigma: must be a number > 0 and <= 10 (got True)"),
+        ({"market.jumps.enabled": "1"}, "market.jumps.enabled: must be true or false (got 1)"),
+        ({"market.jumps.enabled": "'yes'"}, "market.jumps.enabled: must be true or false (got 'yes')"),
+        ({"market.impact.circuit_breaker.halt_steps": "true"}, "halt_steps: must be a whole number >= 1 (got True)"),
+        ({"market.impact.newton_iterations": "4.0"}, "market.impact.newton_iterations: must be a whole number >= 1"),
+        ({"dealers.rebalance_every": "false"}, "dealers.rebalance_every: must be a whole number >= 1 (got False)"),
+        ({"agent.venues": "spot"}, "agent.venues: must be a list (got 'spot')"),
+        ({"name": "123"}, "name: must be a string (got 123)"),
+    ],
+)
+def test_overrides_are_strictly_typed(overrides, message):
+    with pytest.raises(ConfigError) as info:
+        load_scenario("default", overrides)
+    assert message in str(info.value)
+
+
+def test_numbers_spelled_as_strings_still_reach_float_fields():
+    # PyYAML reads 5.0e7 and 1e-3 as strings; float fields take them (and only float fields).
+    cfg = validate_config({"venues": {"spot": {"depth_usd_per_pct": "5.0e7", "fee": "1e-3"}},
+                           "agent": {"venues": ("spot", "perp")}})
+    assert cfg.venues.spot.depth_usd_per_pct == 5.0e7 and cfg.venues.spot.fee == 1e-3
+    assert cfg.agent.venues == ["spot", "perp"]
+    assert "must be a number" in config_error({"market": {"sigma": "0.6x"}})
+    assert "must be a whole number" in config_error({"dealers": {"rebalance_every": "2"}})
+
+
+def test_one_resolver_for_every_kind_of_source(tmp_path):
+    from hedgegym.envs.config import resolve_config
+
+    cfg = load_scenario("zero-dte")
+    save_config(cfg, tmp_path / "z.yaml")
+    sources = ["zero-dte", cfg, cfg.model_dump(), tmp_path / "z.yaml", str(tmp_path / "z.yaml")]
+    for source in sources:
+        assert resolve_config(source) == cfg
+        assert resolve_config(source, {"market": {"sigma": 0.9}}).market.sigma == 0.9
+    assert resolve_config(cfg) is cfg  # nothing to change: no second validation
+    assert resolve_config(None) == load_scenario("default")
+    with pytest.raises(ConfigError, match=r"unknown scenario 'zero_dte'.*given by its path"):
+        resolve_config("zero_dte")
+    with pytest.raises(ConfigError, match="got int"):
+        resolve_config(3)
+
+
+def test_cli_rejects_a_boolean_for_a_number_in_one_line(tmp_path):
+    import subprocess
+
+    run = subprocess.run(["hedgegym", "simulate", "--paths", "1", "--set", "market.sigma=true"],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert run.returncode == 2, run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and "market.sigma: must be a number > 0 and <= 10 (got True)" in lines[0], run.stderr

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from hedgegym.envs.greeks import bsm_greeks, gex, smile_vol
+from hedgegym.envs.greeks import bsm_greeks
 
 # A grid of (spot, strike, tau, rate, vol, is_call) over moneyness, maturity, vol, rate, calls and puts.
 _S, _K, _T, _R, _V, _C = np.meshgrid(
@@ -195,12 +195,3 @@ def test_bad_inputs_raise_naming_the_argument(kwargs, message):
     with pytest.raises(ValueError, match=message):
         bsm_greeks(**args)
 
-
-def test_gex_and_smile():
-    # GEX: dollar gamma per 1 % move.
-    assert gex(2e-5, 1e5) == pytest.approx(2e-5 * 1e10 * 0.01)
-    # The smile is sigma_atm at the money, skewed and curved away from it, and floored.
-    assert smile_vol(0.6, 100.0, 100.0, -0.2, 1.0, 0.05) == 0.6
-    m = math.log(120.0 / 100.0)
-    assert smile_vol(0.6, 120.0, 100.0, -0.2, 1.0, 0.05) == pytest.approx(0.6 * (1 - 0.2 * m + m * m))
-    assert smile_vol(0.6, 1e6, 100.0, -5.0, 0.0, 0.05) == 0.05
