@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -9,12 +10,54 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
+from typer.core import TyperGroup
 
 from hedgegym.envs.config import ConfigError, list_scenarios, resolve_scenario
+from hedgegym.train.experiment import MAX_EPISODES, SEED_LIMIT
+from hedgegym.train.io import RunDirError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+try:  # recent typer vendors click, and raises its own copy's exceptions
+    from typer._click import exceptions as click_errors
+except ImportError:  # typer < 0.26 uses click itself
+    from click import exceptions as click_errors
+
+
+class _OneLineErrors(TyperGroup):
+    """The command group: every error is one line on stderr and exit status 2, usage errors included.
+
+    Click and Typer print usage errors as a usage line, a hint and a boxed message; this prints
+    ``error: <message> (see hedgegym CMD --help)`` instead. Bad input that reaches the library
+    (a config, a run directory) is reported the same way.
+    """
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click_errors.NoArgsIsHelpError as err:  # the help is already printed
+            sys.exit(err.exit_code)
+        except click_errors.UsageError as err:
+            where = f" (see {err.ctx.command_path} --help)" if err.ctx is not None else ""
+            _print_error(err.format_message() + where)
+            sys.exit(2)
+        except click_errors.ClickException as err:
+            _print_error(err.format_message())
+            sys.exit(2)
+        except typer.Abort:
+            sys.exit(130)
+        except (ConfigError, RunDirError) as err:
+            _print_error(str(err))
+            sys.exit(2)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(cls=_OneLineErrors, add_completion=False, no_args_is_help=True,
                   help="hedgegym: delta hedging with reflexive market impact.")
-console = Console()
+# Piped or redirected output is not cut to 80 columns: tables and names print in full.
+console = Console() if sys.stdout.isatty() or "COLUMNS" in os.environ else Console(width=1000)
+_stderr = Console(stderr=True, soft_wrap=True, highlight=False)
 
 ScenarioOpt = typer.Option(None, "--scenario", "-s", help="Named scenario (see `hedgegym scenarios`).")
 ConfigOpt = typer.Option(None, "--config", "-c", help="Scenario YAML file (instead of --scenario).")
@@ -33,20 +76,75 @@ def parse_sets(sets: list[str] | None) -> dict[str, str]:
 
 
 def fail(message: str) -> None:
-    """Print an error (no traceback) and exit with status 2."""
-    console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+    """Print an error as one line on stderr (no traceback) and exit with status 2."""
+    _print_error(message)
     raise typer.Exit(2)
 
 
+def one_line(message: str) -> str:
+    """A possibly multi-line message (a config error lists each field on its own line) on one line.
+
+    >>> one_line("invalid config in x.yaml:\n  market.sigma: must be > 0\n  episode.dt_hours: must be > 0")
+    'invalid config in x.yaml: market.sigma: must be > 0; episode.dt_hours: must be > 0'
+    """
+    out = ""
+    for line in (part.strip() for part in message.splitlines()):
+        if line:
+            out += line if not out else (" " if out.endswith(":") else "; ") + line
+    return out
+
+
+def _print_error(message: str) -> None:
+    # Text, not markup: messages quote config values such as [spot] that rich would eat as tags.
+    _stderr.print(Text.assemble(("error:", "bold red"), " ", one_line(message)))
+
+
+def check_count(option: str, value: int, unit: str) -> None:
+    """``--paths``/``--episodes`` within [1, MAX_EPISODES], else a one-line error."""
+    if not 1 <= value <= MAX_EPISODES:
+        fail(f"{option} {value}: must be in [1, {MAX_EPISODES:,}] (memory grows by about 7 KB per {unit}; the limit "
+             "needs about 7 GB); split a larger study over several --seed ranges")
+
+
+def check_seed(seed: int, count: int, what: str) -> None:
+    """Seeds ``seed .. seed + count - 1`` must be int64: ``0 <= seed <= 2**63 - count``."""
+    if not 0 <= seed <= SEED_LIMIT - count:
+        fail(f"--seed {seed}: must be in [0, 2**63 - {what}] = [0, {SEED_LIMIT - count}] so that the seeds "
+             f"seed + j of all {count:,} {what} fit in 64-bit integers")
+
+
+def check_out(out: Path | None) -> None:
+    """``--out`` can become a new run directory (checked before any work; the claim comes later)."""
+    from hedgegym.train.io import check_new_dir
+
+    if out is not None:
+        try:
+            check_new_dir(out)
+        except RunDirError as err:
+            fail(str(err))
+
+
 def progress_bar() -> Progress:
-    """The progress bar used by every long-running command."""
+    """The progress bar used by every long-running command; none when the output is not a terminal."""
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=console, transient=True)
+                    console=console, transient=True, disable=not console.is_terminal)
 
 
 @app.command()
-def scenarios() -> None:
-    """List the named scenarios, one line each."""
+def scenarios(
+    name: str = typer.Argument(None, help="Print this scenario's YAML, comments included (> my.yaml to start yours)."),
+    export: Path = typer.Option(None, "--export", help="Copy every scenario's YAML into this folder (new files only)."),
+) -> None:
+    """List the named scenarios, one line each; print one (NAME) or copy them all (--export DIR)."""
+    from hedgegym.envs.config import export_scenarios, scenario_text
+
+    if name is not None:
+        sys.stdout.write(scenario_text(name))
+        return
+    if export is not None:
+        for path in export_scenarios(export):
+            console.print(f"wrote {path}", highlight=False)
+        return
     table = Table(title="hedgegym scenarios")
     table.add_column("name", style="bold")
     table.add_column("description")
@@ -70,6 +168,9 @@ def simulate(
     from hedgegym.train.simulate import plot_simulation
     from hedgegym.train.simulate import simulate as run_simulation
 
+    check_count("--paths", paths, "path")
+    check_seed(seed, paths, "paths")
+    check_out(out)
     try:
         cfg = resolve_scenario(scenario, config, parse_sets(sets))
     except ConfigError as err:
@@ -79,7 +180,7 @@ def simulate(
         # Claim the directory before the work, so a clash costs nothing.
         try:
             run_dir = claim_dir(out) if out is not None else new_run_dir("runs", f"simulate-{cfg.name}")
-        except FileExistsError as err:
+        except RunDirError as err:
             fail(str(err))
     steps = cfg.episode_steps
     with progress_bar() as bar:
@@ -113,6 +214,7 @@ def train(
     """
     from hedgegym.train.experiment import load_experiment
 
+    check_out(out)
     overrides = parse_sets(sets)
     try:
         if config is None and resume is None:
@@ -123,6 +225,7 @@ def train(
             cfg = load_experiment(resume / "config.yaml", overrides) if (resume / "config.yaml").is_file() else None
     except ConfigError as err:
         fail(str(err))
+    from hedgegym.train.training import TrainingInterrupted
     from hedgegym.train.training import train as run_training
 
     total = cfg.training.total_timesteps if cfg is not None else None
@@ -142,10 +245,16 @@ def train(
 
         try:
             result = run_training(cfg, out=out, resume=resume, progress=advance,
-                                  evaluation_progress=advance_evaluation, command=" ".join(["hedgegym", *sys.argv[1:]]))
-        except (ConfigError, FileExistsError) as err:
+                                  evaluation_progress=advance_evaluation, command=" ".join(["hedgegym", *sys.argv[1:]]),
+                                  notify=lambda line: console.print(line, highlight=False, soft_wrap=True))
+        except (ConfigError, RunDirError) as err:
             fail(str(err))
+        except TrainingInterrupted as err:
+            console.print(str(err), highlight=False, soft_wrap=True)
+            raise typer.Exit(130) from None
     _print_run(result)
+    if result.interrupted:  # 130, as for any command stopped by Ctrl-C
+        raise typer.Exit(130)
 
 
 def _print_run(result) -> None:
@@ -162,14 +271,10 @@ def _print_run(result) -> None:
     if result.interrupted and result.timesteps < result.config.training.total_timesteps:
         console.print(f"interrupted: checkpoint saved; continue with `hedgegym train --resume {result.run_dir}`")
     elif result.interrupted:
-        ev = result.config.evaluation
-        model = result.best_model_path or result.model_path
-        baselines = ",".join(ev.baselines) or "none"
-        console.print(f"training finished and saved; the final evaluation was interrupted. Redo it with: hedgegym "
-                      f"evaluate --config {result.run_dir / 'scenario.yaml'} --policy {model} --baselines {baselines} "
-                      f"--episodes {ev.final_episodes} --seed {ev.seed}", highlight=False)
+        console.print(f"training finished and saved; the final evaluation was interrupted: finish it with "
+                      f"`hedgegym train --resume {result.run_dir}`", highlight=False, soft_wrap=True)
     elif result.evaluation is not None:
-        from hedgegym.train.evaluate import rich_tables
+        from hedgegym.train.report import rich_tables
 
         for eval_table in rich_tables(result.evaluation):
             console.print(eval_table)
@@ -192,20 +297,34 @@ def evaluate(
     sets: list[str] = SetOpt,
 ) -> None:
     """Run policies and the delta-band hedgers on the same paths; print and save the metrics."""
-    from hedgegym.train.evaluate import PolicyError, expand_baselines, resolve_policies, rich_tables
     from hedgegym.train.evaluate import evaluate as run_evaluation
     from hedgegym.train.io import claim_dir, new_run_dir
+    from hedgegym.train.policies import PolicyError, expand_baselines, resolve_policies, with_policy_interface
+    from hedgegym.train.report import rich_tables
 
+    check_count("--episodes", episodes, "episode")
+    check_seed(seed, episodes, "episodes")
+    check_out(out)
     try:
         cfg = resolve_scenario(scenario, config, parse_sets(sets))
     except ConfigError as err:
         fail(str(err))
-    if out is not None and out.exists() and (not out.is_dir() or any(out.iterdir())):
-        fail(f"output directory {str(out)!r} already exists and is not empty; choose another --out "
-             "(runs never overwrite an earlier run)")
+    # `--policy my_hedgers:fn` imports from the current folder, as `python -m` would (the console
+    # script's sys.path starts at its own folder instead).
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
+        # A trained model is evaluated with the agent interface it was trained for (its action mode, venues, limits).
+        cfg, notes = with_policy_interface(cfg, policy or [])
         resolved = resolve_policies([*expand_baselines(baselines, cfg), *(policy or [])], cfg)
     except (PolicyError, ValueError) as err:
+        fail(str(err))
+    for note in notes:
+        console.print(note, highlight=False, soft_wrap=True)
+    # Claim the directory before the work, so a clash costs nothing (an unused claim is dropped at exit).
+    try:
+        run_dir = claim_dir(out) if out is not None else new_run_dir("runs", f"evaluate-{cfg.name}")
+    except RunDirError as err:
         fail(str(err))
 
     steps = cfg.episode_steps
@@ -224,10 +343,6 @@ def evaluate(
     best = result.best.get("mean_variance")
     console.print(f"best by the mean-variance objective: [bold]{best}[/]; reference for paired differences: "
                   f"{result.reference}; {result.seconds:.1f} s", highlight=False)
-    try:
-        run_dir = claim_dir(out) if out is not None else new_run_dir("runs", f"evaluate-{cfg.name}")
-    except FileExistsError as err:
-        fail(str(err))
     source = f"--config {config}" if config is not None else f"--scenario {cfg.name}"
     command = " ".join(["hedgegym evaluate", source, *(f"--set {s}" for s in sets or []),
                         f"--baselines {baselines}", *(f"--policy {p}" for p in policy or []),
