@@ -759,10 +759,29 @@ def list_scenarios() -> dict[str, str]:
 def scenario_text(name: str) -> str:
     """The YAML file of the named scenario, comments included: a starting point for your own.
 
-    ``hedgegym scenarios NAME`` prints it (``> my.yaml``), ``--export DIR`` writes them all.
+    ``hedgegym scenarios NAME`` prints it (``> my.yaml``), ``--export DIR`` writes them all
+    (:func:`export_scenarios`).
     """
     _scenario_data(name)  # a clear error for an unknown name
     return _scenario_files()[name].read_text(encoding="utf-8")
+
+
+def export_scenarios(folder: str | os.PathLike) -> list[Path]:
+    """Copy every named scenario's YAML into ``folder`` (created), as ``NAME.yaml``; returns the paths.
+
+    An existing file is never replaced: :class:`ConfigError` names it and nothing is written.
+    """
+    folder = Path(folder)
+    targets = {name: folder / f"{name}.yaml" for name in _scenario_files()}
+    taken = [str(path) for path in targets.values() if path.exists()]
+    if taken:
+        raise ConfigError(f"--export {str(folder)!r}: {', '.join(taken)} already exist(s); choose an empty folder "
+                          "(files you may have edited are never replaced)")
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"--export {str(folder)!r}: not a folder")
+    for name, path in targets.items():
+        write_text_atomic(path, scenario_text(name))
+    return list(targets.values())
 
 
 def load_scenario(name: str, overrides: Mapping[str, Any] | None = None) -> ScenarioConfig:

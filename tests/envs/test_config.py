@@ -235,7 +235,7 @@ def test_scenarios_land_in_the_calibrated_phi_range(name):
     cfg = load_scenario(name)
     market = Market(cfg)
     market.reset(seeds=0)
-    phi = market.state[0, S_PHI]
+    phi = market.state["phi"][0]
     if not cfg.dealers.lines:
         assert phi == 0.0
     elif sum(line.quantity for line in cfg.dealers.lines) > 0:
@@ -379,3 +379,20 @@ def test_cli_rejects_a_boolean_for_a_number_in_one_line(tmp_path):
     assert run.returncode == 2, run.stderr
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and "market.sigma: must be a number > 0 and <= 10 (got True)" in lines[0], run.stderr
+
+
+def test_scenarios_are_package_data_and_export_as_loadable_copies(tmp_path):
+    from importlib import resources
+
+    from hedgegym.envs.config import export_scenarios, scenario_text
+
+    shipped = sorted(f.name for f in (resources.files("hedgegym.envs") / "scenarios").iterdir()
+                     if f.name.endswith(".yaml"))
+    assert shipped == [f"{name}.yaml" for name in SCENARIOS]
+    assert scenario_text("zero-dte").startswith("# zero-dte")  # the file itself, comments included
+    paths = export_scenarios(tmp_path / "mine")
+    assert sorted(p.name for p in paths) == shipped
+    for path in paths:
+        assert load_config(path) == load_scenario(path.stem)
+    with pytest.raises(ConfigError, match="already exist"):
+        export_scenarios(tmp_path / "mine")  # an edited copy is never replaced
