@@ -54,7 +54,9 @@ from hedgegym.envs.layout import (
 
 # Arrays up to this many entries (or rows of observations) are checked with Python scalars.
 _SMALL = 8
-RENDER_MODES = ["ansi"]
+RENDER_MODES = ["ansi", "rgb_array", "human"]
+# The batched env renders text only (one frame per env would cost more than the step).
+VECTOR_RENDER_MODES = ["ansi"]
 
 # The per-step info, shared by HedgingEnv (Python scalars) and HedgingVectorEnv (arrays): (key, out column).
 STEP_INFO_FLOATS = (
@@ -171,7 +173,13 @@ class HedgingEnv(gym.Env):
     - ``config``: a :class:`ScenarioConfig`, a mapping validated into one, or the path of a YAML
       file. Exclusive with ``scenario``.
     - ``scenario``: the name of a built-in scenario (``hedgegym scenarios``; default ``"default"``).
-    - ``render_mode``: ``None`` or ``"ansi"`` (``render()`` returns a one-line text summary).
+    - ``render_mode``: ``None``; ``"ansi"`` (``render()`` returns a one-line text summary);
+      ``"rgb_array"`` (``render()`` returns the frame, ``uint8`` of shape ``(480, 640, 3)``: price
+      with and without the dealers' feedback, the hedge by venue and the cumulative P&L over the
+      episode so far; for Gymnasium's ``RecordVideo`` and SB3's ``VecVideoRecorder``); ``"human"``
+      (the same frame shown in a matplotlib window at every ``reset()`` and ``step()``; with a
+      non-interactive backend it warns once and shows nothing). The episode's path is recorded
+      only in the two image modes.
     - ``agent_impact``: if False the agent's trades pay their costs but do not move prices (to
       measure the agent's own share of the volatility amplification).
     - ``**overrides``: config fields as ``section__field=value`` keyword arguments, nested fields
@@ -193,7 +201,7 @@ class HedgingEnv(gym.Env):
         ['book_delta', 'book_pnl', 'carry', 'exo_spot']
     """
 
-    metadata = {"render_modes": RENDER_MODES, "render_fps": 4}
+    metadata = {"render_modes": RENDER_MODES, "render_fps": 12}
 
     def __init__(
         self,
@@ -219,6 +227,12 @@ class HedgingEnv(gym.Env):
         self._episode = 0
         # Why step() must wait for a reset (None: it need not).
         self._needs_reset: str | None = "before reset()"
+        # The image modes record the episode's path; the others pay nothing for rendering.
+        self._trail = self._frames = self._window = None
+        if self.render_mode in ("rgb_array", "human"):
+            from hedgegym.envs.render import EpisodeTrail
+
+            self._trail = EpisodeTrail(self.episode_steps)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         """Start episode 0 of stream ``seed``, or the stream's next episode if ``seed`` is None."""
@@ -234,7 +248,12 @@ class HedgingEnv(gym.Env):
         self._needs_reset = None
         obs = self.market.observe()
         check_finite_obs(obs, self.market)
-        return obs[0].copy(), reset_info(self.market, 0)
+        info = reset_info(self.market, 0)
+        if self._trail is not None:
+            self._trail.start(info["spot"], info["exo_spot"], info["hedge"], 0.0)
+            if self.render_mode == "human":
+                self.render()
+        return obs[0].copy(), info
 
     def step(self, action):
         """Advance one step; see the class docstring for the action, reward and info."""
@@ -262,15 +281,42 @@ class HedgingEnv(gym.Env):
             raise RuntimeError(f"the simulator produced a non-finite reward ({reward}) at step "
                                f"{int(market.state[0, S_STEP])}; " + _NON_FINITE_HINT)
         self._needs_reset = "after the episode ended (terminated or truncated)" if terminated or truncated else None
+        if self._trail is not None:
+            self._trail.add(info["spot"], info["exo_spot"], info["hedge"], market.state[0, S_CUM_PNL].item())
+            if self.render_mode == "human":
+                self.render()
         return obs[0].copy(), reward, terminated, truncated, info
 
     def render(self):
-        """``"ansi"``: a one-line text summary of the current state; ``None``: warns, returns None."""
+        """The current state per ``render_mode`` (see Arguments); without a render_mode: warns, returns None."""
         if self.render_mode is None:
             gym.logger.warn("HedgingEnv.render() called without a render_mode; create the env with "
-                            "render_mode='ansi' to get a text summary.")
+                            "render_mode='ansi' (text) or 'rgb_array' (frames).")
             return None
-        return render_rows(self.market, [0])[0]
+        if self.render_mode == "ansi":
+            return render_rows(self.market, [0])[0]
+        if self._trail.n == 0:
+            raise ResetNeeded("HedgingEnv.render() called before reset(); call reset() first.")
+        if self._frames is None:
+            from hedgegym.envs.render import FrameRenderer
+
+            self._frames = FrameRenderer(self.episode_steps, self.config.episode.dt_hours, self.venues,
+                                         self.config.name)
+        frame = self._frames.draw(self._trail)
+        if self.render_mode == "rgb_array":
+            return frame
+        if self._window is None:
+            from hedgegym.envs.render import FrameWindow
+
+            self._window = FrameWindow(self.metadata["render_fps"])
+        self._window.show(frame)
+        return None
+
+    def close(self):
+        """Close the human-mode window, if one is open."""
+        if self._window is not None:
+            self._window.close()
+        super().close()
 
 
 # ------------------------------------------------------------------------------ shared helpers
@@ -309,10 +355,10 @@ def resolve_env_config(config, scenario: str | None, overrides: Mapping[str, Any
                           {key.replace("__", "."): value for key, value in overrides.items()})
 
 
-def check_render_mode(render_mode: str | None) -> str | None:
-    """``render_mode`` if supported, else ``ValueError`` listing the supported ones."""
-    if render_mode is not None and render_mode not in RENDER_MODES:
-        raise ValueError(f"render_mode must be None or one of {RENDER_MODES} (got {render_mode!r})")
+def check_render_mode(render_mode: str | None, allowed: list[str] = RENDER_MODES) -> str | None:
+    """``render_mode`` if in ``allowed``, else ``ValueError`` listing the supported ones."""
+    if render_mode is not None and render_mode not in allowed:
+        raise ValueError(f"render_mode must be None or one of {allowed} (got {render_mode!r})")
     return render_mode
 
 

@@ -23,7 +23,7 @@ from gymnasium.vector.utils import batch_space
 from hedgegym.envs.config import ScenarioConfig
 from hedgegym.envs.hedging_env import (
     _NON_FINITE_HINT,
-    RENDER_MODES,
+    VECTOR_RENDER_MODES,
     check_actions,
     check_bool,
     check_finite_obs,
@@ -99,7 +99,7 @@ class HedgingVectorEnv(gym.vector.VectorEnv):
         ((4,), True)
     """
 
-    metadata = {"render_modes": RENDER_MODES, "render_fps": 4, "autoreset_mode": AutoresetMode.NEXT_STEP}
+    metadata = {"render_modes": VECTOR_RENDER_MODES, "render_fps": 4, "autoreset_mode": AutoresetMode.NEXT_STEP}
 
     def __init__(
         self,
@@ -124,7 +124,7 @@ class HedgingVectorEnv(gym.vector.VectorEnv):
             raise ValueError(f"autoreset_mode must be an AutoresetMode or one of "
                              f"{[m.value for m in AutoresetMode]} (got {autoreset_mode!r})") from None
         self.config: ScenarioConfig = resolve_config(config, scenario, overrides)
-        self.render_mode = check_render_mode(render_mode)
+        self.render_mode = check_render_mode(render_mode, VECTOR_RENDER_MODES)
         self.market = Market(self.config, n_envs=num_envs, parallel=parallel, agent_impact=agent_impact)
         self.num_envs = self.market.n_envs
         self.episode_steps = self.market.episode_steps

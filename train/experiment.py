@@ -294,7 +294,7 @@ class TrainingConfig(_Strict):
     torch_threads: int = Field(1, ge=1, le=256, description="torch.set_num_threads; 1 is fastest for small MLPs.")
     deterministic_torch: bool = Field(True, description="torch.use_deterministic_algorithms: reproducible runs.")
     save_replay_buffer: bool = Field(
-        False, description="Checkpoint the replay buffer too (sac, td3), so --resume continues it (large).")
+        True, description="Checkpoint the replay buffer too (sac, td3; ppo has none), so --resume continues it.")
 
 
 class EvaluationConfig(_Strict):
