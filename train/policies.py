@@ -315,6 +315,8 @@ def load_callable(spec: str) -> Callable:
             module = importlib.import_module(module_name)
     except ImportError as err:
         raise PolicyError(f"policy {spec!r}: cannot import {module_name!r} ({err})") from None
+    except Exception as err:  # the user's module fails as it loads (a SyntaxError, a raise): bad input, one line
+        raise PolicyError(f"policy {spec!r}: importing {module_name!r} failed ({type(err).__name__}: {err})") from None
     fn = getattr(module, attr, None)
     if fn is None:
         raise PolicyError(f"policy {spec!r}: module {module_name!r} has no attribute {attr!r}")

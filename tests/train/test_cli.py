@@ -237,9 +237,14 @@ def test_policy_from_a_file_path(tmp_path):
     ("my_hedgers:nope", "has no attribute 'nope'"),
     ("not_a_module_here:fn", "cannot import 'not_a_module_here'"),
     ("missing.py:fn", "does not exist"),
+    ("broken:fn", "importing 'broken' failed (SyntaxError"),
+    ("broken.py:fn", "importing 'broken.py' failed (SyntaxError"),
+    ("raises:fn", "importing 'raises' failed (RuntimeError: no market data here)"),
 ])
 def test_bad_policy_module_or_function_is_one_line(spec, expected, tmp_path):
     (tmp_path / "my_hedgers.py").write_text(_readme_policy_module())
+    (tmp_path / "broken.py").write_text("def fn(:\n")
+    (tmp_path / "raises.py").write_text("raise RuntimeError('no market data here')\n")
     line = one_line_error(hedgegym("evaluate", *SHORT, "--episodes", "2", "--baselines", "none", "--policy", spec,
                                    cwd=tmp_path))
     assert expected in line, line
