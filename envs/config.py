@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from hedgegym.envs.atomic import write_text_atomic
 
@@ -172,13 +172,13 @@ class VenueConfig(StrictModel):
     transmission: float = Field(1.0, ge=0.0, le=1.0, description="Share of this venue's push reaching spot.")
     margin: float = Field(1.0, gt=0.0, le=1.0, description="Capital tied up per USD of position.")
 
-    # depth may be .inf (frictionless): allow inf for this one field only.
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=True, frozen=True, validate_default=True)
+    # depth may be .inf (frictionless): allow inf for this one field only (of every venue class).
+    model_config = ConfigDict(allow_inf_nan=True)
 
-    @field_validator("fee", "half_spread", "eta", "transmission", "margin")
+    @field_validator("*")
     @classmethod
-    def _finite(cls, v: float) -> float:
-        if not math.isfinite(v):
+    def _finite(cls, v: Any, info: ValidationInfo) -> Any:
+        if info.field_name != "depth_usd_per_pct" and isinstance(v, float) and not math.isfinite(v):
             raise ValueError("must be finite")
         return v
 
@@ -207,13 +207,6 @@ class PerpConfig(VenueConfig):
     interest: float = Field(0.0001, ge=-0.01, le=0.01, description="Interest component per funding interval.")
     funding_cap: float = Field(0.0075, ge=0.0, le=0.1, description="Funding rate clamp per interval.")
 
-    @field_validator("premium_speed", "premium_vol", "funding_interval_hours")
-    @classmethod
-    def _finite_perp(cls, v: float) -> float:
-        if not math.isfinite(v):
-            raise ValueError("must be finite")
-        return v
-
 
 class FutureConfig(VenueConfig):
     """Dated future: mid = S exp((r + basis)(T_f - t)); OU basis; cash-settles and rolls at expiry."""
@@ -229,13 +222,6 @@ class FutureConfig(VenueConfig):
     basis_mean: float = Field(0.05, ge=-5.0, le=5.0, description="Long-run annualised basis over r.")
     basis_speed: float = Field(50.0, ge=0.0, le=1.0e7, description="OU mean reversion of the basis, per year.")
     basis_vol: float = Field(0.5, ge=0.0, le=50.0, description="OU vol of the basis, per sqrt(year).")
-
-    @field_validator("expiry_days", "roll_days", "basis_speed", "basis_vol")
-    @classmethod
-    def _finite_future(cls, v: float) -> float:
-        if not math.isfinite(v):
-            raise ValueError("must be finite")
-        return v
 
 
 class VenuesConfig(StrictModel):
