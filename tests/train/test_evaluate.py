@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from hedgegym.agents.baselines import make_baseline
-from hedgegym.envs.config import load_scenario
+from hedgegym.envs.config import load_scenario, resolve_config
 from hedgegym.envs.hedging_env import HedgingEnv
 from hedgegym.train import evaluate
 from hedgegym.train.cli import app
@@ -217,3 +218,128 @@ def test_sb3_model_with_other_spaces_is_refused(tmp_path, sb3_model, short):
     (tmp_path / "junk.zip").write_bytes(b"not a zip")
     with pytest.raises(PolicyError, match="is not a stable-baselines3 model zip"):
         load_sb3_policy(tmp_path / "junk.zip", short)
+
+
+# ------------------------------------------------------------------------------------ the agent interface
+@pytest.fixture(scope="module")
+def delta_run(tmp_path_factory):
+    """A tiny ppo_multi run: action_mode delta, min_trade 0.5, normalised observations, three venues."""
+    from hedgegym.train.experiment import load_experiment
+    from hedgegym.train.training import train
+
+    cfg = load_experiment(Path(__file__).resolve().parents[2] / "configs" / "ppo_multi.yaml", {
+        "env.n_envs": 4, "training.total_timesteps": 128, "evaluation.every": 128, "evaluation.episodes": 4,
+        "evaluation.final_episodes": 4, "evaluation.baselines": [], "algorithm.hyperparameters.n_steps": 32,
+        "algorithm.hyperparameters.batch_size": 64, "algorithm.hyperparameters.n_epochs": 1,
+        "scenario.overrides.episode.horizon_days": 1.0, "scenario.overrides.agent.lines": SHORT["agent.lines"]})
+    return train(cfg, out=tmp_path_factory.mktemp("delta") / "run").run_dir
+
+
+def test_a_saved_model_is_evaluated_with_the_interface_it_was_trained_for(delta_run, tmp_path):
+    from hedgegym.train.policies import read_interface
+
+    model = delta_run / "best_model.zip"
+    interface = read_interface(model)
+    assert interface["agent"] == {"action_mode": "delta", "venues": ["spot", "perp", "future"], "max_trade": 20.0,
+                                  "min_trade": 0.5}
+    assert interface["observation"]["normalized"] and interface["normalizer"]["file"] == "best_model_vecnormalize.pkl"
+    # On the default market (action_mode trade, min_trade 0) the model's own interface is applied: the
+    # agent's episodes are those on its own scenario.yaml, the same market with that interface.
+    on_default = evaluate([str(model)], load_scenario("default", SHORT), episodes=3, seed=7, n_resamples=20,
+                          agent_impact_rerun=False)
+    own = evaluate([str(model)], resolve_config(delta_run / "scenario.yaml"), episodes=3, seed=7, n_resamples=20,
+                   agent_impact_rerun=False)
+    assert on_default.config.agent.action_mode == "delta" and on_default.config.agent.min_trade == 0.5
+    np.testing.assert_array_equal(on_default.per_episode[str(model)]["pnl"], own.per_episode[str(model)]["pnl"])
+    assert on_default.notes and "agent.action_mode=delta" in on_default.notes[0]
+    # A bare zip without its interface applied is refused rather than read in another mode.
+    with pytest.raises(PolicyError, match="trained for another agent interface"):
+        load_sb3_policy(model, load_scenario("default"))
+
+
+def test_cli_evaluates_on_another_scenario_with_the_trained_interface(delta_run, tmp_path):
+    import subprocess
+
+    out = tmp_path / "out"
+    res = subprocess.run(["hedgegym", "evaluate", "--scenario", "short-gamma-crash", "--policy",
+                          str(delta_run / "best_model.zip"), "--baselines", "delta", "--episodes", "3",
+                          "--set", "episode.horizon_days=1", "--out", str(out)], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    text = " ".join(res.stdout.split())
+    assert "evaluated with the agent interface it was trained for (agent.action_mode=delta" in text
+    assert "agent.min_trade=0.5" in text
+    saved = resolve_config(out / "config.yaml")
+    assert saved.name == "short-gamma-crash" and saved.agent.action_mode == "delta"
+
+
+def test_a_model_without_its_normaliser_or_with_another_is_refused(delta_run, tmp_path):
+    import shutil
+    import subprocess
+
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(delta_run / "best_model.zip", alone / "agent.zip")
+    config = resolve_config(delta_run / "scenario.yaml")
+    with pytest.raises(PolicyError, match="the normaliser is missing.*best_model_vecnormalize.pkl"):
+        load_sb3_policy(alone / "agent.zip", config)
+    res = subprocess.run(["hedgegym", "evaluate", "--config", str(delta_run / "scenario.yaml"), "--policy",
+                          str(alone / "agent.zip"), "--episodes", "2", "--out", str(tmp_path / "never")],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "the normaliser is missing" in res.stderr and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and not (tmp_path / "never").exists()
+    # Another model's statistics beside it (here: the final model's, a later snapshot) are refused too.
+    shutil.copy(delta_run / "model_vecnormalize.pkl", alone / "agent_vecnormalize.pkl")
+    if (delta_run / "model_vecnormalize.pkl").read_bytes() != (delta_run / "best_model_vecnormalize.pkl").read_bytes():
+        with pytest.raises(PolicyError, match="not the normaliser saved with agent.zip"):
+            load_sb3_policy(alone / "agent.zip", config)
+    shutil.copy(delta_run / "best_model_vecnormalize.pkl", alone / "agent_vecnormalize.pkl")
+    assert load_sb3_policy(alone / "agent.zip", config).obs_normalizer is not None
+
+
+def test_other_observation_layouts_and_mixed_interfaces_are_refused(delta_run, tmp_path):
+    import zipfile
+
+    from hedgegym.train.policies import INTERFACE_MEMBER, read_interface, with_policy_interface
+
+    interface = read_interface(delta_run / "best_model.zip")
+    interface["observation"]["names"][16] = "dealer_gamma"
+    with zipfile.ZipFile(delta_run / "best_model.zip") as src, zipfile.ZipFile(tmp_path / "old.zip", "w") as dst:
+        for item in src.namelist():
+            data = json.dumps(interface) if item == INTERFACE_MEMBER else src.read(item)
+            dst.writestr(item, data)
+    with pytest.raises(PolicyError, match="observation layout mismatch.*entry 16 is 'dealer_gamma' for the policy "
+                                          "and 'phi' here"):
+        with_policy_interface(load_scenario("default"), [str(tmp_path / "old.zip")])
+    interface["observation"]["names"][16] = "phi"
+    interface["agent"]["action_mode"] = "trade"
+    with zipfile.ZipFile(delta_run / "best_model.zip") as src, zipfile.ZipFile(tmp_path / "trade.zip", "w") as dst:
+        for item in src.namelist():
+            dst.writestr(item, json.dumps(interface) if item == INTERFACE_MEMBER else src.read(item))
+    with pytest.raises(PolicyError, match=r"different agent interfaces \(agent.action_mode: delta vs trade\)"):
+        with_policy_interface(load_scenario("default"), [str(delta_run / "best_model.zip"),
+                                                         str(tmp_path / "trade.zip")])
+
+
+def test_best_model_and_report_rank_by_the_one_objective(delta_run, monkeypatch):
+    """Replacing hedgegym.train.evaluate.objective changes both the report's ranking and training's."""
+    import importlib
+
+    from hedgegym.train.experiment import load_experiment
+    from hedgegym.train.policies import load_sb3_policy as load
+    from hedgegym.train.training import held_out_evaluation
+
+    E = importlib.import_module("hedgegym.train.evaluate")  # the module (the package's `evaluate` is the function)
+    result = evaluate(["no_hedge", "delta"], load_scenario("default", SHORT), episodes=20, seed=0, n_resamples=20,
+                      agent_impact_rerun=False)
+    assert result.reference == result.best["mean_variance"] == "delta@spot"
+    for name in result.policies:
+        assert result.objectives[name] == pytest.approx(result.estimates[name]["mean_variance"].value, rel=1e-12)
+    monkeypatch.setattr(E, "objective", lambda per_episode, config: -float(np.mean(per_episode["n_trades"])))
+    result = evaluate(["no_hedge", "delta"], load_scenario("default", SHORT), episodes=20, seed=0, n_resamples=20,
+                      agent_impact_rerun=False)
+    assert result.reference == result.best["mean_variance"] == "no_hedge"  # fewest trades wins now
+    cfg = load_experiment(delta_run / "config.yaml")
+    policy = load(delta_run / "best_model.zip", cfg.scenario.resolved)
+    monkeypatch.setattr(E, "objective", lambda per_episode, config: 42.0)
+    assert held_out_evaluation(policy.model, policy.obs_normalizer, cfg)["objective"] == 42.0
