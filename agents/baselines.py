@@ -75,12 +75,6 @@ from hedgegym.envs.layout import (
     L_QUANTITY,
     L_STRIKE,
     N_VENUES,
-    S_ATM_VOL,
-    S_BOOK_DELTA,
-    S_BOOK_GAMMA,
-    S_LOG_SPOT,
-    S_STEP,
-    S_T,
 )
 
 DUST = 1e-9
@@ -101,7 +95,7 @@ def whalley_wilmott_half_width(gamma, spot, cost, risk_aversion, rate=0.0, tau=0
     Hodges–Neuberger exponential-utility problem (also pfhedge's ``WhalleyWilmott``).
 
     Args:
-        gamma: book gamma, coins of delta per USD of spot (``S_BOOK_GAMMA``; any sign).
+        gamma: book gamma, coins of delta per USD of spot (``state["book_gamma"]``; any sign).
         spot: spot price S, USD per coin.
         cost: proportional cost c of one trade, fraction of notional (fee + half spread).
         risk_aversion: absolute risk aversion gamma of exp(-gamma W), per USD (> 0).
@@ -170,15 +164,15 @@ def _leland_book_delta(state, agent_lines, params, cost, interval, out):
     p = params[0]
     rate = p.rate
     for i in range(state.shape[0]):
-        t = state[i, S_T]
-        spot = math.exp(state[i, S_LOG_SPOT])
-        sign = 1.0 if state[i, S_BOOK_GAMMA] > 0.0 else -1.0
+        t = state[i].t
+        spot = math.exp(state[i].log_spot)
+        sign = 1.0 if state[i].book_gamma > 0.0 else -1.0
         delta = 0.0
         for j in range(agent_lines.shape[0]):
             tau = agent_lines[j, L_EXPIRY] - t
             if tau <= 1e-12:
                 continue
-            vol = line_vol(p, state[i, S_ATM_VOL], agent_lines[j, L_STRIKE], spot)
+            vol = line_vol(p, state[i].atm_vol, agent_lines[j, L_STRIKE], spot)
             vol_hat = leland_volatility(vol, cost, interval, sign)
             _, d, _, _, _, _ = line_greeks(spot, agent_lines[j, L_STRIKE], tau, rate, vol_hat,
                                            agent_lines[j, L_IS_CALL] > 0.5)
@@ -305,9 +299,9 @@ class WhalleyWilmott(Baseline):
     def half_width(self, market) -> np.ndarray:
         """Band half-width per row, coins."""
         st = market.state
-        return whalley_wilmott_half_width(st[:, S_BOOK_GAMMA], np.exp(st[:, S_LOG_SPOT]), self.cost,
+        return whalley_wilmott_half_width(st["book_gamma"], np.exp(st["log_spot"]), self.cost,
                                           self.risk_aversion, market.params["rate"][0],
-                                          np.maximum(self.expiry - st[:, S_T], 0.0))
+                                          np.maximum(self.expiry - st["t"], 0.0))
 
     def desired_trade(self, market) -> np.ndarray:
         return band_trade(market.net_delta(), self.half_width(market))
@@ -331,8 +325,8 @@ class Leland(Baseline):
     def desired_trade(self, market) -> np.ndarray:
         book_delta = _leland_book_delta(market.state, market.agent_lines, market.params, self.cost,
                                         self.interval, np.empty(market.n_envs))
-        trade = market.state[:, S_BOOK_DELTA] - market.net_delta() - book_delta
-        on_grid = market.state[:, S_STEP].astype(np.int64) % self.interval_steps == 0
+        trade = market.state["book_delta"] - market.net_delta() - book_delta
+        on_grid = market.state["step"].astype(np.int64) % self.interval_steps == 0
         return np.where(on_grid, trade, 0.0)
 
 

@@ -49,12 +49,6 @@ from hedgegym.envs.layout import (
     FUTURE,
     N_VENUES,
     PERP,
-    S_BASIS,
-    S_FUTURE_EXPIRY,
-    S_LOG_SPOT,
-    S_PREMIUM,
-    S_STEP,
-    S_T,
     SPOT,
     V_ENABLED,
     V_ETA,
@@ -69,13 +63,13 @@ def delta_prices(market) -> tuple[np.ndarray, np.ndarray]:
     """``(P[N, 3], future_delta[N])``: each venue's price per coin of delta (USD) and the futures
     contract's delta ``exp(r (T_f - t))`` (coins per contract, MODEL.md §4)."""
     st, p = market.state, market.params[0]
-    spot = np.exp(st[:, S_LOG_SPOT])
-    tau_f = np.maximum(st[:, S_FUTURE_EXPIRY] - st[:, S_T], 0.0)
+    spot = np.exp(st["log_spot"])
+    tau_f = np.maximum(st["future_expiry"] - st["t"], 0.0)
     fut_delta = market.future_delta()
     prices = np.empty((market.n_envs, N_VENUES))
     prices[:, SPOT] = spot
-    prices[:, PERP] = spot * (1.0 + st[:, S_PREMIUM])
-    prices[:, FUTURE] = spot * np.exp((p["rate"] + st[:, S_BASIS]) * tau_f) / fut_delta
+    prices[:, PERP] = spot * (1.0 + st["premium"])
+    prices[:, FUTURE] = spot * np.exp((p["rate"] + st["basis"]) * tau_f) / fut_delta
     return prices, fut_delta
 
 
@@ -90,7 +84,7 @@ def _ou_mean(x0: np.ndarray, mean: float, speed: float, horizon: np.ndarray) -> 
 def episode_horizon(market) -> np.ndarray:
     """Time left in each row's episode, years (at least one step): the default holding horizon."""
     p = market.params[0]
-    return np.maximum(p["episode_steps"] - market.state[:, S_STEP], 1.0) * p["dt"]
+    return np.maximum(p["episode_steps"] - market.state["step"], 1.0) * p["dt"]
 
 
 def expected_costs(market, sign: np.ndarray, horizon: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -112,13 +106,13 @@ def expected_costs(market, sign: np.ndarray, horizon: np.ndarray) -> tuple[np.nd
     grows = np.where(position_sign == 0.0, 1.0, position_sign * sign[:, None])
     a += p["cost_of_capital"] * venues[:, V_MARGIN] * prices * horizon[:, None] * grows
 
-    premium = _ou_mean(st[:, S_PREMIUM], 0.0, p["premium_speed"], horizon)
+    premium = _ou_mean(st["premium"], 0.0, p["premium_speed"], horizon)
     rate = np.clip(p["interest"] + premium, -p["funding_cap"], p["funding_cap"])
     a[:, PERP] += sign * rate * prices[:, PERP] * horizon / p["funding_interval"]
 
-    basis = _ou_mean(st[:, S_BASIS], p["basis_mean"], p["basis_speed"], horizon)
+    basis = _ou_mean(st["basis"], p["basis_mean"], p["basis_speed"], horizon)
     a[:, FUTURE] += sign * (p["rate"] + basis) * prices[:, FUTURE] * horizon
-    tau_f = np.maximum(st[:, S_FUTURE_EXPIRY] - st[:, S_T], 0.0)
+    tau_f = np.maximum(st["future_expiry"] - st["t"], 0.0)
     rolls = np.where(horizon > tau_f, 1.0 + np.floor((horizon - tau_f) / p["future_roll"]), 0.0)
     a[:, FUTURE] += rolls * prices[:, FUTURE] * (venues[FUTURE, V_FEE] + venues[FUTURE, V_HALF_SPREAD])
 

@@ -43,12 +43,6 @@ from hedgegym.envs.layout import (
     OBS_BOUND,
     OBS_DIM,
     OBS_NAMES,
-    S_BOOK_DELTA,
-    S_CUM_PNL,
-    S_GEX,
-    S_LOG_SPOT,
-    S_PHI,
-    S_STEP,
     observation_table,
 )
 
@@ -274,15 +268,15 @@ class HedgingEnv(gym.Env):
         for name, col in STEP_INFO_FLAGS:
             info[name] = vals[col] > 0.5
         info["hedge"] = market.hedge[0].copy()
-        info["book_delta"] = market.state[0, S_BOOK_DELTA].item()
+        info["book_delta"] = market.state["book_delta"][0].item()
         if terminated or truncated:
             info["episode_metrics"] = {k: v[0].item() for k, v in market.episode_metrics().items()}
         if not math.isfinite(reward):
             raise RuntimeError(f"the simulator produced a non-finite reward ({reward}) at step "
-                               f"{int(market.state[0, S_STEP])}; " + _NON_FINITE_HINT)
+                               f"{int(market.state['step'][0])}; " + _NON_FINITE_HINT)
         self._needs_reset = "after the episode ended (terminated or truncated)" if terminated or truncated else None
         if self._trail is not None:
-            self._trail.add(info["spot"], info["exo_spot"], info["hedge"], market.state[0, S_CUM_PNL].item())
+            self._trail.add(info["spot"], info["exo_spot"], info["hedge"], market.state["cum_pnl"][0].item())
             if self.render_mode == "human":
                 self.render()
         return obs[0].copy(), reward, terminated, truncated, info
@@ -436,7 +430,7 @@ def check_finite_obs(obs: np.ndarray, market) -> None:
     if not finite:
         row, col = (int(i) for i in np.argwhere(~np.isfinite(obs))[0])
         raise RuntimeError(f"the simulator produced a non-finite observation {OBS_NAMES[col]}={obs[row, col]} "
-                           f"in env {row} at step {int(market.state[row, S_STEP])}; " + _NON_FINITE_HINT)
+                           f"in env {row} at step {int(market.state['step'][row])}; " + _NON_FINITE_HINT)
 
 
 def reset_info(market, row: int) -> dict[str, Any]:
@@ -450,13 +444,13 @@ def reset_info_arrays(market, rows) -> dict[str, np.ndarray]:
     n = rows.shape[0]
     spot0 = market.params["spot0"][0]
     start = {"spot": np.full(n, spot0), "exo_spot": np.full(n, spot0),
-             "phi": market.state[rows, S_PHI], "gex": market.state[rows, S_GEX]}
+             "phi": market.state["phi"][rows], "gex": market.state["gex"][rows]}
     info: dict[str, np.ndarray] = {name: start[name] if name in start else np.zeros(n)
                                    for name, _ in STEP_INFO_FLOATS}
     for name, _ in STEP_INFO_FLAGS:
         info[name] = np.zeros(n, dtype=bool)
     info["hedge"] = market.hedge[rows]
-    info["book_delta"] = market.state[rows, S_BOOK_DELTA]
+    info["book_delta"] = market.state["book_delta"][rows]
     return info
 
 
@@ -467,7 +461,7 @@ def step_info_arrays(market) -> dict[str, np.ndarray]:
     for name, col in STEP_INFO_FLAGS:
         info[name] = out[:, col] > 0.5
     info["hedge"] = market.hedge.copy()
-    info["book_delta"] = market.state[:, S_BOOK_DELTA].copy()
+    info["book_delta"] = market.state["book_delta"].copy()
     return info
 
 
@@ -478,8 +472,8 @@ def render_rows(market, rows) -> list[str]:
     for i in rows:
         positions = " ".join(f"{v} {hedge[i, j]:+.2f}" for j, v in enumerate(VENUE_NAMES))
         lines.append(
-            f"step {int(st[i, S_STEP])}/{market.episode_steps}  spot {math.exp(st[i, S_LOG_SPOT]):,.1f}  "
-            f"phi {st[i, S_PHI]:+.3f}  book delta {st[i, S_BOOK_DELTA]:+.2f}  hedge {positions}  "
-            f"P&L {st[i, S_CUM_PNL]:+,.0f} USD"
+            f"step {int(st['step'][i])}/{market.episode_steps}  spot {math.exp(st['log_spot'][i]):,.1f}  "
+            f"phi {st['phi'][i]:+.3f}  book delta {st['book_delta'][i]:+.2f}  hedge {positions}  "
+            f"P&L {st['cum_pnl'][i]:+,.0f} USD"
         )
     return lines

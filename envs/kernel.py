@@ -88,50 +88,6 @@ from hedgegym.envs.layout import (
     PERP,
     REWARD_MEAN_VARIANCE,
     REWARD_TERMINAL_PNL,
-    S_ATM_VOL,
-    S_BASIS,
-    S_BOOK_CHARM,
-    S_BOOK_DELTA,
-    S_BOOK_GAMMA,
-    S_BOOK_VALUE,
-    S_BOOK_VANNA,
-    S_CASH,
-    S_CRISIS,
-    S_CRISIS_STEPS,
-    S_CUM_BOOK_PNL,
-    S_CUM_CARRY,
-    S_CUM_FEES,
-    S_CUM_FUNDING,
-    S_CUM_HEDGE_PNL,
-    S_CUM_INTEREST,
-    S_CUM_PNL,
-    S_CUM_REWARD,
-    S_CUM_SLIPPAGE,
-    S_DEALER_HEDGE,
-    S_DEALER_HOLD,
-    S_DEALER_HOLD_STEP,
-    S_DEALER_UNWIND,
-    S_FUNDING_RATE,
-    S_FUTURE_EXPIRY,
-    S_GEX,
-    S_HALT_LEFT,
-    S_HALT_STEPS,
-    S_I_PERM,
-    S_I_TRANS,
-    S_LAST_RETURN,
-    S_LOG_SPOT,
-    S_N_TRADES,
-    S_PHI,
-    S_PREMIUM,
-    S_REALISED_VAR,
-    S_STEP,
-    S_SUM_PHI,
-    S_SUM_R2,
-    S_SUM_X2,
-    S_T,
-    S_TURNOVER_USD,
-    S_V,
-    S_X,
     SPOT,
     V_ENABLED,
     V_ETA,
@@ -346,28 +302,28 @@ def mark_book(state, i, lines, p, step, t, spot, sigma_atm):
         gamma += q * g
         vanna += q * va
         charm += q * ch
-    state[i, S_BOOK_VALUE] = value
-    state[i, S_BOOK_DELTA] = delta
-    state[i, S_BOOK_GAMMA] = gamma
-    state[i, S_BOOK_VANNA] = vanna
-    state[i, S_BOOK_CHARM] = charm
+    state[i].book_value = value
+    state[i].book_delta = delta
+    state[i].book_gamma = gamma
+    state[i].book_vanna = vanna
+    state[i].book_charm = charm
     return payoff
 
 
 @njit(cache=True)
 def venue_mids(state, i, p):
     """(spot, perp, future) mid prices of row i at its current time."""
-    spot = math.exp(state[i, S_LOG_SPOT])
-    perp = spot * (1.0 + state[i, S_PREMIUM])
-    tau_f = max(state[i, S_FUTURE_EXPIRY] - state[i, S_T], 0.0)
-    future = spot * math.exp((p.rate + state[i, S_BASIS]) * tau_f)
+    spot = math.exp(state[i].log_spot)
+    perp = spot * (1.0 + state[i].premium)
+    tau_f = max(state[i].future_expiry - state[i].t, 0.0)
+    future = spot * math.exp((p.rate + state[i].basis) * tau_f)
     return spot, perp, future
 
 
 @njit(cache=True)
 def future_delta(state, i, p):
     """Coins of delta per futures contract: exp(r (T_f - t)) (MODEL.md §4)."""
-    return math.exp(p.rate * max(state[i, S_FUTURE_EXPIRY] - state[i, S_T], 0.0))
+    return math.exp(p.rate * max(state[i].future_expiry - state[i].t, 0.0))
 
 
 @njit(cache=True)
@@ -500,10 +456,10 @@ def dealer_hedge_at(row_state, i, dealer_lines, p, step, t, spot, sigma_atm):
     (delta, gamma) of the live book."""
     hr = p.hedge_ratio
     d_delta, d_gamma, _ = dealer_delta_gamma(dealer_lines, p, step, t, spot, sigma_atm)
-    row_state[i, S_DEALER_HEDGE] = -hr * d_delta
+    row_state[i].dealer_hedge = -hr * d_delta
     nxt = next_rebalance_step(step, p)
-    row_state[i, S_DEALER_HOLD_STEP] = nxt
-    row_state[i, S_DEALER_HOLD] = -hr * settling_delta(dealer_lines, p, nxt, t, spot, sigma_atm)
+    row_state[i].dealer_hold_step = nxt
+    row_state[i].dealer_hold = -hr * settling_delta(dealer_lines, p, nxt, t, spot, sigma_atm)
     return d_delta, d_gamma
 
 
@@ -515,29 +471,28 @@ def reset_row(i, seed, episode, state, hedge, keys, p, venues, dealer_lines, age
     initial delta hedge on spot is bought or sold from that cash.
     """
     keys[i] = episode_key(np.uint64(seed), np.uint64(episode))
-    for c in range(state.shape[1]):
-        state[i, c] = 0.0
+    state[i] = np.zeros(1, dtype=state.dtype)[0]
     for v in range(N_VENUES):
         hedge[i, v] = 0.0
     x0 = math.log(p.spot0)
     v0 = p.v0
-    state[i, S_X] = x0
-    state[i, S_V] = v0
-    state[i, S_LOG_SPOT] = x0
-    state[i, S_BASIS] = p.basis_mean
-    state[i, S_FUTURE_EXPIRY] = p.future_expiry
-    state[i, S_REALISED_VAR] = v0
-    state[i, S_FUNDING_RATE] = min(max(p.interest, -p.funding_cap), p.funding_cap)
+    state[i].x = x0
+    state[i].v = v0
+    state[i].log_spot = x0
+    state[i].basis = p.basis_mean
+    state[i].future_expiry = p.future_expiry
+    state[i].realised_var = v0
+    state[i].funding_rate = min(max(p.interest, -p.funding_cap), p.funding_cap)
     spot = p.spot0
     sigma_atm = atm_vol(p, v0)
-    state[i, S_ATM_VOL] = sigma_atm
+    state[i].atm_vol = sigma_atm
     _, d_gamma = dealer_hedge_at(state, i, dealer_lines, p, 0, 0.0, spot, sigma_atm)
-    state[i, S_GEX] = 0.01 * p.hedge_ratio * d_gamma * spot * spot
-    state[i, S_PHI] = state[i, S_GEX] * p.dealer_inv_depth
+    state[i].gex = 0.01 * p.hedge_ratio * d_gamma * spot * spot
+    state[i].phi = state[i].gex * p.dealer_inv_depth
     mark_book(state, i, agent_lines, p, 0, 0.0, spot, sigma_atm)
     if p.initial_delta_hedge:
-        hedge[i, SPOT] = -state[i, S_BOOK_DELTA]
-    state[i, S_CASH] = -state[i, S_BOOK_VALUE] - hedge[i, SPOT] * spot
+        hedge[i, SPOT] = -state[i].book_delta
+    state[i].cash = -state[i].book_value - hedge[i, SPOT] * spot
 
 
 @njit(cache=True)
@@ -557,7 +512,7 @@ def agent_trades(i, state, hedge, trades, p, venues, halted, mids, out):
     venues exchange no cash at entry) plus slippage and fees. Returns (fees, slippage, notional, n)."""
     ps = p.permanent_share
     agent_impact = p.agent_impact
-    tau_f = max(state[i, S_FUTURE_EXPIRY] - state[i, S_T], 0.0)
+    tau_f = max(state[i].future_expiry - state[i].t, 0.0)
     fees = 0.0
     slippage = 0.0
     notional = 0.0
@@ -579,16 +534,16 @@ def agent_trades(i, state, hedge, trades, p, venues, halted, mids, out):
         n_trades += 1.0
         hedge[i, v] += q
         if v == SPOT:
-            state[i, S_CASH] -= q * mid
+            state[i].cash -= q * mid
         push = 0.01 * q * mid * inv_depth * agent_impact
         tr = venues[v, V_TRANSMISSION]
-        state[i, S_I_PERM] += ps * tr * push
-        state[i, S_I_TRANS] += (1.0 - ps) * tr * push
+        state[i].i_perm += ps * tr * push
+        state[i].i_trans += (1.0 - ps) * tr * push
         if v == PERP:
-            state[i, S_PREMIUM] += (1.0 - tr) * push
+            state[i].premium += (1.0 - tr) * push
         elif v == FUTURE:
-            state[i, S_BASIS] += (1.0 - tr) * push / max(tau_f, p.dt)
-    state[i, S_CASH] -= slippage + fees
+            state[i].basis += (1.0 - tr) * push / max(tau_f, p.dt)
+    state[i].cash -= slippage + fees
     return fees, slippage, notional, n_trades
 
 
@@ -599,8 +554,8 @@ def exogenous_move(i, state, p, key, step):
     dt = p.dt
     z_price = step_normal(key, step, Z_PRICE)
     heston = p.heston
-    var = state[i, S_V] if heston else p.sigma * p.sigma
-    x_new = state[i, S_X] + (p.mu - 0.5 * var) * dt + math.sqrt(var * dt) * z_price
+    var = state[i].v if heston else p.sigma * p.sigma
+    x_new = state[i].x + (p.mu - 0.5 * var) * dt + math.sqrt(var * dt) * z_price
     if p.jumps:
         n_jumps = poisson_inverse(p.jump_intensity * dt, step_uniform(key, step, U_JUMP_COUNT))
         if n_jumps > 0:
@@ -610,8 +565,8 @@ def exogenous_move(i, state, p, key, step):
         rho = p.rho_sv
         w = rho * z_price + math.sqrt(max(1.0 - rho * rho, 0.0)) * step_normal(key, step, Z_VAR)
         var_new = var + p.kappa_v * (p.theta_v - var) * dt + p.xi * math.sqrt(var * dt) * w
-        state[i, S_V] = max(var_new, 0.0)
-    state[i, S_X] = x_new
+        state[i].v = max(var_new, 0.0)
+    state[i].x = x_new
     return x_new
 
 
@@ -620,29 +575,29 @@ def clearing(i, state, p, dealer_lines, halted, step_new, t_new, y_prev, sigma_a
     """Phase 3 (MODEL.md §3): the dealers trade to their new hedge at the price their own flow makes.
 
     At a rebalance step they hedge ``-hedge_ratio Delta`` of their live lines, and keep the hedge of
-    lines settling at this very step (``S_DEALER_HOLD``): options settle on the price before their
-    hedges are unwound. That hedge becomes ``S_DEALER_UNWIND`` and is traded away at the next step
+    lines settling at this very step (``dealer_hold``): options settle on the price before their
+    hedges are unwound. That hedge becomes ``dealer_unwind`` and is traded away at the next step
     the dealers trade, through the clearing like any flow (at once, not spread). Returns
     (dealer flow, phi, crisis)."""
     ps = p.permanent_share
-    x_new = state[i, S_X]
-    s_pre = x_new + state[i, S_I_PERM] + state[i, S_I_TRANS]
+    x_new = state[i].x
+    s_pre = x_new + state[i].i_perm + state[i].i_trans
     # Outside the price band (see LOG_PRICE_BAND) the price is pinned to its edge and all of the
     # impact becomes permanent, so that s = X + I_perm + I_trans still holds without I_perm and
     # I_trans cancelling each other from huge values; the step is flagged as a liquidity crisis.
     s_band = clamp_log_price(s_pre, p)
     crisis = s_band != s_pre
     if crisis:
-        state[i, S_I_PERM] = s_band - x_new
-        state[i, S_I_TRANS] = 0.0
+        state[i].i_perm = s_band - x_new
+        state[i].i_trans = 0.0
         s_pre = s_band
-    h_prev = state[i, S_DEALER_HEDGE]
+    h_prev = state[i].dealer_hedge
     trading = (not halted) and p.hedge_ratio > 0.0 and dealer_lines.shape[0] > 0
     rebalance = trading and step_new % p.rebalance_every == 0
-    unwind = state[i, S_DEALER_UNWIND] if trading else 0.0
+    unwind = state[i].dealer_unwind if trading else 0.0
     inv_d = p.dealer_inv_depth
     if rebalance:
-        hold = state[i, S_DEALER_HOLD] if state[i, S_DEALER_HOLD_STEP] == step_new else 0.0
+        hold = state[i].dealer_hold if state[i].dealer_hold_step == step_new else 0.0
         if inv_d > 0.0:
             y, h_new, phi, capped = clear_market(s_pre, y_prev, h_prev, True, hold, dealer_lines, p, step_new,
                                                  t_new, sigma_atm)
@@ -652,26 +607,26 @@ def clearing(i, state, p, dealer_lines, halted, step_new, t_new, y_prev, sigma_a
             y, h_new, phi, capped = s_pre, hold - p.hedge_ratio * d_delta, 0.0, False
         # The part of the new hedge that hedges lines settling at the next rebalance.
         nxt = next_rebalance_step(step_new, p)
-        state[i, S_DEALER_HOLD_STEP] = nxt
-        state[i, S_DEALER_HOLD] = -p.hedge_ratio * settling_delta(dealer_lines, p, nxt, t_new,
+        state[i].dealer_hold_step = nxt
+        state[i].dealer_hold = -p.hedge_ratio * settling_delta(dealer_lines, p, nxt, t_new,
                                                                           math.exp(y), sigma_atm)
-        state[i, S_DEALER_UNWIND] = hold
+        state[i].dealer_unwind = hold
     else:
         spot_pre = math.exp(s_pre)
         _, d_gamma, _ = dealer_delta_gamma(dealer_lines, p, step_new, t_new, spot_pre, sigma_atm)
         phi = 0.01 * p.hedge_ratio * d_gamma * spot_pre * spot_pre * inv_d
         y, h_new, capped = s_pre, h_prev, False
         if unwind != 0.0:
-            state[i, S_DEALER_UNWIND] = 0.0
+            state[i].dealer_unwind = 0.0
             if inv_d > 0.0:
                 y, h_new, _, capped = clear_market(s_pre, y_prev, h_prev, False, h_prev - unwind, dealer_lines,
                                                    p, step_new, t_new, sigma_atm)
             else:
                 h_new = h_prev - unwind
     clearing_move = y - s_pre
-    state[i, S_I_PERM] += ps * clearing_move
-    state[i, S_I_TRANS] += (1.0 - ps) * clearing_move
-    state[i, S_DEALER_HEDGE] = h_new
+    state[i].i_perm += ps * clearing_move
+    state[i].i_trans += (1.0 - ps) * clearing_move
+    state[i].dealer_hedge = h_new
     return h_new - h_prev, phi, crisis or capped
 
 
@@ -681,28 +636,28 @@ def venue_dynamics(i, state, p, venues, key, step, dealer_flow, tau_f_prev):
     2013); the spot log-price is set; perp premium and futures basis follow exact OU updates and take
     the untransmitted share of the dealers' flow on their venue. Returns (new log-price, crisis)."""
     dt = p.dt
-    x_new = state[i, S_X]
-    state[i, S_I_TRANS] *= p.resilience_decay
-    y_new = x_new + state[i, S_I_PERM] + state[i, S_I_TRANS]
+    x_new = state[i].x
+    state[i].i_trans *= p.resilience_decay
+    y_new = x_new + state[i].i_perm + state[i].i_trans
     y_band = clamp_log_price(y_new, p)
     crisis = y_band != y_new
     if crisis:
-        state[i, S_I_PERM] = y_band - x_new
-        state[i, S_I_TRANS] = 0.0
+        state[i].i_perm = y_band - x_new
+        state[i].i_trans = 0.0
         y_new = y_band
-    state[i, S_LOG_SPOT] = y_new
+    state[i].log_spot = y_new
     flow_usd = 0.01 * dealer_flow * math.exp(y_new)
-    premium = state[i, S_PREMIUM] * p.premium_decay
+    premium = state[i].premium * p.premium_decay
     if p.premium_sd > 0.0:
         premium += p.premium_sd * step_normal(key, step, Z_PREMIUM)
     premium += (1.0 - venues[PERP, V_TRANSMISSION]) * p.mix_perp * flow_usd * venues[PERP, V_INV_DEPTH]
-    state[i, S_PREMIUM] = min(max(premium, -PREMIUM_BOUND), PREMIUM_BOUND)
-    basis = p.basis_mean + (state[i, S_BASIS] - p.basis_mean) * p.basis_decay
+    state[i].premium = min(max(premium, -PREMIUM_BOUND), PREMIUM_BOUND)
+    basis = p.basis_mean + (state[i].basis - p.basis_mean) * p.basis_decay
     if p.basis_sd > 0.0:
         basis += p.basis_sd * step_normal(key, step, Z_BASIS)
     basis += ((1.0 - venues[FUTURE, V_TRANSMISSION]) * p.mix_future * flow_usd
               * venues[FUTURE, V_INV_DEPTH] / max(tau_f_prev, dt))
-    state[i, S_BASIS] = min(max(basis, -BASIS_BOUND), BASIS_BOUND)
+    state[i].basis = min(max(basis, -BASIS_BOUND), BASIS_BOUND)
     return y_new, crisis
 
 
@@ -725,15 +680,15 @@ def hedge_and_cash(i, state, hedge, p, venues, mids_prev, t, t_new, cash_before_
         carry += p.cost_of_capital * dt * venues[v, V_MARGIN] * abs(h) * mids_prev[v]
     interval = p.funding_interval
     n_funding = math.floor(t_new / interval + FUNDING_EPS) - math.floor(t / interval + FUNDING_EPS)
-    funding_rate = min(max(state[i, S_PREMIUM] + p.interest, -p.funding_cap), p.funding_cap)
-    state[i, S_FUNDING_RATE] = funding_rate
+    funding_rate = min(max(state[i].premium + p.interest, -p.funding_cap), p.funding_cap)
+    state[i].funding_rate = funding_rate
     funding = hedge[i, PERP] * mids_new[PERP] * funding_rate * n_funding
     variation = hedge[i, PERP] * (mids_new[PERP] - mids_prev[PERP]) + hedge[i, FUTURE] * (mids_new[FUTURE]
                                                                                        - mids_prev[FUTURE])
-    state[i, S_CASH] += interest + variation - funding - carry
-    if t_new >= state[i, S_FUTURE_EXPIRY] - EXPIRY_TOLERANCE:
+    state[i].cash += interest + variation - funding - carry
+    if t_new >= state[i].future_expiry - EXPIRY_TOLERANCE:
         hedge[i, FUTURE] = 0.0
-        state[i, S_FUTURE_EXPIRY] += p.future_roll
+        state[i].future_expiry += p.future_roll
     return hedge_pnl, funding, carry, interest
 
 
@@ -756,26 +711,26 @@ def step_reward(pnl, cum_pnl, done, p):
 def step_row(i, state, hedge, keys, trades, p, venues, dealer_lines, agent_lines, out):
     """Advance row ``i`` by one step (MODEL.md §1, items 1-6), phase by phase. See the module docstring."""
     dt = p.dt
-    step = int(state[i, S_STEP])
+    step = int(state[i].step)
     step_new = step + 1
     t = step * dt
     t_new = step_new * dt
     key = keys[i]
-    halted = state[i, S_HALT_LEFT] > 0.0
-    y_prev = state[i, S_LOG_SPOT]
-    x_prev = state[i, S_X]
-    tau_f_prev = max(state[i, S_FUTURE_EXPIRY] - t, 0.0)
+    halted = state[i].halt_left > 0.0
+    y_prev = state[i].log_spot
+    x_prev = state[i].x
+    tau_f_prev = max(state[i].future_expiry - t, 0.0)
 
     mids_prev = venue_mids(state, i, p)
     fees, slippage, notional, n_trades = agent_trades(i, state, hedge, trades, p, venues, halted, mids_prev, out)
-    cash_after_trades = state[i, S_CASH]
+    cash_after_trades = state[i].cash
     x_new = exogenous_move(i, state, p, key, step)
-    sigma_atm = atm_vol(p, state[i, S_V])
+    sigma_atm = atm_vol(p, state[i].v)
     dealer_flow, phi, crisis = clearing(i, state, p, dealer_lines, halted, step_new, t_new, y_prev, sigma_atm)
     y_new, band_hit = venue_dynamics(i, state, p, venues, key, step, dealer_flow, tau_f_prev)
     crisis = crisis or band_hit
-    state[i, S_T] = t_new
-    state[i, S_STEP] = step_new
+    state[i].t = t_new
+    state[i].step = step_new
     spot_new = math.exp(y_new)
     hedge_pnl, funding, carry, interest = hedge_and_cash(i, state, hedge, p, venues, mids_prev, t, t_new,
                                                          cash_after_trades)
@@ -783,23 +738,23 @@ def step_row(i, state, hedge, keys, trades, p, venues, dealer_lines, agent_lines
     # Circuit breaker.
     ret = y_new - y_prev
     if halted:
-        state[i, S_HALT_LEFT] -= 1.0
-        state[i, S_HALT_STEPS] += 1.0
+        state[i].halt_left -= 1.0
+        state[i].halt_steps += 1.0
     elif p.breaker and abs(ret) > p.halt_threshold:
-        state[i, S_HALT_LEFT] = p.halt_steps
+        state[i].halt_left = p.halt_steps
 
     # Phase 5b: the book, marked at the new price; settling lines pay into cash.
-    value_prev = state[i, S_BOOK_VALUE]
+    value_prev = state[i].book_value
     payoff = mark_book(state, i, agent_lines, p, step_new, t_new, spot_new, sigma_atm)
-    state[i, S_CASH] += payoff
-    book_pnl = payoff + state[i, S_BOOK_VALUE] - value_prev
+    state[i].cash += payoff
+    book_pnl = payoff + state[i].book_value - value_prev
     pnl = book_pnl + hedge_pnl - fees - slippage - funding - carry + interest
 
     done = step_new >= p.episode_steps
     terminated = done and p.terminates
     truncated = done and not terminated
-    state[i, S_CUM_PNL] += pnl
-    reward = step_reward(pnl, state[i, S_CUM_PNL], done, p)
+    state[i].cum_pnl += pnl
+    reward = step_reward(pnl, state[i].cum_pnl, done, p)
 
     # Phase 7: accumulators and the step's outputs.
     exo_ret = x_new - x_prev
@@ -810,26 +765,26 @@ def step_row(i, state, hedge, keys, trades, p, venues, dealer_lines, agent_lines
         # Infinite depth: phi is 0 whatever the book; report the book's GEX anyway.
         _, d_gamma, _ = dealer_delta_gamma(dealer_lines, p, step_new, t_new, spot_new, sigma_atm)
         gex = 0.01 * p.hedge_ratio * d_gamma * spot_new * spot_new
-    state[i, S_PHI] = phi
-    state[i, S_GEX] = gex
-    state[i, S_ATM_VOL] = sigma_atm
-    state[i, S_CRISIS] = 1.0 if crisis else 0.0
-    state[i, S_LAST_RETURN] = ret
-    state[i, S_REALISED_VAR] += p.realised_var_weight * (ret * ret / dt - state[i, S_REALISED_VAR])
-    state[i, S_CUM_BOOK_PNL] += book_pnl
-    state[i, S_CUM_HEDGE_PNL] += hedge_pnl
-    state[i, S_CUM_FEES] += fees
-    state[i, S_CUM_SLIPPAGE] += slippage
-    state[i, S_CUM_FUNDING] += funding
-    state[i, S_CUM_CARRY] += carry
-    state[i, S_CUM_INTEREST] += interest
-    state[i, S_TURNOVER_USD] += notional
-    state[i, S_N_TRADES] += n_trades
-    state[i, S_SUM_R2] += ret * ret
-    state[i, S_SUM_X2] += exo_ret * exo_ret
-    state[i, S_SUM_PHI] += phi
-    state[i, S_CRISIS_STEPS] += 1.0 if crisis else 0.0
-    state[i, S_CUM_REWARD] += reward
+    state[i].phi = phi
+    state[i].gex = gex
+    state[i].atm_vol = sigma_atm
+    state[i].crisis = 1.0 if crisis else 0.0
+    state[i].last_return = ret
+    state[i].realised_var += p.realised_var_weight * (ret * ret / dt - state[i].realised_var)
+    state[i].cum_book_pnl += book_pnl
+    state[i].cum_hedge_pnl += hedge_pnl
+    state[i].cum_fees += fees
+    state[i].cum_slippage += slippage
+    state[i].cum_funding += funding
+    state[i].cum_carry += carry
+    state[i].cum_interest += interest
+    state[i].turnover_usd += notional
+    state[i].n_trades += n_trades
+    state[i].sum_r2 += ret * ret
+    state[i].sum_x2 += exo_ret * exo_ret
+    state[i].sum_phi += phi
+    state[i].crisis_steps += 1.0 if crisis else 0.0
+    state[i].cum_reward += reward
 
     out[i, O_PNL] = pnl
     out[i, O_BOOK_PNL] = book_pnl
@@ -885,10 +840,10 @@ def actions_to_trades_rows(actions, enabled, mode, max_trade, min_trade, state, 
     p = params[0]
     n_enabled = enabled.shape[0]
     for i in range(actions.shape[0]):
-        fut_delta = math.exp(p.rate * max(state[i, S_FUTURE_EXPIRY] - state[i, S_T], 0.0))
+        fut_delta = math.exp(p.rate * max(state[i].future_expiry - state[i].t, 0.0))
         gap = 0.0
         if mode == ACTION_DELTA:
-            net = state[i, S_BOOK_DELTA] + hedge[i, SPOT] + hedge[i, PERP] + hedge[i, FUTURE] * fut_delta
+            net = state[i].book_delta + hedge[i, SPOT] + hedge[i, PERP] + hedge[i, FUTURE] * fut_delta
             gap = net / n_enabled
         for v in range(N_VENUES):
             trades[i, v] = 0.0
@@ -925,29 +880,29 @@ def observe_row(i, state, hedge, p, obs):
     sigma = p.sigma
     dt = p.dt
     n_steps = p.episode_steps
-    spot = math.exp(state[i, S_LOG_SPOT])
+    spot = math.exp(state[i].log_spot)
     fut_delta = future_delta(state, i, p)
-    net = state[i, S_BOOK_DELTA] + hedge[i, SPOT] + hedge[i, PERP] + hedge[i, FUTURE] * fut_delta
+    net = state[i].book_delta + hedge[i, SPOT] + hedge[i, PERP] + hedge[i, FUTURE] * fut_delta
     values = (
-        (n_steps - state[i, S_STEP]) / n_steps,
+        (n_steps - state[i].step) / n_steps,
         math.log(spot / p.book_centre) / (sigma * math.sqrt(n_steps * dt)),
-        state[i, S_BOOK_DELTA] / gross,
-        state[i, S_BOOK_GAMMA] * spot * _GAMMA_MOVE / gross,
-        state[i, S_BOOK_VANNA] * _VANNA_MOVE / gross,
-        state[i, S_BOOK_CHARM] * dt / gross,
+        state[i].book_delta / gross,
+        state[i].book_gamma * spot * _GAMMA_MOVE / gross,
+        state[i].book_vanna * _VANNA_MOVE / gross,
+        state[i].book_charm * dt / gross,
         hedge[i, SPOT] / gross,
         hedge[i, PERP] / gross,
         hedge[i, FUTURE] * fut_delta / gross,
         net / gross,
-        state[i, S_LAST_RETURN] / (sigma * math.sqrt(dt)),
-        math.sqrt(max(state[i, S_REALISED_VAR], 0.0)) / sigma,
-        state[i, S_ATM_VOL] / sigma,
-        state[i, S_PREMIUM] / _PREMIUM_UNIT,
-        state[i, S_FUNDING_RATE] / _FUNDING_UNIT,
-        state[i, S_BASIS] / _BASIS_UNIT,
-        state[i, S_PHI],
-        state[i, S_CRISIS],
-        1.0 if state[i, S_HALT_LEFT] > 0.0 else 0.0,
+        state[i].last_return / (sigma * math.sqrt(dt)),
+        math.sqrt(max(state[i].realised_var, 0.0)) / sigma,
+        state[i].atm_vol / sigma,
+        state[i].premium / _PREMIUM_UNIT,
+        state[i].funding_rate / _FUNDING_UNIT,
+        state[i].basis / _BASIS_UNIT,
+        state[i].phi,
+        state[i].crisis,
+        1.0 if state[i].halt_left > 0.0 else 0.0,
     )
     for j in range(len(values)):
         obs[i, j] = min(max(values[j], -OBS_BOUND), OBS_BOUND)

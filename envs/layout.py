@@ -2,7 +2,7 @@
 
 The market of N envs is a struct of arrays, one row per env:
 
-* ``state[N, STATE_WIDTH]`` float64 — the state columns ``S_*`` below;
+* ``state[N]`` of ``STATE_DTYPE`` — one record per env, the fields of ``STATE`` below;
 * ``hedge[N, 3]`` float64 — the agent's position per venue (``SPOT``, ``PERP``, ``FUTURE``): coins
   for spot and perp, contracts for the future (a contract's delta is ``exp(r (T_f - t))`` coins);
 * ``keys[N]`` uint64 — the episode's random key (from seed and episode index);
@@ -100,20 +100,56 @@ PARAMS_DTYPE = np.dtype([(name, kind) for name, kind, _ in PARAMS], align=True)
 
 REWARD_MEAN_VARIANCE, REWARD_PNL, REWARD_TERMINAL_PNL = 0, 1, 2
 
-# State columns. ``S_T`` is always ``S_STEP * dt`` (set from the step index, never summed).
-# ``S_BOOK_VALUE`` marks the live lines only; settled payoffs, premiums and spot proceeds are in
-# ``S_CASH``, which earns the rate. ``S_DEALER_HOLD`` is the part of the dealers' hedge that hedges
-# lines settling at step ``S_DEALER_HOLD_STEP`` (held through their settlement), and
-# ``S_DEALER_UNWIND`` the expired lines' hedge the dealers still have to trade away.
-(S_T, S_STEP, S_X, S_V, S_I_PERM, S_I_TRANS, S_LOG_SPOT, S_PREMIUM, S_BASIS, S_FUTURE_EXPIRY,
- S_DEALER_HEDGE, S_DEALER_HOLD, S_DEALER_HOLD_STEP, S_DEALER_UNWIND, S_HALT_LEFT, S_FUNDING_RATE,
- S_BOOK_VALUE, S_BOOK_DELTA, S_BOOK_GAMMA, S_BOOK_VANNA, S_BOOK_CHARM, S_CASH,
- S_ATM_VOL, S_PHI, S_GEX, S_CRISIS, S_LAST_RETURN, S_REALISED_VAR,
- S_CUM_PNL, S_CUM_BOOK_PNL, S_CUM_HEDGE_PNL, S_CUM_FEES, S_CUM_SLIPPAGE, S_CUM_FUNDING, S_CUM_CARRY,
- S_CUM_INTEREST, S_TURNOVER_USD, S_N_TRADES, S_SUM_R2, S_SUM_X2, S_SUM_PHI, S_CRISIS_STEPS, S_HALT_STEPS,
- S_CUM_REWARD,
- ) = range(44)
-STATE_WIDTH = 44
+# The per-env state: one record per env (row) of ``STATE_DTYPE``, float64 fields read as
+# ``state[i].log_spot`` in the kernels and ``market.state["log_spot"]`` (a view, one value per env)
+# in Python. (name, meaning): add a field here and the kernel can use it.
+STATE = (
+    ("t", "time, years: step * dt, set from the step index, never summed"),
+    ("step", "steps taken in the episode"),
+    ("x", "exogenous (fundamental) log-price X"),
+    ("v", "variance (Heston; sigma^2 otherwise)"),
+    ("i_perm", "permanent impact in log-price"),
+    ("i_trans", "transient impact in log-price, decaying at the resilience"),
+    ("log_spot", "spot log-price s = X + i_perm + i_trans"),
+    ("premium", "perp premium over spot (fraction)"),
+    ("basis", "futures basis over r, per year"),
+    ("future_expiry", "expiry of the listed future, years"),
+    ("dealer_hedge", "the dealers' hedge position H_D, coins"),
+    ("dealer_hold", "the part of H_D hedging lines that settle at step dealer_hold_step"),
+    ("dealer_hold_step", "the step of that settlement (the dealers' next rebalance)"),
+    ("dealer_unwind", "the expired lines' hedge the dealers still have to trade away, coins"),
+    ("halt_left", "steps of circuit-breaker halt left"),
+    ("funding_rate", "funding rate of the current interval"),
+    ("book_value", "mark of the agent's live lines, USD"),
+    ("book_delta", "the book's delta, coins"),
+    ("book_gamma", "the book's gamma, coins per USD"),
+    ("book_vanna", "the book's vanna (d delta / d sigma)"),
+    ("book_charm", "the book's charm (d delta / d t, per year)"),
+    ("cash", "the agent's cash account (premiums, spot proceeds, margin flows, payoffs), USD"),
+    ("atm_vol", "ATM implied vol"),
+    ("phi", "dealer feedback phi of the last step"),
+    ("gex", "dealer GEX, USD per 1 % move"),
+    ("crisis", "1 if the last step was a liquidity crisis"),
+    ("last_return", "the last step's spot log-return"),
+    ("realised_var", "EWMA of r^2 / dt (one-day time constant)"),
+    ("cum_pnl", "episode P&L so far, USD"),
+    ("cum_book_pnl", "its book part"),
+    ("cum_hedge_pnl", "its hedge part"),
+    ("cum_fees", "fees paid"),
+    ("cum_slippage", "slippage paid"),
+    ("cum_funding", "funding paid"),
+    ("cum_carry", "carry of margin capital paid"),
+    ("cum_interest", "interest earned on cash"),
+    ("turnover_usd", "traded notional at mid"),
+    ("n_trades", "orders sent (one per venue and step)"),
+    ("sum_r2", "sum of squared spot log-returns"),
+    ("sum_x2", "sum of squared exogenous log-returns"),
+    ("sum_phi", "sum of phi over steps"),
+    ("crisis_steps", "liquidity-crisis steps"),
+    ("halt_steps", "halted steps"),
+    ("cum_reward", "sum of rewards"),
+)
+STATE_DTYPE = np.dtype([(name, "f8") for name, _ in STATE])
 
 # Per-step outputs.
 (O_PNL, O_BOOK_PNL, O_HEDGE_PNL, O_FEES, O_SLIPPAGE, O_FUNDING, O_CARRY, O_REWARD,

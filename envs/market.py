@@ -41,30 +41,8 @@ from hedgegym.envs.layout import (
     REWARD_MEAN_VARIANCE,
     REWARD_PNL,
     REWARD_TERMINAL_PNL,
-    S_BOOK_DELTA,
-    S_CRISIS_STEPS,
-    S_CUM_BOOK_PNL,
-    S_CUM_CARRY,
-    S_CUM_FEES,
-    S_CUM_FUNDING,
-    S_CUM_HEDGE_PNL,
-    S_CUM_INTEREST,
-    S_CUM_PNL,
-    S_CUM_REWARD,
-    S_CUM_SLIPPAGE,
-    S_FUTURE_EXPIRY,
-    S_HALT_STEPS,
-    S_LOG_SPOT,
-    S_N_TRADES,
-    S_STEP,
-    S_SUM_PHI,
-    S_SUM_R2,
-    S_SUM_X2,
-    S_T,
-    S_TURNOVER_USD,
-    S_X,
     SPOT,
-    STATE_WIDTH,
+    STATE_DTYPE,
     V_ENABLED,
     V_ETA,
     V_FEE,
@@ -244,7 +222,7 @@ class Market:
         self.pin_strike = pin_strike(self.config)
         self.parallel = self.n_envs >= PARALLEL_THRESHOLD if parallel is None else bool(parallel)
         self._step_kernel = kernel.step_parallel if self.parallel else kernel.step_serial
-        self.state = np.zeros((self.n_envs, STATE_WIDTH))
+        self.state = np.zeros(self.n_envs, dtype=STATE_DTYPE)
         self.hedge = np.zeros((self.n_envs, N_VENUES))
         self.keys = np.zeros(self.n_envs, dtype=np.uint64)
         self.out = np.zeros((self.n_envs, OUT_WIDTH))
@@ -293,12 +271,12 @@ class Market:
 
     def net_delta(self) -> np.ndarray:
         """Net delta per row in coins: book delta + spot + perp + futures contracts x exp(r (T_f - t))."""
-        return self.state[:, S_BOOK_DELTA] + self.hedge[:, SPOT] + self.hedge[:, PERP] \
+        return self.state["book_delta"] + self.hedge[:, SPOT] + self.hedge[:, PERP] \
             + self.hedge[:, FUTURE] * self.future_delta()
 
     def future_delta(self) -> np.ndarray:
         """Coins of delta per futures contract per row: exp(r (T_f - t)) (MODEL.md §4)."""
-        return np.exp(self.params["rate"][0] * np.maximum(self.state[:, S_FUTURE_EXPIRY] - self.state[:, S_T], 0.0))
+        return np.exp(self.params["rate"][0] * np.maximum(self.state["future_expiry"] - self.state["t"], 0.0))
 
     def actions_to_trades(self, actions, mode: str | None = None) -> np.ndarray:
         """Map actions ``[N, n_enabled]`` in [-1, 1] to the kernel's trades ``[N, 3]`` (coins; future: contracts).
@@ -351,56 +329,56 @@ class Market:
         ``pin_distance_exo`` (|price - pin strike| / pin strike), ``steps``, ``reward``.
         """
         st = self.state if rows is None else self.state[np.asarray(rows)]
-        steps = np.maximum(st[:, S_STEP], 1.0)
+        steps = np.maximum(st["step"], 1.0)
         years = steps * self.params["dt"][0]
-        turnover = st[:, S_TURNOVER_USD]
+        turnover = st["turnover_usd"]
         pin = self.pin_strike
         with np.errstate(divide="ignore", invalid="ignore"):
-            slippage_bps = np.where(turnover > 0, st[:, S_CUM_SLIPPAGE] / turnover * 1e4, 0.0)
-            amplification = np.where(st[:, S_SUM_X2] > 0, np.sqrt(st[:, S_SUM_R2] / st[:, S_SUM_X2]), 1.0)
+            slippage_bps = np.where(turnover > 0, st["cum_slippage"] / turnover * 1e4, 0.0)
+            amplification = np.where(st["sum_x2"] > 0, np.sqrt(st["sum_r2"] / st["sum_x2"]), 1.0)
         return {
-            "pnl": st[:, S_CUM_PNL].copy(),
-            "book_pnl": st[:, S_CUM_BOOK_PNL].copy(),
-            "hedge_pnl": st[:, S_CUM_HEDGE_PNL].copy(),
-            "fees": st[:, S_CUM_FEES].copy(),
-            "slippage_usd": st[:, S_CUM_SLIPPAGE].copy(),
+            "pnl": st["cum_pnl"].copy(),
+            "book_pnl": st["cum_book_pnl"].copy(),
+            "hedge_pnl": st["cum_hedge_pnl"].copy(),
+            "fees": st["cum_fees"].copy(),
+            "slippage_usd": st["cum_slippage"].copy(),
             "slippage_bps": slippage_bps,
-            "funding": st[:, S_CUM_FUNDING].copy(),
-            "carry": st[:, S_CUM_CARRY].copy(),
-            "interest": st[:, S_CUM_INTEREST].copy(),
+            "funding": st["cum_funding"].copy(),
+            "carry": st["cum_carry"].copy(),
+            "interest": st["cum_interest"].copy(),
             "turnover_usd": turnover.copy(),
-            "n_trades": st[:, S_N_TRADES].copy(),
-            "realised_vol": np.sqrt(st[:, S_SUM_R2] / years),
-            "realised_vol_exo": np.sqrt(st[:, S_SUM_X2] / years),
+            "n_trades": st["n_trades"].copy(),
+            "realised_vol": np.sqrt(st["sum_r2"] / years),
+            "realised_vol_exo": np.sqrt(st["sum_x2"] / years),
             "vol_amplification": amplification,
-            "mean_phi": st[:, S_SUM_PHI] / steps,
-            "crisis_steps": st[:, S_CRISIS_STEPS].copy(),
-            "halt_steps": st[:, S_HALT_STEPS].copy(),
-            "pin_distance": np.abs(np.exp(st[:, S_LOG_SPOT]) - pin) / pin,
-            "pin_distance_exo": np.abs(np.exp(st[:, S_X]) - pin) / pin,
-            "steps": st[:, S_STEP].copy(),
-            "reward": st[:, S_CUM_REWARD].copy(),
+            "mean_phi": st["sum_phi"] / steps,
+            "crisis_steps": st["crisis_steps"].copy(),
+            "halt_steps": st["halt_steps"].copy(),
+            "pin_distance": np.abs(np.exp(st["log_spot"]) - pin) / pin,
+            "pin_distance_exo": np.abs(np.exp(st["x"]) - pin) / pin,
+            "steps": st["step"].copy(),
+            "reward": st["cum_reward"].copy(),
         }
 
     @property
     def spot(self) -> np.ndarray:
         """Spot price per row (USD)."""
-        return np.exp(self.state[:, S_LOG_SPOT])
+        return np.exp(self.state["log_spot"])
 
     @property
     def exo_spot(self) -> np.ndarray:
         """Exogenous (no-impact) price per row (USD)."""
-        return np.exp(self.state[:, S_X])
+        return np.exp(self.state["x"])
 
     @property
     def t(self) -> np.ndarray:
         """Time per row, years since the episode's start."""
-        return self.state[:, S_T]
+        return self.state["t"]
 
     @property
     def step_index(self) -> np.ndarray:
         """Steps taken in the current episode, per row."""
-        return self.state[:, S_STEP].astype(np.int64)
+        return self.state["step"].astype(np.int64)
 
 
 def _as_uint64(name: str, values, n: int) -> np.ndarray:

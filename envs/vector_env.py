@@ -33,7 +33,7 @@ from hedgegym.envs.hedging_env import (
     draw_stream_seed,
     render_rows,
     reset_info_arrays,
-    resolve_config,
+    resolve_env_config,
     step_info_arrays,
 )
 from hedgegym.envs.layout import O_REWARD, O_TERMINATED, O_TRUNCATED, OBS_BOUND, OBS_DIM
@@ -123,7 +123,7 @@ class HedgingVectorEnv(gym.vector.VectorEnv):
         except ValueError:
             raise ValueError(f"autoreset_mode must be an AutoresetMode or one of "
                              f"{[m.value for m in AutoresetMode]} (got {autoreset_mode!r})") from None
-        self.config: ScenarioConfig = resolve_config(config, scenario, overrides)
+        self.config: ScenarioConfig = resolve_env_config(config, scenario, overrides)
         self.render_mode = check_render_mode(render_mode, VECTOR_RENDER_MODES)
         self.market = Market(self.config, n_envs=num_envs, parallel=parallel, agent_impact=agent_impact)
         self.num_envs = self.market.n_envs

@@ -40,7 +40,7 @@ import numpy as np
 
 from hedgegym.agents.baselines import Baseline
 from hedgegym.envs.config import ScenarioConfig, resolve_config, save_config
-from hedgegym.envs.layout import O_EXO_SPOT, O_SPOT, S_CUM_PNL
+from hedgegym.envs.layout import O_EXO_SPOT, O_SPOT
 from hedgegym.envs.market import Market
 from hedgegym.train import metrics as M
 from hedgegym.train.io import claim_dir, git_commit, write_json_atomic, write_text_atomic
@@ -105,13 +105,13 @@ def run_policy(policy, config: ScenarioConfig, seeds: np.ndarray, *, name: str =
         spot, exo, pnl = np.empty((m, steps + 1)), np.empty((m, steps + 1)), np.empty((m, steps + 1))
         hedge = np.empty((m, steps + 1, market.hedge.shape[1]))
         spot[:, 0], exo[:, 0] = market.spot[:m], market.exo_spot[:m]
-        hedge[:, 0], pnl[:, 0] = market.hedge[:m], market.state[:m, S_CUM_PNL]
+        hedge[:, 0], pnl[:, 0] = market.hedge[:m], market.state["cum_pnl"][:m]
         for k in range(steps):
             actions = _actions(policy, market.observe(), market, name, n_act)
             out = market.step(market.actions_to_trades(actions), check=False)
             if m:
                 spot[:, k + 1], exo[:, k + 1] = out[:m, O_SPOT], out[:m, O_EXO_SPOT]
-                hedge[:, k + 1], pnl[:, k + 1] = market.hedge[:m], market.state[:m, S_CUM_PNL]
+                hedge[:, k + 1], pnl[:, k + 1] = market.hedge[:m], market.state["cum_pnl"][:m]
             if progress is not None:
                 progress(len(batch))
         ep = market.episode_metrics()

@@ -18,7 +18,7 @@ from hedgegym.agents.baselines import (
 from hedgegym.agents.routing import expected_costs, route_cheapest, split_cheapest
 from hedgegym.envs.config import load_scenario
 from hedgegym.envs.greeks import bsm_greeks
-from hedgegym.envs.layout import FUTURE, PERP, S_BOOK_DELTA, S_BOOK_GAMMA, S_LOG_SPOT, SPOT
+from hedgegym.envs.layout import FUTURE, PERP, SPOT
 from hedgegym.envs.market import Market
 from hedgegym.train.evaluate import evaluate, run_policy
 
@@ -48,7 +48,7 @@ def test_whalley_wilmott_policy_uses_the_scenario_cost_and_risk_aversion():
     market = Market(cfg, n_envs=3)
     market.reset(seeds=np.arange(3))
     policy = make_baseline("whalley_wilmott", cfg)
-    gamma, spot = market.state[:, S_BOOK_GAMMA], np.exp(market.state[:, S_LOG_SPOT])
+    gamma, spot = market.state["book_gamma"], np.exp(market.state["log_spot"])
     # Spot venue: c = fee 10 bp + half spread 1 bp; gamma = risk_aversion 1 / pnl_scale 12,000 USD.
     expected = np.cbrt(1.5 * 0.0011 * spot * gamma ** 2 * 12_000.0)
     np.testing.assert_allclose(policy.half_width(market), expected, rtol=1e-12)
@@ -83,7 +83,7 @@ def test_leland_policy_hedges_at_the_leland_volatility_of_its_gamma_sign(quantit
                                          "market.smile.vol_premium": 0.0})
     market = Market(cfg, n_envs=1)
     market.reset(seeds=[0])
-    assert np.sign(market.state[0, S_BOOK_GAMMA]) == np.sign(quantity)
+    assert np.sign(market.state["book_gamma"][0]) == np.sign(quantity)
     sigma_hat = 0.6 * math.sqrt(factor)
     tau = 7.0 / 365.0
     d1 = 0.5 * sigma_hat * math.sqrt(tau)  # ln(S/K) = 0, r = 0
@@ -104,7 +104,7 @@ def test_fixed_band_actions_in_every_action_mode():
         market = Market(cfg, n_envs=2)
         market.reset(seeds=np.arange(2))
         # Net delta +10 and +3 coins; the band is 0.05 * 120 = 6 coins wide each side.
-        market.hedge[:, SPOT] = np.array([10.0, 3.0]) - market.state[:, S_BOOK_DELTA]
+        market.hedge[:, SPOT] = np.array([10.0, 3.0]) - market.state["book_delta"]
         assert market.net_delta() == pytest.approx([10.0, 3.0])
         actions = make_baseline("fixed_band", cfg)(market.observe(), market)
         trades = market.actions_to_trades(actions)
@@ -116,7 +116,7 @@ def test_baseline_is_bound_by_max_trade():
     cfg = load_scenario("default", {"agent.venues": ["spot"], "agent.max_trade": 5.0})
     market = Market(cfg, n_envs=1)
     market.reset(seeds=[0])
-    market.hedge[:, SPOT] = 30.0 - market.state[:, S_BOOK_DELTA]  # 30 coins long: delta wants to sell 30
+    market.hedge[:, SPOT] = 30.0 - market.state["book_delta"]  # 30 coins long: delta wants to sell 30
     actions = make_baseline("delta", cfg)(market.observe(), market)
     assert actions.tolist() == [[-1.0]] and market.actions_to_trades(actions)[0, SPOT] == -5.0
 

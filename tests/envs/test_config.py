@@ -20,7 +20,7 @@ from hedgegym.envs.config import (
     save_config,
     validate_config,
 )
-from hedgegym.envs.layout import S_PHI, SPOT, V_INV_DEPTH
+from hedgegym.envs.layout import SPOT, V_INV_DEPTH
 from hedgegym.envs.market import Market
 
 SCENARIOS = sorted(list_scenarios())

@@ -10,7 +10,7 @@ from gymnasium.error import ResetNeeded
 
 from hedgegym.envs import HedgingEnv, Market
 from hedgegym.envs.config import ConfigError
-from hedgegym.envs.layout import O_REWARD, O_SPOT, OBS_BOUND, OBS_DIM, OBS_NAMES, S_LAST_RETURN
+from hedgegym.envs.layout import O_REWARD, O_SPOT, OBS_BOUND, OBS_DIM, OBS_NAMES
 
 SHORT = {"episode__horizon_days": 0.25}  # 6 hourly steps, truncated (the book expires in 7 days)
 ENDS_AT_EXPIRY = {"agent__lines": [{"strike": 100_000.0, "expiry_days": 0.25, "kind": "call", "quantity": -20.0}]}
@@ -185,7 +185,7 @@ def test_step_before_reset_and_after_the_end_raise():
 
 @pytest.mark.parametrize(("corrupt", "message"), [
     (lambda m: m.out.__setitem__((0, O_REWARD), np.inf), r"non-finite reward \(inf\) at step 1"),
-    (lambda m: m.state.__setitem__((0, S_LAST_RETURN), np.nan), r"non-finite observation last_return=nan in env 0"),
+    (lambda m: m.state["last_return"].__setitem__(0, np.nan), r"non-finite observation last_return=nan in env 0"),
 ])
 def test_non_finite_simulator_output_raises_and_the_env_needs_a_reset(env, monkeypatch, corrupt, message):
     market_step = env.market.step

@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+from numpy.lib.recfunctions import structured_to_unstructured
 
 from hedgegym.envs import kernel, layout
 from hedgegym.envs.config import apply_overrides, load_scenario, validate_config
@@ -37,49 +38,23 @@ from hedgegym.envs.layout import (
     O_TRADE_SPOT,
     OUT_WIDTH,
     PERP,
-    S_BASIS,
-    S_BOOK_DELTA,
-    S_BOOK_VALUE,
-    S_CASH,
-    S_CRISIS_STEPS,
-    S_CUM_BOOK_PNL,
-    S_CUM_CARRY,
-    S_CUM_FEES,
-    S_CUM_FUNDING,
-    S_CUM_HEDGE_PNL,
-    S_CUM_INTEREST,
-    S_CUM_PNL,
-    S_CUM_REWARD,
-    S_CUM_SLIPPAGE,
-    S_FUNDING_RATE,
-    S_FUTURE_EXPIRY,
-    S_HALT_STEPS,
-    S_I_PERM,
-    S_I_TRANS,
-    S_LOG_SPOT,
-    S_N_TRADES,
-    S_PREMIUM,
-    S_SUM_PHI,
-    S_SUM_R2,
-    S_SUM_X2,
-    S_TURNOVER_USD,
-    S_V,
-    S_X,
     SPOT,
-    STATE_WIDTH,
+    STATE,
 )
 from hedgegym.envs.market import Market, dealer_effective_depth
 
 DAYS = 365.0
 HOURS = 24.0 * DAYS
-# A trajectory row is [state | hedge | out]: hedge and out columns start at these offsets.
-HEDGE0, OUT0 = STATE_WIDTH, STATE_WIDTH + N_VENUES
+# A trajectory row is [state fields | hedge | out]: state field j is column ST[name]; hedge and out
+# columns start at these offsets.
+ST = {name: j for j, (name, _) in enumerate(STATE)}
+HEDGE0, OUT0 = len(STATE), len(STATE) + N_VENUES
 # Column names, for failure messages.
 COLUMNS = [""] * (OUT0 + OUT_WIDTH)
+for _name, _value in ST.items():
+    COLUMNS[_value] = _name
 for _name, _value in vars(layout).items():
-    if _name.startswith("S_") and isinstance(_value, int):
-        COLUMNS[_value] = _name
-    elif _name.startswith("O_") and isinstance(_value, int):
+    if _name.startswith("O_") and isinstance(_value, int):
         COLUMNS[OUT0 + _value] = _name
 for _v, _name in enumerate(("hedge_spot", "hedge_perp", "hedge_future")):
     COLUMNS[HEDGE0 + _v] = _name
@@ -103,7 +78,7 @@ def random_trades(market: Market, rng: np.random.Generator) -> np.ndarray:
 
 def rows(market: Market) -> np.ndarray:
     """[state | hedge | out] of every row, copied."""
-    return np.concatenate([market.state, market.hedge, market.out], axis=1)
+    return np.concatenate([structured_to_unstructured(market.state), market.hedge, market.out], axis=1)
 
 
 def run(market: Market, seeds, steps: int | None = None, trades=None, episodes=None) -> np.ndarray:
@@ -118,7 +93,7 @@ def run(market: Market, seeds, steps: int | None = None, trades=None, episodes=N
 
 def at_price_band(traj: np.ndarray) -> bool:
     """Some price reached the edge of its band (scenarios here all start at spot0 = 1e5)."""
-    return bool(np.any(np.abs(traj[..., S_LOG_SPOT] - math.log(1e5)) >= kernel.LOG_PRICE_BAND * (1 - 1e-12)))
+    return bool(np.any(np.abs(traj[..., ST["log_spot"]] - math.log(1e5)) >= kernel.LOG_PRICE_BAND * (1 - 1e-12)))
 
 
 # --------------------------------------------------------------------------------------- randomness
@@ -245,14 +220,14 @@ def test_without_dealers_or_depth_spot_is_exactly_the_exogenous_path(name, overr
     rng = np.random.default_rng(3)
     market = make(name, 16, overrides)
     traj = run(market, seeds=np.arange(16), trades=(lambda m, k: random_trades(m, rng)) if trading else None)
-    np.testing.assert_array_equal(traj[..., S_LOG_SPOT], traj[..., S_X])
+    np.testing.assert_array_equal(traj[..., ST["log_spot"]], traj[..., ST["x"]])
     out = traj[..., OUT0:]
     np.testing.assert_array_equal(out[..., O_SPOT], out[..., O_EXO_SPOT])
     assert not out[..., O_CRISIS].any()
     if trading:
         # Infinitely deep perp and future books: trades move neither the premium nor the basis.
         idle = run(make(name, 16, overrides), seeds=np.arange(16))
-        np.testing.assert_array_equal(traj[..., [S_PREMIUM, S_BASIS]], idle[..., [S_PREMIUM, S_BASIS]])
+        np.testing.assert_array_equal(traj[..., [ST["premium"], ST["basis"]]], idle[..., [ST["premium"], ST["basis"]]])
 
 
 @pytest.mark.parametrize("dt_hours", [0.25, 1.0, 1.5, 2.4, 8.0, 24.0])
@@ -299,12 +274,12 @@ def test_future_converges_to_spot_settles_at_expiry_and_rolls():
     hedge_pnl = np.zeros(8)
     expiry_step = 48
     for k in range(72):
-        spot = np.exp(market.state[:, S_LOG_SPOT])
+        spot = np.exp(market.state["log_spot"])
         future = np.array([kernel.venue_mids(market.state, i, market.params[0])[FUTURE] for i in range(8)])
         if k < expiry_step:
             tau = (expiry_step - k) / HOURS
             # mid = S exp((r + basis) tau): the premium over spot vanishes with the time to expiry.
-            assert np.all(np.abs(np.log(future / spot)) <= (0.05 + np.abs(market.state[:, S_BASIS])) * tau + 1e-15)
+            assert np.all(np.abs(np.log(future / spot)) <= (0.05 + np.abs(market.state["basis"])) * tau + 1e-15)
         out = market.step(buy_one if k == 0 else None)
         hedge_pnl += out[:, O_HEDGE_PNL]
         if k == expiry_step - 1:
@@ -312,13 +287,13 @@ def test_future_converges_to_spot_settles_at_expiry_and_rolls():
             # and the next contract, roll_days later, is listed.
             np.testing.assert_allclose(hedge_pnl, out[:, O_SPOT] - future0, rtol=1e-12, atol=1e-12 * future0.max())
             np.testing.assert_array_equal(market.hedge[:, FUTURE], 0.0)
-            np.testing.assert_allclose(market.state[:, S_FUTURE_EXPIRY], 5.0 / DAYS, rtol=1e-12)
+            np.testing.assert_allclose(market.state["future_expiry"], 5.0 / DAYS, rtol=1e-12)
         elif k >= expiry_step:
             np.testing.assert_array_equal(out[:, O_HEDGE_PNL], 0.0)
     assert abs(future0[0] / 1e5 - math.exp(0.25 * 2.0 / DAYS)) < 1e-12
     # The new contract trades at a premium again: three days of r + basis (~0.25 a year).
     premium = np.array([kernel.venue_mids(market.state, i, market.params[0])[FUTURE] for i in range(8)]) / np.exp(
-        market.state[:, S_LOG_SPOT]) - 1.0
+        market.state["log_spot"]) - 1.0
     assert np.all(premium > 0.0) and np.all(premium < 0.01)
 
 
@@ -351,11 +326,11 @@ def test_funding_follows_the_premium_with_its_sign():
     trade[:, PERP] = np.where(np.arange(64) % 2, 5.0, -5.0)
     for k in range(24):
         out = market.step(trade if k == 0 else None)
-        rate = market.state[:, S_FUNDING_RATE]
+        rate = market.state["funding_rate"]
         cap = market.config.venues.perp.funding_cap
-        np.testing.assert_allclose(rate, np.clip(market.state[:, S_PREMIUM] + market.config.venues.perp.interest,
+        np.testing.assert_allclose(rate, np.clip(market.state["premium"] + market.config.venues.perp.interest,
                                                  -cap, cap), rtol=1e-15)
-        perp_mid = out[:, O_SPOT] * (1.0 + market.state[:, S_PREMIUM])
+        perp_mid = out[:, O_SPOT] * (1.0 + market.state["premium"])
         paid = market.hedge[:, PERP] * perp_mid * rate if (k + 1) % 8 == 0 else 0.0
         np.testing.assert_allclose(out[:, O_FUNDING], paid, rtol=1e-12, atol=0.0)
 
@@ -369,13 +344,13 @@ def test_frictionless_trades_cost_nothing_and_move_nothing():
     for col in (O_FEES, O_SLIPPAGE, O_FUNDING, O_CARRY, O_DEALER_FLOW, O_PHI):
         np.testing.assert_array_equal(out[..., col], 0.0, err_msg=COLUMNS[OUT0 + col])
     np.testing.assert_array_equal(out[..., O_SPOT], out[..., O_EXO_SPOT])
-    np.testing.assert_array_equal(traj[..., [S_PREMIUM, S_BASIS, S_I_PERM, S_I_TRANS]], 0.0)
+    np.testing.assert_array_equal(traj[..., [ST["premium"], ST["basis"], ST["i_perm"], ST["i_trans"]]], 0.0)
 
 
 def test_execution_price_fee_and_slippage_follow_the_venue_formula():
     market = make("default", 1)
     market.reset(seeds=0)
-    spot = float(np.exp(market.state[0, S_LOG_SPOT]))
+    spot = float(np.exp(market.state["log_spot"][0]))
     q = 15.0
     out = market.step(np.array([[q, 0.0, 0.0]]))
     v = market.config.venues.spot
@@ -408,7 +383,7 @@ def test_circuit_breaker_halts_agent_and_dealers_for_halt_steps():
         halted_steps += halted
         left = np.where(halted, left - 1, np.where(np.abs(out[:, O_RETURN]) > 0.006, 2, 0))
     assert halted_steps.sum() > 0
-    np.testing.assert_array_equal(market.state[:, S_HALT_STEPS], halted_steps)
+    np.testing.assert_array_equal(market.state["halt_steps"], halted_steps)
 
 
 # --------------------------------------------------------------------------------------- determinism
@@ -438,8 +413,8 @@ def test_actions_do_not_change_the_exogenous_path():
     rng = np.random.default_rng(9)
     idle = run(make("short-gamma-crash", 32), np.arange(32))
     busy = run(make("short-gamma-crash", 32), np.arange(32), trades=lambda m, k: 5.0 * random_trades(m, rng))
-    np.testing.assert_array_equal(busy[..., [S_X, S_V]], idle[..., [S_X, S_V]])
-    assert not np.array_equal(busy[..., S_LOG_SPOT], idle[..., S_LOG_SPOT])
+    np.testing.assert_array_equal(busy[..., [ST["x"], ST["v"]]], idle[..., [ST["x"], ST["v"]]])
+    assert not np.array_equal(busy[..., ST["log_spot"]], idle[..., ST["log_spot"]])
 
 
 def test_seeds_and_episodes_give_distinct_reproducible_streams():
@@ -447,7 +422,7 @@ def test_seeds_and_episodes_give_distinct_reproducible_streams():
     first = run(market, seeds=[0, 1, 0, 1], episodes=[0, 0, 1, 1], steps=20)
     again = run(market, seeds=[0, 1, 0, 1], episodes=[0, 0, 1, 1], steps=20)
     assert np.array_equal(first, again)
-    x = first[..., S_X]
+    x = first[..., ST["x"]]
     for a in range(4):
         for b in range(a):
             assert not np.any(x[:, a] == x[:, b]), (a, b)
@@ -455,7 +430,7 @@ def test_seeds_and_episodes_give_distinct_reproducible_streams():
 
 # --------------------------------------------------------------------------------------- extremes
 def crises(traj: np.ndarray) -> bool:
-    return bool(traj[-1, :, S_CRISIS_STEPS].sum() > 0)
+    return bool(traj[-1, :, ST["crisis_steps"]].sum() > 0)
 
 
 def jumps_beyond_half(traj: np.ndarray) -> bool:
@@ -503,10 +478,10 @@ def test_extreme_legal_inputs_stay_finite_and_flag_crises(case):
     traded = out[..., O_HALTED] == 0.0
     assert np.all((out[traded, O_CRISIS] == 1.0) | (1.0 + out[traded, O_PHI] > market.config.market.impact.phi_floor))
     # s = X + I_perm + I_trans holds through crises and the price band.
-    np.testing.assert_allclose(traj[..., S_LOG_SPOT], traj[..., S_X] + traj[..., S_I_PERM] + traj[..., S_I_TRANS],
-                               rtol=0, atol=1e-12 * np.abs(traj[..., S_I_PERM]).max() + 1e-12)
+    np.testing.assert_allclose(traj[..., ST["log_spot"]], traj[..., ST["x"]] + traj[..., ST["i_perm"]] + traj[..., ST["i_trans"]],
+                               rtol=0, atol=1e-12 * np.abs(traj[..., ST["i_perm"]]).max() + 1e-12)
     band = kernel.LOG_PRICE_BAND * (1 + 1e-12)
-    assert np.all(np.abs(traj[..., S_LOG_SPOT] - math.log(market.config.market.spot0)) <= band)
+    assert np.all(np.abs(traj[..., ST["log_spot"]] - math.log(market.config.market.spot0)) <= band)
 
 
 # --------------------------------------------------------------------------------------- P&L
@@ -524,23 +499,23 @@ def test_pnl_is_the_sum_of_its_parts_and_accumulators_sum_the_steps(name):
     np.testing.assert_allclose(out[..., O_REWARD], pnl / scale - 0.5 * market.params["risk_aversion"][0]
                                * (pnl / scale) ** 2, rtol=1e-12, atol=1e-15)
     final = traj[-1]
-    sums = {S_CUM_PNL: O_PNL, S_CUM_BOOK_PNL: O_BOOK_PNL, S_CUM_HEDGE_PNL: O_HEDGE_PNL, S_CUM_FEES: O_FEES,
-            S_CUM_SLIPPAGE: O_SLIPPAGE, S_CUM_FUNDING: O_FUNDING, S_CUM_CARRY: O_CARRY, S_CUM_REWARD: O_REWARD,
-            S_CUM_INTEREST: O_INTEREST,
-            S_TURNOVER_USD: O_NOTIONAL, S_SUM_PHI: O_PHI, S_CRISIS_STEPS: O_CRISIS}
+    sums = {ST["cum_pnl"]: O_PNL, ST["cum_book_pnl"]: O_BOOK_PNL, ST["cum_hedge_pnl"]: O_HEDGE_PNL, ST["cum_fees"]: O_FEES,
+            ST["cum_slippage"]: O_SLIPPAGE, ST["cum_funding"]: O_FUNDING, ST["cum_carry"]: O_CARRY, ST["cum_reward"]: O_REWARD,
+            ST["cum_interest"]: O_INTEREST,
+            ST["turnover_usd"]: O_NOTIONAL, ST["sum_phi"]: O_PHI, ST["crisis_steps"]: O_CRISIS}
     for s_col, o_col in sums.items():
         np.testing.assert_allclose(final[:, s_col], out[..., o_col].sum(axis=0), rtol=1e-10,
                                    atol=1e-10 * np.abs(out[..., o_col]).sum(axis=0).max(), err_msg=COLUMNS[s_col])
-    np.testing.assert_allclose(final[:, S_SUM_R2], (out[..., O_RETURN] ** 2).sum(axis=0), rtol=1e-10)
-    np.testing.assert_allclose(final[:, S_SUM_X2], (out[..., O_EXO_RETURN] ** 2).sum(axis=0), rtol=1e-10)
+    np.testing.assert_allclose(final[:, ST["sum_r2"]], (out[..., O_RETURN] ** 2).sum(axis=0), rtol=1e-10)
+    np.testing.assert_allclose(final[:, ST["sum_x2"]], (out[..., O_EXO_RETURN] ** 2).sum(axis=0), rtol=1e-10)
     trades = out[..., O_TRADE_SPOT:O_TRADE_SPOT + N_VENUES]
-    np.testing.assert_array_equal(final[:, S_N_TRADES], (trades != 0).sum(axis=(0, 2)))
+    np.testing.assert_array_equal(final[:, ST["n_trades"]], (trades != 0).sum(axis=(0, 2)))
     assert np.all(out[-1, :, O_TERMINATED] == 1.0)
     # At termination every line has settled into cash; the P&L is the change of wealth from 0:
     # cash + spot position at the final spot (perp and future are margined into cash each step).
-    np.testing.assert_array_equal(final[:, S_BOOK_VALUE], 0.0)
-    wealth = final[:, S_CASH] + final[:, HEDGE0 + SPOT] * out[-1, :, O_SPOT]
-    np.testing.assert_allclose(final[:, S_CUM_PNL], wealth, rtol=1e-9, atol=1e-6 * market.config.pnl_scale)
+    np.testing.assert_array_equal(final[:, ST["book_value"]], 0.0)
+    wealth = final[:, ST["cash"]] + final[:, HEDGE0 + SPOT] * out[-1, :, O_SPOT]
+    np.testing.assert_allclose(final[:, ST["cum_pnl"]], wealth, rtol=1e-9, atol=1e-6 * market.config.pnl_scale)
 
 
 def test_hedge_pnl_marks_positions_to_the_new_mid():
@@ -556,12 +531,12 @@ def test_hedge_pnl_marks_positions_to_the_new_mid():
 def test_delta_hedging_removes_most_of_the_risk_in_the_frictionless_market():
     def hedge_to_delta(m: Market, k: int) -> np.ndarray:
         trades = np.zeros((m.n_envs, N_VENUES))
-        trades[:, SPOT] = -m.state[:, S_BOOK_DELTA] - m.hedge[:, SPOT]
+        trades[:, SPOT] = -m.state["book_delta"] - m.hedge[:, SPOT]
         return trades
 
     n = 256
-    unhedged = run(make("frictionless", n, parallel=False), np.arange(n))[-1, :, S_CUM_PNL]
-    hedged = run(make("frictionless", n, parallel=False), np.arange(n), trades=hedge_to_delta)[-1, :, S_CUM_PNL]
+    unhedged = run(make("frictionless", n, parallel=False), np.arange(n))[-1, :, ST["cum_pnl"]]
+    hedged = run(make("frictionless", n, parallel=False), np.arange(n), trades=hedge_to_delta)[-1, :, ST["cum_pnl"]]
     assert hedged.std() < 0.2 * unhedged.std()
     # Options marked at the vol they realise: hedged, the desk neither gains nor loses on average.
     assert abs(hedged.mean()) < 4.0 * hedged.std() / math.sqrt(n)

@@ -144,7 +144,7 @@ def test_bad_actions_raise_value_error_naming_env_and_venue(actions, message):
 
 
 def test_non_finite_simulator_output_raises_naming_the_env(monkeypatch):
-    from hedgegym.envs.layout import O_REWARD, S_BOOK_DELTA
+    from hedgegym.envs.layout import O_REWARD
 
     vec = HedgingVectorEnv(3, **TRUNCATES)
     vec.reset(seed=0)
@@ -152,7 +152,7 @@ def test_non_finite_simulator_output_raises_naming_the_env(monkeypatch):
 
     def nan_step(trades, check=True):
         out = market_step(trades, check=check)
-        vec.market.state[2, S_BOOK_DELTA] = np.nan
+        vec.market.state["book_delta"][2] = np.nan
         return out
 
     monkeypatch.setattr(vec.market, "step", nan_step)
