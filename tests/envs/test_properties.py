@@ -10,11 +10,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from hedgegym.envs import HedgingEnv
-from hedgegym.envs.config import ConfigError, validate_config
+from hedgegym.envs.config import ConfigError, load_scenario, validate_config
 from hedgegym.envs.market import Market
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -147,3 +148,24 @@ def test_actions_to_trades_round_trips(cfg, seed, mode, warmup, data):
     tol = 1e-9 * (1.0 + np.abs(market.net_delta())[:, None] / cfg.agent.max_trade
                   + np.abs(market.hedge[:, market.enabled_venues]) * 3.0 / cfg.agent.max_trade)
     assert np.all(np.abs(back - actions) <= tol), (back, actions)
+
+
+# What would not run finite is rejected at load, naming the field, the value and the allowed range.
+@pytest.mark.parametrize(("overrides", "expected"), [
+    ({"venues.spot.depth_usd_per_pct": 1e-300}, ["venues.spot.depth_usd_per_pct", ">= 1000 USD per 1 %", "1e-300"]),
+    ({"agent.pnl_scale_usd": 1e-300}, ["agent.pnl_scale_usd=1e-300", "below 1e-06 x", "= 12 USD"]),
+    ({"agent.max_trade": 1e300}, ["agent.max_trade=1e+300", "more than 1000 x", "= 120000 coins"]),
+    ({"market.jumps.enabled": True, "market.jumps.intensity": 1e5, "market.jumps.mean": 2.0},
+     ["market.jumps.mean", "less than or equal to 1", "(got 2.0)"]),
+    ({"market.jumps.enabled": True, "market.jumps.intensity": 1e5, "market.jumps.mean": 0.5},
+     ["market.jumps.intensity=100000", "expected jumps per step; at most 10"]),
+    ({"market.jumps.enabled": True, "market.jumps.intensity": 5e4, "market.jumps.mean": 0.5},
+     ["exogenous log-price's drift", "exceed 50"]),
+    ({"market.heston.enabled": True, "market.heston.kappa_v": 9000.0}, ["market.heston.kappa_v=9000", "<= 1"]),
+    ({"episode.dt_hours": 1e-300}, ["episode.dt_hours", "at least one second", "1e-300"]),
+])
+def test_configs_that_cannot_run_are_rejected(overrides, expected):
+    with pytest.raises(ConfigError) as err:
+        load_scenario("default", overrides)
+    for text in expected:
+        assert text in str(err.value)
