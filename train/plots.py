@@ -110,7 +110,8 @@ def plot_slippage_vs_amplification(result: EvaluationResult, path: str | Path) -
     """
     plt = _pyplot()
     has_share = "agent_vol_amplification" in result.estimates[result.policies[0]]
-    panels = [("vol_amplification", "vol amplification (spot vol / exogenous vol)", 1.0)]
+    # No line at 1 on the amplification panel: it would stretch the axis over a range no policy reaches.
+    panels = [("vol_amplification", "vol amplification (spot vol / exogenous vol)", None)]
     if has_share:
         panels.append(("agent_vol_amplification", "agent's own share of the amplification", 0.0))
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels) + 3.0, 5.0), squeeze=False)
@@ -123,7 +124,8 @@ def plot_slippage_vs_amplification(result: EvaluationResult, path: str | Path) -
                         label=name, **_style(k))
             values.append(y.value)
             widths.append(y.high - y.low)
-        ax.axhline(neutral, color="grey", lw=0.8, ls=":")
+        if neutral is not None:
+            ax.axhline(neutral, color="grey", lw=0.8, ls=":")
         ax.ticklabel_format(axis="y", useOffset=False, style="plain")
         _usd_axis(ax.xaxis)
         ax.set_xlabel("slippage per episode (USD)")

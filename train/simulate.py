@@ -57,6 +57,9 @@ class SimulationResult:
     pin_effect_ci: tuple[float, float]
     pin_strike: float
     dealer_effective_depth_usd: float
+    # The impact parameters of the resilience-adjusted prediction (its curve in simulation.png).
+    permanent_share: float = 1.0
+    resilience_decay: float = 0.0
     per_path: dict[str, np.ndarray] = field(repr=False, default_factory=dict)
     sample: dict[str, np.ndarray] = field(repr=False, default_factory=dict)
 
@@ -203,6 +206,8 @@ def simulate(config: ScenarioConfig, paths: int = 1000, seed: int = 0, n_sample:
         pin_effect_ci=_interval(pin_boot, pin_effect),
         pin_strike=pin_strike(config),
         dealer_effective_depth_usd=dealer_effective_depth(config),
+        permanent_share=config.market.impact.permanent_share,
+        resilience_decay=float(np.exp(-config.market.impact.resilience * config.episode.dt)),
         per_path=arrays,
         sample=sample,
     )
@@ -229,7 +234,7 @@ def plot_simulation(result: SimulationResult, path: str | Path) -> None:
         line, = ax1.plot(steps, result.sample["spot"][j], lw=1.2)
         ax1.plot(steps, result.sample["exo_spot"][j], lw=1.0, ls="--", color=line.get_color(), alpha=0.7)
     ax1.axhline(result.pin_strike, color="grey", lw=0.8, ls=":")
-    ax1.set_title(f"{result.scenario}: spot with feedback (solid) vs exogenous (dashed)")
+    ax1.set_title(f"{result.scenario}: spot with feedback (solid) vs exogenous (dashed)", fontsize=9)
     ax1.set_xlabel("step")
     ax1.set_ylabel("USD")
     phi = result.per_path["mean_phi"]
@@ -237,11 +242,20 @@ def plot_simulation(result: SimulationResult, path: str | Path) -> None:
     ax2.scatter(phi, amp, s=6, alpha=0.4, label="paths")
     grid = np.linspace(min(phi.min(), -0.01), max(phi.max(), 0.01), 100)
     grid = grid[1.0 + grid > 0.05]
-    ax2.plot(grid, 1.0 / (1.0 + grid), color="black", lw=1.2, label="1 / (1 + phi)")
+    ax2.plot(grid, 1.0 / (1.0 + grid), color="black", lw=1.0, ls="--", label="1 / (1 + phi), permanent impact only")
+    resilient = [predicted_amplification(g, result.permanent_share, result.resilience_decay) for g in grid]
+    ax2.plot(grid, resilient, color="tab:red", lw=1.6,
+             label=f"with permanent share {result.permanent_share:g} and resilience "
+                   f"(decay {result.resilience_decay:.3g} per step)")
+    ax2.plot([result.mean_phi], [result.vol_amplification], marker="*", ms=14, color="tab:red", ls="none",
+             label="measured, pooled over paths")
     ax2.axhline(1.0, color="grey", lw=0.8, ls=":")
     ax2.set_xlabel("mean phi of the path (dealer GEX / depth)")
     ax2.set_ylabel("vol amplification")
-    ax2.set_title(f"amplification {result.vol_amplification:.3f} vs predicted {result.predicted_amplification:.3f}")
-    ax2.legend()
+    ax2.set_title(f"amplification {result.vol_amplification:.4f}; predicted "
+                  f"{_law(result.predicted_amplification_resilient)} (resilience), "
+                  f"{_law(result.predicted_amplification)} (permanent only)", fontsize=9)
+    ax2.legend(fontsize=7)
+    fig.tight_layout()
     save_figure_atomic(fig, path)
     plt.close(fig)
