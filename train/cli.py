@@ -50,6 +50,9 @@ class _OneLineErrors(TyperGroup):
         except (ConfigError, RunDirError) as err:
             _print_error(str(err))
             sys.exit(2)
+        except OSError as err:  # the machine refused (disk full, permissions): its words, one line
+            _print_error(f"{err.strerror or err}{f': {err.filename}' if err.filename else ''}")
+            sys.exit(2)
         sys.exit(code if isinstance(code, int) else 0)
 
 
@@ -82,7 +85,7 @@ def fail(message: str) -> None:
 
 
 def one_line(message: str) -> str:
-    """A possibly multi-line message (a config error lists each field on its own line) on one line.
+    r"""A possibly multi-line message (a config error lists each field on its own line) on one line.
 
     >>> one_line("invalid config in x.yaml:\n  market.sigma: must be > 0\n  episode.dt_hours: must be > 0")
     'invalid config in x.yaml: market.sigma: must be > 0; episode.dt_hours: must be > 0'

@@ -238,7 +238,7 @@ def _check_range(key: str, value: Any) -> None:
     if key == "train_freq":
         freq, unit = value if isinstance(value, tuple) else (value, "step")
         if not (isinstance(freq, int) and freq >= 1 and unit in ("step", "episode")):
-            raise ValueError(f"train_freq={value!r}: must be an integer >= 1 or [n >= 1, 'step' | 'episode']")
+            raise ValueError(f"train_freq must be an integer >= 1 or [n >= 1, 'step' | 'episode'] (got {value!r})")
         return
     if isinstance(value, str):
         _check_auto(key, value)
@@ -246,9 +246,9 @@ def _check_range(key: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return
     if not math.isfinite(value):
-        raise ValueError(f"{key}={value!r}: must be finite")
+        raise ValueError(f"{key} must be finite (got {value!r})")
     if key in _RANGES and not _RANGES[key][1](value):
-        raise ValueError(f"{key}={value!r}: must be {_RANGES[key][0]}")
+        raise ValueError(f"{key} must be {_RANGES[key][0]} (got {value!r})")
 
 
 def _check_auto(key: str, value: str) -> None:
@@ -260,9 +260,9 @@ def _check_auto(key: str, value: str) -> None:
         except ValueError:
             initial = math.nan
         if not (math.isfinite(initial) and initial > 0):
-            raise ValueError(f"ent_coef={value!r}: must be {allowed}")
+            raise ValueError(f"ent_coef must be {allowed} (got {value!r})")
     elif value != "auto":
-        raise ValueError(f"{key}={value!r}: must be {allowed if key == 'ent_coef' else 'a number or auto'}")
+        raise ValueError(f"{key} must be {allowed if key == 'ent_coef' else 'a number or auto'} (got {value!r})")
 
 
 # --------------------------------------------------------------------------------------- env, training

@@ -191,7 +191,7 @@ def test_seed_and_size_limits_are_one_line_before_any_work(args, expected):
     (("train",), "give an experiment config"),
     (("train", "missing.yaml"), "missing.yaml"),
     (("train", str(CONFIGS / "ppo_spot.yaml"), "--set", "algorithm.hyperparameters.ent_coef=-5"),
-     "ent_coef=-5.0: must be >= 0"),
+     "ent_coef must be >= 0 (a negative entropy bonus rewards a collapsing policy) (got -5.0)"),
     (("train", str(CONFIGS / "ppo_spot.yaml"), "--set", "algorithm.hyperparameters.batch_size=1000"),
      "batch_size=1000 must divide"),
     (("nosuchcommand",), "No such command"),
