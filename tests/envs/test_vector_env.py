@@ -184,5 +184,5 @@ def test_bad_vector_arguments_raise_clear_errors():
         vec.reset(options={"reset_mask": [True, False]})
     with pytest.raises(ValueError, match="autoreset_mode must be an AutoresetMode"):
         HedgingVectorEnv(2, autoreset_mode="sometimes")
-    with pytest.raises(ValueError, match="n_envs must be an integer >= 1"):
+    with pytest.raises(ValueError, match="num_envs must be an integer >= 1"):
         HedgingVectorEnv(0)
