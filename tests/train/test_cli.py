@@ -10,8 +10,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -88,6 +90,22 @@ def test_a_run_stopped_by_bad_input_leaves_its_out_reusable(tmp_path):
     res = hedgegym("simulate", *SHORT, "--paths", "2", "--out", str(out))
     assert res.returncode == 0, res.stderr
     assert (out / "summary.json").is_file()
+
+
+def test_ctrl_c_before_the_first_output_releases_the_out(tmp_path):
+    """Claimed, then interrupted before writing anything: exit 130 and the folder is gone, so the
+    same --out works next time (an unused claim is dropped at exit)."""
+    out = tmp_path / "run"
+    proc = subprocess.Popen([HEDGEGYM, *HEAVY["evaluate"], "--out", str(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (out / CLAIM_FILE).exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (out / CLAIM_FILE).exists(), proc.communicate()
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert not out.exists()
 
 
 # ------------------------------------------------------------------------------ claiming a run directory
