@@ -199,14 +199,15 @@ def test_cli_ctrl_c_during_the_final_evaluation_exits_130_and_resume_finishes_it
     assert f"final evaluation was interrupted: finish it with `hedgegym train --resume {out}`" in one_line(stdout)
     assert json.loads((out / "run_info.json").read_text())["status"] == "evaluation interrupted"
     assert not (out / "evaluation").exists()
-    res = cli("train", "--resume", out)
-    assert res.returncode == 0, res.stdout + res.stderr
+    # The resume (the library call behind `hedgegym train --resume`) only finishes the evaluation.
+    finished = train(resume=out)
+    assert finished.timesteps == finished.resumed_from == 128 and not finished.interrupted
     assert (out / "evaluation" / "report.md").is_file()
     info = json.loads((out / "run_info.json").read_text())
     assert info["status"] == "finished" and info["timesteps"] == 128
     # Now there is nothing left to do.
-    res = cli("train", "--resume", out)
-    assert res.returncode == 2 and "nothing left to train" in one_line(res.stdout + res.stderr)
+    with pytest.raises(ConfigError, match="nothing left to train"):
+        train(resume=out)
 
 
 # ------------------------------------------------------------------------------------ live or dead
@@ -228,7 +229,9 @@ def test_a_killed_run_is_dead_a_running_one_live(tmp_path):
     assert json.loads((out / "run_info.json").read_text())["status"] == "running"  # what a kill leaves
     assert run_status(out) == "dead"
     latest = json.loads((out / "checkpoints" / "latest.json").read_text())["timesteps"]
-    res = cli("train", "--resume", out, "--set", f"training.total_timesteps={latest + 128}")
-    assert res.returncode == 0, res.stdout + res.stderr
-    assert f"is gone; resuming from the checkpoint at {latest:,} timesteps" in one_line(res.stdout + res.stderr)
+    notes = []
+    resumed = train(load_experiment(out / "config.yaml", {"training.total_timesteps": latest + 128}), resume=out,
+                    notify=notes.append)
+    assert resumed.resumed_from == latest and not resumed.interrupted
+    assert any(f"is gone; resuming from the checkpoint at {latest:,} timesteps" in n for n in notes), notes
     assert run_status(out) == "finished"
