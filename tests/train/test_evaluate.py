@@ -343,3 +343,35 @@ def test_best_model_and_report_rank_by_the_one_objective(delta_run, monkeypatch)
     policy = load(delta_run / "best_model.zip", cfg.scenario.resolved)
     monkeypatch.setattr(E, "objective", lambda per_episode, config: 42.0)
     assert held_out_evaluation(policy.model, policy.obs_normalizer, cfg)["objective"] == 42.0
+
+
+def test_plots_read_at_a_glance(short, monkeypatch, tmp_path):
+    import hedgegym.train.plots as P
+
+    figures = {}
+    monkeypatch.setattr(P, "save_figure_atomic", lambda fig, path: figures.__setitem__(Path(path).name, fig))
+    result = evaluate(["no_hedge", "delta", "fixed_band", "whalley_wilmott"], short, episodes=200, seed=0,
+                      n_resamples=50, n_sample_paths=3)
+    result.write(tmp_path / "out")
+    # Each P&L panel has its own axis, and its mean and -VaR95 lie on it.
+    for ax, name in zip(figures["pnl_distribution.png"].axes, result.policies, strict=True):
+        lo, hi = ax.get_xlim()
+        assert lo < -result.estimates[name]["var_95"].value < hi and lo < result.per_episode[name]["pnl"].mean() < hi
+    # One marker per policy in a legend, no labels piled on the points, no offset on the amplification axis.
+    ax_amp = figures["slippage_vs_amplification.png"].axes[0]
+    assert not ax_amp.texts and not ax_amp.yaxis.get_major_formatter().get_useOffset()
+    legend = figures["slippage_vs_amplification.png"].axes[-1].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == result.policies
+    # Sample paths: price, the agent's own impact, the hedge by venue, the cumulative P&L.
+    price, impact, hedge, pnl = figures["sample_paths.png"].axes
+    assert len(impact.get_lines()) == 3 + 1 and len(pnl.get_lines()) == 3 + 1  # paths + the zero line
+    assert [t.get_text() for t in hedge.get_legend().get_texts()] == ["spot (coins)", "perp (coins)",
+                                                                       "future (contracts)"]
+    # The training curve: a linear reward axis with readable ticks, the early outlier counted.
+    history = {"rollouts": [[128 * k, r] for k, r in enumerate([-5e4, -900.0, -300.0, -120.0, -80.0, -60.0], 1)],
+               "evaluations": [{"timesteps": 512, "objective": -2e4}], "best": {"timesteps": 512, "objective": -2e4}}
+    P.plot_training_curve(history, tmp_path / "curve.png")
+    ax_r = figures["curve.png"].axes[0]
+    lo, hi = ax_r.get_ylim()
+    assert ax_r.get_yscale() == "linear" and sum(lo <= t <= hi for t in ax_r.get_yticks()) >= 3
+    assert "off the axis" in ax_r.texts[0].get_text()
