@@ -213,8 +213,8 @@ def test_bad_constructor_arguments_raise_clear_errors():
         HedgingEnv(config={}, scenario="default")
     with pytest.raises(ConfigError, match="unknown scenario 'nope'"):
         HedgingEnv(scenario="nope")
-    with pytest.raises(ValueError, match=r"render_mode must be None or one of \['ansi'\]"):
-        HedgingEnv(render_mode="human")
+    with pytest.raises(ValueError, match=r"render_mode must be None or one of \['ansi', 'rgb_array', 'human'\]"):
+        HedgingEnv(render_mode="video")
 
 
 def test_unknown_reset_options_raise(env):
