@@ -31,34 +31,28 @@ from functools import cached_property
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from hedgegym.agents import sb3
 from hedgegym.envs.config import (
     ConfigError,
     ScenarioConfig,
+    StrictModel,
     apply_overrides,
     format_validation_error,
     read_yaml,
-    resolve_scenario,
-    validate_config,
+    resolve_config,
 )
 
 
-class _Strict(BaseModel):
-    """Base of every section: unknown keys and NaN/inf are errors; models are frozen."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True, validate_default=True)
-
-
 # --------------------------------------------------------------------------------------- scenario
-class ScenarioSpec(_Strict):
+class ScenarioSpec(StrictModel):
     """The market: a named scenario or an inline scenario config, with dotted or nested overrides.
 
     In YAML, ``scenario: zero-dte`` is short for ``scenario: {name: zero-dte}``.
     """
 
-    name: str | None = Field(None, description="Named scenario (configs/scenarios/NAME.yaml); default: 'default'.")
+    name: str | None = Field(None, description="Named scenario (`hedgegym scenarios`) or YAML path; default 'default'.")
     config: dict[str, Any] | None = Field(None, description="Inline scenario config: the sections of a scenario YAML.")
     overrides: dict[str, Any] = Field(default_factory=dict,
                                       description="Changes on top, dotted ({market.sigma: 0.8}) or nested.")
@@ -80,24 +74,10 @@ class ScenarioSpec(_Strict):
 
     @cached_property
     def resolved(self) -> ScenarioConfig:
-        """The validated :class:`ScenarioConfig` this spec names, overrides applied."""
-        overrides = _flatten(self.overrides)
+        """The validated :class:`ScenarioConfig` this spec names, overrides applied (nested ones merge)."""
         if self.config is None:
-            return resolve_scenario(self.name, overrides=overrides)
-        data = apply_overrides(self.config, overrides) if overrides else self.config
-        return validate_config(data, source=" in scenario.config")
-
-
-def _flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"market": {"sigma": 0.8}}`` -> ``{"market.sigma": 0.8}``: nested overrides merge, not replace."""
-    out: dict[str, Any] = {}
-    for key, value in mapping.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            out.update(_flatten(value, path + "."))
-        else:
-            out[path] = value
-    return out
+            return resolve_config(self.name, self.overrides)
+        return resolve_config(self.config, self.overrides, label=" in scenario.config")
 
 
 # --------------------------------------------------------------------------------------- limits
@@ -143,7 +123,7 @@ _RANGES: dict[str, tuple[str, Callable[[float], bool]]] = {
 }
 
 
-class PolicyKwargs(_Strict):
+class PolicyKwargs(StrictModel):
     """The policy network (SB3 ``policy_kwargs``); a field left unset takes SB3's default."""
 
     net_arch: list[int] | dict[str, list[int]] | None = Field(
@@ -164,7 +144,7 @@ class PolicyKwargs(_Strict):
         return v
 
 
-class AlgorithmConfig(_Strict):
+class AlgorithmConfig(StrictModel):
     """The stable-baselines3 algorithm, its hyperparameters and its policy network."""
 
     name: Literal["ppo", "sac", "td3"] = Field(description="Algorithm: ppo (on-policy), sac or td3 (off-policy).")
@@ -266,7 +246,7 @@ def _check_auto(key: str, value: str) -> None:
 
 
 # --------------------------------------------------------------------------------------- env, training
-class NormalizeConfig(_Strict):
+class NormalizeConfig(StrictModel):
     """Running normalisation of observations and rewards (SB3 ``VecNormalize``), saved with the model."""
 
     observations: bool = Field(True, description="Standardise observations by running mean and std.")
@@ -275,7 +255,7 @@ class NormalizeConfig(_Strict):
     clip_rewards: float = Field(10.0, gt=0.0, description="Clip normalised rewards to +-this.")
 
 
-class EnvConfig(_Strict):
+class EnvConfig(StrictModel):
     """The batched training env."""
 
     n_envs: int = Field(64, ge=1, le=65536, description="Parallel envs, stepped together by the numba kernel.")
@@ -283,7 +263,7 @@ class EnvConfig(_Strict):
     normalize: NormalizeConfig = Field(NormalizeConfig(), description="Observation and reward normalisation.")
 
 
-class TrainingConfig(_Strict):
+class TrainingConfig(StrictModel):
     """Length, seed, checkpoints and torch settings of the training run."""
 
     total_timesteps: int = Field(gt=0, description="Env steps to train for, summed over the parallel envs.")
@@ -297,7 +277,7 @@ class TrainingConfig(_Strict):
         True, description="Checkpoint the replay buffer too (sac, td3; ppo has none), so --resume continues it.")
 
 
-class EvaluationConfig(_Strict):
+class EvaluationConfig(StrictModel):
     """Held-out evaluation: periodically to keep the best model, and at the end against the baselines."""
 
     seed: int = Field(1_000_000, ge=0, description="First held-out seed; episode j uses seed + j.")
@@ -316,7 +296,7 @@ class EvaluationConfig(_Strict):
         return v
 
 
-class ExperimentConfig(_Strict):
+class ExperimentConfig(StrictModel):
     """A whole experiment: what ``hedgegym train CONFIG`` runs."""
 
     name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$",
@@ -407,7 +387,7 @@ def validate_experiment(data: Mapping[str, Any] | ExperimentConfig, source: str 
     try:
         return ExperimentConfig.model_validate(dict(data))
     except ValidationError as err:
-        message = format_validation_error(err, source, "experiment config", "hedgegym.train.experiment")
+        message = format_validation_error(err, source, "experiment config", ExperimentConfig)
         raise ConfigError(message) from None
 
 
