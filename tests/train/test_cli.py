@@ -103,7 +103,8 @@ def test_ctrl_c_before_the_first_output_releases_the_out(tmp_path):
         time.sleep(0.05)
     assert (out / CLAIM_FILE).exists(), proc.communicate()
     proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=60)
+    # The signal is handled once numba finishes compiling (minutes with a cold cache on a busy machine).
+    proc.communicate(timeout=300)
     assert proc.returncode == 130
     assert not out.exists()
 
