@@ -182,6 +182,10 @@ class HedgingEnv(gym.Env):
       :class:`~hedgegym.envs.config.ConfigError` naming the field.
 
     ## Version History
+    - v1: time is the step index times dt and each option line settles once; the agent's cash earns
+      ``market.rate`` (``info["interest"]``, part of the P&L and the reward); the clearing takes the
+      first admissible root in the flow's direction (crisis flags only where none exists); dealers
+      unwind the hedge of expiring lines after their settlement, not inside it.
     - v0: initial version.
 
     Example:
@@ -334,7 +338,7 @@ def resolve_env_config(config, scenario: str | None, overrides: Mapping[str, Any
     if config is not None and scenario is not None:
         raise ConfigError(
             f"pass either config= or scenario=, not both (got scenario={scenario!r}); a named id such as "
-            "hedgegym/ShortGammaCrash-v0 fixes its scenario: use hedgegym/Hedging-v0 with config=..."
+            "hedgegym/ShortGammaCrash-v1 fixes its scenario: use hedgegym/Hedging-v1 with config=..."
         )
     bad = [k for k in overrides if "__" not in k]
     if bad:

@@ -16,7 +16,7 @@ SHORT = {"episode__horizon_days": 0.25}
 def test_sb3_make_vec_env_default_path_renders_frames():
     from stable_baselines3.common.env_util import make_vec_env
 
-    venv = make_vec_env("hedgegym/Hedging-v0", n_envs=1, env_kwargs=SHORT)  # passes render_mode="rgb_array"
+    venv = make_vec_env("hedgegym/Hedging-v1", n_envs=1, env_kwargs=SHORT)  # passes render_mode="rgb_array"
     venv.reset()
     first = venv.render()
     assert first.dtype == np.uint8 and first.shape == (480, 640, 3)
@@ -78,7 +78,7 @@ def test_gymnasium_record_video_writes_an_episode(tmp_path):
     pytest.importorskip("moviepy")
     from gymnasium.wrappers import RecordVideo
 
-    env = RecordVideo(gym.make("hedgegym/Hedging-v0", render_mode="rgb_array", **SHORT), str(tmp_path / "videos"),
+    env = RecordVideo(gym.make("hedgegym/Hedging-v1", render_mode="rgb_array", **SHORT), str(tmp_path / "videos"),
                       episode_trigger=lambda e: True, disable_logger=True)
     env.reset(seed=0)
     done = False
@@ -95,7 +95,7 @@ def test_sb3_vec_video_recorder_writes_a_video(tmp_path):
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import VecVideoRecorder
 
-    venv = VecVideoRecorder(make_vec_env("hedgegym/Hedging-v0", n_envs=1, env_kwargs=SHORT), str(tmp_path),
+    venv = VecVideoRecorder(make_vec_env("hedgegym/Hedging-v1", n_envs=1, env_kwargs=SHORT), str(tmp_path),
                             record_video_trigger=lambda step: step == 0, video_length=5)
     venv.reset()
     for _ in range(6):
