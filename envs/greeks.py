@@ -106,17 +106,21 @@ def strike_delta_gamma(spot, strike, tau, rate, vol):
 
 
 @njit(cache=True)
-def strike_greeks(spot, strike, tau, rate, vol):
+def strike_greeks(spot, strike, tau, rate, vol, call=True, put=True):
     """(call price, put price, call delta, put delta, gamma, vega, vanna, charm) at one strike and
-    expiry; see the module docstring for the formulas.
+    expiry; see the module docstring for the formulas. The price of a kind not asked for
+    (``call=False`` or ``put=False``) is returned as 0 and costs nothing.
 
     The call and the put of a strike share d1, the density and four greeks; computed together
-    they cost four ``erfc`` calls instead of six, and one logarithm instead of two.
+    they cost four ``erfc`` calls instead of six, and one logarithm instead of two; a lone call or
+    put costs two.
     """
     if tau <= 0.0:
         tau = 0.0
-    total_vol = vol * math.sqrt(tau)
-    disc_strike = strike * math.exp(-rate * tau)
+    sqrt_tau = math.sqrt(tau)
+    total_vol = vol * sqrt_tau
+    # exp(0) is 1 exactly: without carry (r = 0) the strike is its own present value.
+    disc_strike = strike * math.exp(-rate * tau) if rate != 0.0 else strike
     if total_vol < _MIN_TOTAL_VOL:
         call_itm = spot > disc_strike
         put_itm = spot < disc_strike
@@ -125,16 +129,20 @@ def strike_greeks(spot, strike, tau, rate, vol):
     d1 = bsm_d1(spot, strike, tau, rate, vol, total_vol)
     d2 = d1 - total_vol
     pdf = norm_pdf(d1)
-    vega = spot * pdf * math.sqrt(tau)
+    vega = spot * pdf * sqrt_tau
     call_delta = norm_cdf(d1)
-    call = spot * call_delta - disc_strike * norm_cdf(d2)
-    put = disc_strike * norm_cdf(-d2) - spot * norm_cdf(-d1)
-    # Far out of the money the two terms cancel to rounding noise below zero.
-    if call < 0.0:
-        call = 0.0
-    if put < 0.0:
-        put = 0.0
-    return (call, put, call_delta, call_delta - 1.0, bsm_gamma(pdf, spot, total_vol), vega,
+    call_price = 0.0
+    put_price = 0.0
+    # Far out of the money the two terms of a price cancel to rounding noise below zero.
+    if call:
+        call_price = spot * call_delta - disc_strike * norm_cdf(d2)
+        if call_price < 0.0:
+            call_price = 0.0
+    if put:
+        put_price = disc_strike * norm_cdf(-d2) - spot * norm_cdf(-d1)
+        if put_price < 0.0:
+            put_price = 0.0
+    return (call_price, put_price, call_delta, call_delta - 1.0, bsm_gamma(pdf, spot, total_vol), vega,
             bsm_vanna(pdf, d2, vol), bsm_charm(pdf, d2, tau, rate, total_vol))
 
 
@@ -142,7 +150,8 @@ def strike_greeks(spot, strike, tau, rate, vol):
 def line_greeks(spot, strike, tau, rate, vol, is_call):
     """(price, delta, gamma, vega, vanna, charm) of one European option: :func:`strike_greeks`' call
     or put."""
-    call, put, call_delta, put_delta, gamma, vega, vanna, charm = strike_greeks(spot, strike, tau, rate, vol)
+    call, put, call_delta, put_delta, gamma, vega, vanna, charm = strike_greeks(spot, strike, tau, rate, vol,
+                                                                                is_call, not is_call)
     if is_call:
         return call, call_delta, gamma, vega, vanna, charm
     return put, put_delta, gamma, vega, vanna, charm

@@ -98,6 +98,13 @@ from hedgegym.envs.layout import (
     V_TRANSMISSION,
 )
 
+# Numba options of the kernels. ``_nrt=False``: the kernels allocate nothing and only borrow the
+# arrays they are given, so numba's runtime need not reference-count them; with it on, every call of
+# a phase increfs and decrefs each array argument (an atomic operation, and a cache line bounced
+# between the parallel kernel's threads), which was more than half of a frictionless step.
+# ``inline="always"`` on the per-row phases of the step: numba inlines them into the step's loop,
+# where LLVM optimises them together. Neither changes a result: the same operations run in the same
+# order (the golden trajectories replay bit for bit). ``reset_row`` keeps the runtime: it allocates.
 # ------------------------------------------------------------------------------------ randomness
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -129,7 +136,7 @@ BASIS_BOUND = 5.0
 FUNDING_EPS = 1e-9
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def mix64(z):
     """SplitMix64 finaliser (Steele, Lea & Flood 2014): a bijective 64-bit avalanche mix."""
     z = (z ^ (z >> _SH30)) * _MIX1
@@ -137,20 +144,20 @@ def mix64(z):
     return z ^ (z >> _SH31)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def episode_key(seed, episode):
     """Random key of episode ``episode`` of the stream seeded ``seed`` (both uint64)."""
     return mix64(mix64(seed * _SEED_SALT + _GOLDEN) ^ (episode * _GOLDEN + _MIX1))
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def uniform(key, counter):
     """U(0, 1), never 0 or 1: the counter-th draw of ``key`` (SplitMix64 at position counter)."""
     h = mix64(key + (counter + np.uint64(1)) * _GOLDEN)
     return (float(h >> _SH11) + 0.5) * _TWO_POW_M53
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def normal(key, counter):
     """N(0, 1) by Box–Muller from draws ``2 counter`` and ``2 counter + 1``."""
     u1 = uniform(key, np.uint64(2) * counter)
@@ -164,19 +171,19 @@ Z_PRICE, Z_VAR, Z_JUMP, Z_PREMIUM, Z_BASIS = 0, 1, 2, 3, 4
 U_JUMP_COUNT = 12
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def step_normal(key, step, which):
     """Normal shock ``which`` (``Z_*``) of step ``step``: each is drawn only where the model uses it."""
     return normal(key, np.uint64(step) * np.uint64(SHOCKS_PER_STEP // 2) + np.uint64(which))
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def step_uniform(key, step, which):
     """Uniform shock ``which`` (``U_*``) of step ``step``."""
     return uniform(key, np.uint64(step) * np.uint64(SHOCKS_PER_STEP) + np.uint64(which))
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def poisson_inverse(lam, u):
     """Poisson(lam) by CDF inversion of ``u`` (exact; ``lam * dt`` is small here), at most 200."""
     p = math.exp(-lam)
@@ -190,14 +197,14 @@ def poisson_inverse(lam, u):
 
 
 # ------------------------------------------------------------------------------------ books
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def atm_vol(p, variance):
     """sigma_atm = sqrt(v) (1 + vol_premium), floored (MODEL.md §5)."""
     v = math.sqrt(max(variance, 0.0)) * (1.0 + p.vol_premium)
     return max(v, p.vol_floor)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def line_vol_and_slope(p, sigma_atm, strike, spot):
     """Implied vol of a line from the sticky-moneyness smile (MODEL.md §5) and its slope
     d vol / d ln S (0 on the floor), which the clearing's Newton derivative needs."""
@@ -208,13 +215,16 @@ def line_vol_and_slope(p, sigma_atm, strike, spot):
     return p.vol_floor, 0.0
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def line_vol(p, sigma_atm, strike, spot):
     """Implied vol of a line from the sticky-moneyness smile, MODEL.md §5."""
+    if p.skew == 0.0 and p.smile == 0.0:
+        # A flat smile: sigma_atm (1 + 0 m + 0 m^2) is sigma_atm exactly for any finite m; no log.
+        return sigma_atm if sigma_atm > p.vol_floor else p.vol_floor
     return line_vol_and_slope(p, sigma_atm, strike, spot)[0]
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def dealer_delta_gamma(lines, p, step, t, spot, sigma_atm):
     """Quantity-weighted delta and gamma of the lines still live at step ``step`` (those that settle
     at a later step) of a book at time ``t``, and the smile's share of d delta / d ln S: the sum of
@@ -244,7 +254,7 @@ def dealer_delta_gamma(lines, p, step, t, spot, sigma_atm):
     return delta, gamma, smile_vanna
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def settling_delta(lines, p, settle_step, t, spot, sigma_atm):
     """Quantity-weighted delta at time ``t`` of the lines that settle at step ``settle_step``."""
     delta = 0.0
@@ -258,14 +268,35 @@ def settling_delta(lines, p, settle_step, t, spot, sigma_atm):
     return delta
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def next_rebalance_step(step, p):
     """The first step after ``step`` at which the dealers rebalance (every ``rebalance_every``)."""
     every = p.rebalance_every
     return (step // every + 1) * every
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False, inline="always")
+def strike_kinds(lines, j, step):
+    """(call, put): whether the lines that share line ``j``'s strike and expiry from ``j`` on, and so
+    reuse its one :func:`strike_greeks` evaluation in :func:`mark_book`, hold a call, a put. Lines
+    settled by step ``step`` are skipped there, so they do not end the run."""
+    strike = lines[j, L_STRIKE]
+    expiry = lines[j, L_EXPIRY]
+    call = False
+    put = False
+    for k in range(j, lines.shape[0]):
+        if lines[k, L_EXPIRY_STEP] <= step:
+            continue
+        if lines[k, L_STRIKE] != strike or lines[k, L_EXPIRY] != expiry:
+            break
+        if lines[k, L_IS_CALL] > 0.5:
+            call = True
+        else:
+            put = True
+    return call, put
+
+
+@njit(cache=True, _nrt=False, inline="always")
 def mark_book(state, i, lines, p, step, t, spot, sigma_atm):
     """Mark the agent's book at step ``step`` (time ``t``, price ``spot``): store the value and greeks
     of the live lines and return the cash paid by the lines settling now, at intrinsic value on
@@ -291,10 +322,13 @@ def mark_book(state, i, lines, p, step, t, spot, sigma_atm):
             payoff += q * (max(spot - strike, 0.0) if is_call else max(strike - spot, 0.0))
             continue
         expiry = lines[j, L_EXPIRY]
-        # As in dealer_delta_gamma: the call and the put of a strike, side by side, share the work.
+        # As in dealer_delta_gamma: the call and the put of a strike, side by side, share the work,
+        # and only the prices that its lines hold are computed (a lone call needs no put).
         if strike != last_strike or expiry != last_expiry:
             vol = line_vol(p, sigma_atm, strike, spot)
-            call_p, put_p, call_d, put_d, g, _, va, ch = strike_greeks(spot, strike, expiry - t, rate, vol)
+            want_call, want_put = strike_kinds(lines, j, step)
+            call_p, put_p, call_d, put_d, g, _, va, ch = strike_greeks(spot, strike, expiry - t, rate, vol,
+                                                                       want_call, want_put)
             last_strike = strike
             last_expiry = expiry
         value += q * (call_p if is_call else put_p)
@@ -310,23 +344,30 @@ def mark_book(state, i, lines, p, step, t, spot, sigma_atm):
     return payoff
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False, inline="always")
 def venue_mids(state, i, p):
     """(spot, perp, future) mid prices of row i at its current time."""
-    spot = math.exp(state[i].log_spot)
+    return venue_mids_at(state, i, p, math.exp(state[i].log_spot))
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def venue_mids_at(state, i, p, spot):
+    """:func:`venue_mids` for a caller that has the spot price ``exp(state[i].log_spot)`` already."""
     perp = spot * (1.0 + state[i].premium)
     tau_f = max(state[i].future_expiry - state[i].t, 0.0)
-    future = spot * math.exp((p.rate + state[i].basis) * tau_f)
+    growth = (p.rate + state[i].basis) * tau_f
+    # exp(0) is 1 exactly: a future without carry (r + basis = 0, or at expiry) is priced at spot.
+    future = spot * math.exp(growth) if growth != 0.0 else spot
     return spot, perp, future
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def future_delta(state, i, p):
     """Coins of delta per futures contract: exp(r (T_f - t)) (MODEL.md §4)."""
     return math.exp(p.rate * max(state[i].future_expiry - state[i].t, 0.0))
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def clamp_log_price(y, p):
     """``y`` within ln(spot0) +- LOG_PRICE_BAND (see LOG_PRICE_BAND)."""
     centre = p.log_spot0
@@ -334,7 +375,7 @@ def clamp_log_price(y, p):
 
 
 # ------------------------------------------------------------------------------------ clearing
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _clearing_residual(y, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm):
     """f(y) = y - s_pre - 0.01 e^y inv_D_eff (H(e^y) - H_prev), f'(y), H and phi, where the dealers'
     target is ``H(S) = hold - hedge_ratio Delta_live(t, S)`` when ``hedging`` (a rebalance), else the
@@ -365,13 +406,14 @@ def _clearing_residual(y, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t
 # move, which cannot happen from slopes this high over a step's move. Otherwise the root is found
 # by the scan below.
 NEWTON_TRUST_SLOPE = 0.5
-# The scan for the first root divides the search window into this many cells; a pair of roots
-# closer than one cell (window / 128) is a tangency at this resolution and is not seen.
+# The scan for the first root divides the search window into this many cells. A pair of roots inside
+# one cell is found too, from the turn of the residual between them (its slope changes sign); only a
+# residual whose slope changes sign twice within one cell (window / 128) could hide a pair.
 CLEARING_SCAN_CELLS = 128
 CLEARING_BISECTIONS = 60
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def clear_market(s_pre, y_prev, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm):
     """Solve the clearing equation of MODEL.md §3 for the log-price; returns (y, H, phi, crisis).
 
@@ -386,7 +428,8 @@ def clear_market(s_pre, y_prev, h_prev, hedging, hold, dealer_lines, p, step, t,
 
     Numerics: Newton from s_pre, trusted when ``f' >= NEWTON_TRUST_SLOPE`` at every iterate (the
     ordinary market); otherwise a scan of the window in ``CLEARING_SCAN_CELLS`` cells finds the first
-    sign change, refined by bisection.
+    sign change, or the first turn of ``f`` (``f'`` changing sign) that reaches zero, as a pair of roots
+    within one cell does; the root is then refined by bisection.
     """
     floor = p.phi_floor
     f0, fp0, h0, phi0 = _clearing_residual(s_pre, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t,
@@ -418,16 +461,39 @@ def clear_market(s_pre, y_prev, h_prev, hedging, hold, dealer_lines, p, step, t,
         window = (abs(s_pre - y_prev) + abs(f0)) / floor
         cell = window / CLEARING_SCAN_CELLS
         lo = s_pre
+        fp_lo = fp0
+        hi = s_pre
         found = False
         for j in range(1, CLEARING_SCAN_CELLS + 1):
             cand = s_pre + cell * j if up else s_pre - cell * j
-            fc, _, _, _ = _clearing_residual(cand, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t,
-                                             sigma_atm)
+            fc, fpc, _, _ = _clearing_residual(cand, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t,
+                                               sigma_atm)
             if (fc >= 0.0) == up:
                 hi = cand
                 found = True
                 break
+            if fp_lo > 0.0 and fpc < 0.0:
+                # f moved toward 0 and turned back inside the cell: a pair of roots may lie between
+                # the ends without a sign change at them. Find the turning point (f' = 0) and look.
+                a = lo
+                b = cand
+                for _ in range(CLEARING_BISECTIONS):
+                    m = 0.5 * (a + b)
+                    _, fpm, _, _ = _clearing_residual(m, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t,
+                                                      sigma_atm)
+                    if fpm > 0.0:
+                        a = m
+                    else:
+                        b = m
+                turn = 0.5 * (a + b)
+                ft, _, _, _ = _clearing_residual(turn, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t,
+                                                 sigma_atm)
+                if (ft >= 0.0) == up:
+                    hi = turn
+                    found = True
+                    break
             lo = cand
+            fp_lo = fpc
         if found:
             # f(lo) has the sign of f0, f(hi) the other one.
             for _ in range(CLEARING_BISECTIONS):
@@ -449,7 +515,7 @@ def clear_market(s_pre, y_prev, h_prev, hedging, hold, dealer_lines, p, step, t,
 
 
 # ------------------------------------------------------------------------------------ reset
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def dealer_hedge_at(row_state, i, dealer_lines, p, step, t, spot, sigma_atm):
     """Set the dealers' hedge of row i to ``-hedge_ratio Delta`` of their live book at (t, spot) and
     the part of it they will hold through the settlement at their next rebalance; returns
@@ -505,7 +571,7 @@ def reset_rows(rows, seeds, episodes, state, hedge, keys, params, venues, dealer
 
 
 # ------------------------------------------------------------------------------------ step phases
-@njit(cache=True)
+@njit(cache=True, _nrt=False, inline="always")
 def agent_trades(i, state, hedge, trades, p, venues, halted, mids, out):
     """Phase 1: the agent's trades execute at ``mid (1 + sign(q) half_spread + eta 0.01 q mid / D_v)``,
     pay ``fee |q| exec`` and push prices (MODEL.md §3–§4). Cash pays ``q mid`` on spot (derivative
@@ -547,7 +613,7 @@ def agent_trades(i, state, hedge, trades, p, venues, halted, mids, out):
     return fees, slippage, notional, n_trades
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False, inline="always")
 def exogenous_move(i, state, p, key, step):
     """Phase 2 (MODEL.md §2): the fundamental log-price X and the variance move by one step: GBM or
     Heston (full truncation), plus Merton jumps. Returns the new X."""
@@ -570,7 +636,7 @@ def exogenous_move(i, state, p, key, step):
     return x_new
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False, inline="always")
 def clearing(i, state, p, dealer_lines, halted, step_new, t_new, y_prev, sigma_atm):
     """Phase 3 (MODEL.md §3): the dealers trade to their new hedge at the price their own flow makes.
 
@@ -612,9 +678,12 @@ def clearing(i, state, p, dealer_lines, halted, step_new, t_new, y_prev, sigma_a
                                                                           math.exp(y), sigma_atm)
         state[i].dealer_unwind = hold
     else:
-        spot_pre = math.exp(s_pre)
-        _, d_gamma, _ = dealer_delta_gamma(dealer_lines, p, step_new, t_new, spot_pre, sigma_atm)
-        phi = 0.01 * p.hedge_ratio * d_gamma * spot_pre * spot_pre * inv_d
+        # Without dealer lines phi is 0 (their gamma is): the price and the empty book are skipped.
+        phi = 0.0
+        if dealer_lines.shape[0] > 0:
+            spot_pre = math.exp(s_pre)
+            _, d_gamma, _ = dealer_delta_gamma(dealer_lines, p, step_new, t_new, spot_pre, sigma_atm)
+            phi = 0.01 * p.hedge_ratio * d_gamma * spot_pre * spot_pre * inv_d
         y, h_new, capped = s_pre, h_prev, False
         if unwind != 0.0:
             state[i].dealer_unwind = 0.0
@@ -630,11 +699,12 @@ def clearing(i, state, p, dealer_lines, halted, step_new, t_new, y_prev, sigma_a
     return h_new - h_prev, phi, crisis or capped
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False, inline="always")
 def venue_dynamics(i, state, p, venues, key, step, dealer_flow, tau_f_prev):
     """Phase 4 (MODEL.md §3–§4): transient impact decays by ``exp(-resilience dt)`` (Obizhaeva & Wang
     2013); the spot log-price is set; perp premium and futures basis follow exact OU updates and take
-    the untransmitted share of the dealers' flow on their venue. Returns (new log-price, crisis)."""
+    the untransmitted share of the dealers' flow on their venue. Returns (new log-price, its price,
+    crisis)."""
     dt = p.dt
     x_new = state[i].x
     state[i].i_trans *= p.resilience_decay
@@ -646,7 +716,8 @@ def venue_dynamics(i, state, p, venues, key, step, dealer_flow, tau_f_prev):
         state[i].i_trans = 0.0
         y_new = y_band
     state[i].log_spot = y_new
-    flow_usd = 0.01 * dealer_flow * math.exp(y_new)
+    spot_new = math.exp(y_new)
+    flow_usd = 0.01 * dealer_flow * spot_new
     premium = state[i].premium * p.premium_decay
     if p.premium_sd > 0.0:
         premium += p.premium_sd * step_normal(key, step, Z_PREMIUM)
@@ -658,11 +729,11 @@ def venue_dynamics(i, state, p, venues, key, step, dealer_flow, tau_f_prev):
     basis += ((1.0 - venues[FUTURE, V_TRANSMISSION]) * p.mix_future * flow_usd
               * venues[FUTURE, V_INV_DEPTH] / max(tau_f_prev, dt))
     state[i].basis = min(max(basis, -BASIS_BOUND), BASIS_BOUND)
-    return y_new, crisis
+    return y_new, spot_new, crisis
 
 
-@njit(cache=True)
-def hedge_and_cash(i, state, hedge, p, venues, mids_prev, t, t_new, cash_before_interest):
+@njit(cache=True, _nrt=False, inline="always")
+def hedge_and_cash(i, state, hedge, p, venues, mids_prev, spot_new, t, t_new, cash_before_interest):
     """Phase 5a: the hedge positions' P&L at the new mids, funding, carry and the cash account.
 
     Cash earns ``expm1(rate dt)`` over the step on its balance after the step's trades; perp and
@@ -671,7 +742,7 @@ def hedge_and_cash(i, state, hedge, p, venues, mids_prev, t, t_new, cash_before_
     contract is listed. Returns (hedge_pnl, funding, carry, interest)."""
     dt = p.dt
     interest = cash_before_interest * p.rate_growth
-    mids_new = venue_mids(state, i, p)
+    mids_new = venue_mids_at(state, i, p, spot_new)
     hedge_pnl = 0.0
     carry = 0.0
     for v in range(N_VENUES):
@@ -679,7 +750,10 @@ def hedge_and_cash(i, state, hedge, p, venues, mids_prev, t, t_new, cash_before_
         hedge_pnl += h * (mids_new[v] - mids_prev[v])
         carry += p.cost_of_capital * dt * venues[v, V_MARGIN] * abs(h) * mids_prev[v]
     interval = p.funding_interval
-    n_funding = math.floor(t_new / interval + FUNDING_EPS) - math.floor(t / interval + FUNDING_EPS)
+    # Without a perp position funding is a signed zero whatever the (non-negative) count of boundaries.
+    n_funding = 0
+    if hedge[i, PERP] != 0.0:
+        n_funding = math.floor(t_new / interval + FUNDING_EPS) - math.floor(t / interval + FUNDING_EPS)
     funding_rate = min(max(state[i].premium + p.interest, -p.funding_cap), p.funding_cap)
     state[i].funding_rate = funding_rate
     funding = hedge[i, PERP] * mids_new[PERP] * funding_rate * n_funding
@@ -692,7 +766,7 @@ def hedge_and_cash(i, state, hedge, p, venues, mids_prev, t, t_new, cash_before_
     return hedge_pnl, funding, carry, interest
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False, inline="always")
 def step_reward(pnl, cum_pnl, done, p):
     """Phase 6: the reward of a step's P&L (Kolm & Ritter 2019 mean-variance by default), in units
     of the book's notional scale."""
@@ -707,7 +781,7 @@ def step_reward(pnl, cum_pnl, done, p):
 
 
 # ------------------------------------------------------------------------------------ step
-@njit(cache=True)
+@njit(cache=True, _nrt=False, inline="always")
 def step_row(i, state, hedge, keys, trades, p, venues, dealer_lines, agent_lines, out):
     """Advance row ``i`` by one step (MODEL.md §1, items 1-6), phase by phase. See the module docstring."""
     dt = p.dt
@@ -727,13 +801,12 @@ def step_row(i, state, hedge, keys, trades, p, venues, dealer_lines, agent_lines
     x_new = exogenous_move(i, state, p, key, step)
     sigma_atm = atm_vol(p, state[i].v)
     dealer_flow, phi, crisis = clearing(i, state, p, dealer_lines, halted, step_new, t_new, y_prev, sigma_atm)
-    y_new, band_hit = venue_dynamics(i, state, p, venues, key, step, dealer_flow, tau_f_prev)
+    y_new, spot_new, band_hit = venue_dynamics(i, state, p, venues, key, step, dealer_flow, tau_f_prev)
     crisis = crisis or band_hit
     state[i].t = t_new
     state[i].step = step_new
-    spot_new = math.exp(y_new)
-    hedge_pnl, funding, carry, interest = hedge_and_cash(i, state, hedge, p, venues, mids_prev, t, t_new,
-                                                         cash_after_trades)
+    hedge_pnl, funding, carry, interest = hedge_and_cash(i, state, hedge, p, venues, mids_prev, spot_new, t,
+                                                         t_new, cash_after_trades)
 
     # Circuit breaker.
     ret = y_new - y_prev
@@ -761,6 +834,8 @@ def step_row(i, state, hedge, keys, trades, p, venues, dealer_lines, agent_lines
     inv_d = p.dealer_inv_depth
     if inv_d > 0.0:
         gex = phi / inv_d
+    elif dealer_lines.shape[0] == 0:
+        gex = 0.0
     else:
         # Infinite depth: phi is 0 whatever the book; report the book's GEX anyway.
         _, d_gamma, _ = dealer_delta_gamma(dealer_lines, p, step_new, t_new, spot_new, sigma_atm)
@@ -801,7 +876,8 @@ def step_row(i, state, hedge, keys, trades, p, venues, dealer_lines, agent_lines
     out[i, O_HALTED] = 1.0 if halted else 0.0
     out[i, O_NOTIONAL] = notional
     out[i, O_SPOT] = spot_new
-    out[i, O_EXO_SPOT] = math.exp(x_new)
+    # Without impact the spot log-price is the exogenous one, and so is its exp.
+    out[i, O_EXO_SPOT] = spot_new if x_new == y_new else math.exp(x_new)
     out[i, O_TERMINATED] = 1.0 if terminated else 0.0
     out[i, O_TRUNCATED] = 1.0 if truncated else 0.0
     out[i, O_DEALER_FLOW] = dealer_flow
@@ -809,7 +885,7 @@ def step_row(i, state, hedge, keys, trades, p, venues, dealer_lines, agent_lines
     out[i, O_EXO_RETURN] = exo_ret
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def step_serial(state, hedge, keys, trades, params, venues, dealer_lines, agent_lines, out):
     """Step every row, single-threaded."""
     p = params[0]
@@ -817,7 +893,7 @@ def step_serial(state, hedge, keys, trades, params, venues, dealer_lines, agent_
         step_row(i, state, hedge, keys, trades, p, venues, dealer_lines, agent_lines, out)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, _nrt=False)
 def step_parallel(state, hedge, keys, trades, params, venues, dealer_lines, agent_lines, out):
     """Step every row, rows spread over threads (same results as :func:`step_serial`)."""
     # The record is taken inside the loop: numba's parallel lowering cannot pass a record variable
@@ -830,7 +906,7 @@ def step_parallel(state, hedge, keys, trades, params, venues, dealer_lines, agen
 ACTION_TRADE, ACTION_TARGET, ACTION_DELTA = 0, 1, 2
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def actions_to_trades_rows(actions, enabled, mode, max_trade, min_trade, state, hedge, params, trades):
     """Map actions ``[N, n_enabled]`` to trades ``[N, 3]`` (see ``Market.actions_to_trades``).
 
@@ -872,7 +948,7 @@ _FUNDING_UNIT = OBS_UNIT["funding_rate"]
 _BASIS_UNIT = OBS_UNIT["futures_basis"]
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def observe_row(i, state, hedge, p, obs):
     """Write row i's observation (float32, every entry clipped to +-OBS_BOUND), in the order and with
     the scales of ``layout.OBSERVATION``."""
@@ -908,7 +984,7 @@ def observe_row(i, state, hedge, p, obs):
         obs[i, j] = min(max(values[j], -OBS_BOUND), OBS_BOUND)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def observe_rows(state, hedge, params, obs):
     """Observation of every row into ``obs[N, OBS_DIM]``."""
     p = params[0]
