@@ -197,6 +197,8 @@ class Baseline:
     """
 
     kind = ""
+    uses_observation = False
+    """The hedgers read the market, not the observation: an evaluation loop need not compute it."""
 
     def __init__(self, config: ScenarioConfig, params: BaselinesConfig):
         self.config = config

@@ -107,7 +107,9 @@ def run_policy(policy, config: ScenarioConfig, seeds: np.ndarray, *, name: str =
         spot[:, 0], exo[:, 0] = market.spot[:m], market.exo_spot[:m]
         hedge[:, 0], pnl[:, 0] = market.hedge[:m], market.state["cum_pnl"][:m]
         for k in range(steps):
-            actions = _actions(policy, market.observe(), market, name, n_act)
+            # A policy that declares it does not read observations (the baselines) is spared them.
+            obs = market.observe() if getattr(policy, "uses_observation", True) else market.obs
+            actions = _actions(policy, obs, market, name, n_act)
             out = market.step(market.actions_to_trades(actions), check=False)
             if m:
                 spot[:, k + 1], exo[:, k + 1] = out[:m, O_SPOT], out[:m, O_EXO_SPOT]
