@@ -181,6 +181,35 @@ def feedback_scenario(phi: float, **overrides):
     return validate_config(apply_overrides(base, {"dealers.lines": lines}))
 
 
+@pytest.mark.parametrize(("vol_premium", "phi", "move"), [
+    # Issue 9's example: a root at +0.1775 with 1 + phi = 0.17 was flagged, the move capped at +0.3075.
+    (0.0, -0.8, 0.1775),
+    # Two roots 0.001 apart (+0.18281, +0.18379; found by an independent fine scan): a pair within one
+    # of the scan's cells, seen from the turn of the residual between them.
+    (0.05, -0.7965975, 0.1828),
+])
+def test_a_stressed_step_with_an_admissible_root_is_not_a_crisis(vol_premium, phi, move):
+    market = Market(feedback_scenario(phi, **{"market.smile.vol_premium": vol_premium}), n_envs=1)
+    market.reset(seeds=np.array([4250]))
+    for _ in range(20):
+        out = market.step()
+    assert out[0, O_CRISIS] == 0.0
+    assert out[0, O_RETURN] == pytest.approx(move, abs=5e-4)
+    assert 1.0 + out[0, O_PHI] > market.config.market.impact.phi_floor
+
+
+def test_without_an_admissible_root_the_move_is_capped_and_phi_is_the_pre_clearing_feedback():
+    # phi = -0.8 with the default vol premium: the residual peaks below zero (no root) near +0.18.
+    market = Market(feedback_scenario(-0.8), n_envs=1)
+    market.reset(seeds=np.array([4250]))
+    for _ in range(20):
+        out = market.step()
+    floor = market.config.market.impact.phi_floor
+    assert out[0, O_CRISIS] == 1.0
+    assert out[0, O_RETURN] == pytest.approx(out[0, O_EXO_RETURN] / floor, rel=1e-9)
+    assert -0.9 < out[0, O_PHI] < -0.8
+
+
 @pytest.mark.parametrize("phi", [-0.3, 0.3])
 def test_each_step_return_is_the_exogenous_return_over_one_plus_phi(phi):
     cfg = feedback_scenario(phi)

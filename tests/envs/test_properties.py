@@ -124,7 +124,8 @@ def test_pnl_is_the_sum_of_its_parts_over_an_episode(cfg, seed, data):
     metrics = market.episode_metrics()
     total = sum(metrics[k] * (1.0 if k in ("book_pnl", "hedge_pnl", "interest") else -1.0)
                 for k in ("book_pnl", "hedge_pnl", "fees", "slippage_usd", "funding", "carry", "interest"))
-    scale = np.maximum.reduce([np.abs(metrics[k]) for k in ("book_pnl", "hedge_pnl", "fees", "interest")]) + 1e-9
+    scale = np.maximum.reduce([np.abs(metrics[k]) for k in ("book_pnl", "hedge_pnl", "fees", "slippage_usd", "funding",
+                                                            "carry", "interest")]) + 1e-9
     assert np.all(np.abs(metrics["pnl"] - total) <= 1e-9 * scale)
 
 
