@@ -71,6 +71,7 @@ from hedgegym.envs.greeks import line_greeks
 from hedgegym.envs.kernel import line_vol
 from hedgegym.envs.layout import (
     L_EXPIRY,
+    L_EXPIRY_STEP,
     L_IS_CALL,
     L_QUANTITY,
     L_STRIKE,
@@ -169,9 +170,9 @@ def _leland_book_delta(state, agent_lines, params, cost, interval, out):
         sign = 1.0 if state[i].book_gamma > 0.0 else -1.0
         delta = 0.0
         for j in range(agent_lines.shape[0]):
-            tau = agent_lines[j, L_EXPIRY] - t
-            if tau <= 1e-12:
+            if agent_lines[j, L_EXPIRY_STEP] <= state[i].step:
                 continue
+            tau = agent_lines[j, L_EXPIRY] - t
             vol = line_vol(p, state[i].atm_vol, agent_lines[j, L_STRIKE], spot)
             vol_hat = leland_volatility(vol, cost, interval, sign)
             _, d, _, _, _, _ = line_greeks(spot, agent_lines[j, L_STRIKE], tau, rate, vol_hat,

@@ -1,6 +1,6 @@
-"""Column layout of the simulator's arrays: named indices, so no magic numbers leave this file.
+"""Layout of the simulator's arrays: named records and columns, so no magic numbers leave this file.
 
-The market of N envs is a struct of arrays, one row per env:
+The market of N envs is a set of arrays, one row (or record) per env:
 
 * ``state[N]`` of ``STATE_DTYPE`` — one record per env, the fields of ``STATE`` below;
 * ``hedge[N, 3]`` float64 — the agent's position per venue (``SPOT``, ``PERP``, ``FUTURE``): coins
@@ -51,7 +51,6 @@ PARAMS = (
     ("jump_mean", "f8", "market.jumps.mean"),
     ("jump_std", "f8", "market.jumps.std"),
     ("permanent_share", "f8", "market.impact.permanent_share"),
-    ("resilience", "f8", "market.impact.resilience"),
     ("phi_floor", "f8", "market.impact.phi_floor"),
     ("newton_iterations", "i8", "market.impact.newton_iterations"),
     ("breaker", "?", "market.impact.circuit_breaker.enabled"),
@@ -67,7 +66,6 @@ PARAMS = (
     ("dealer_inv_depth", "f8", None),
     ("rebalance_every", "i8", "dealers.rebalance_every"),
     ("premium_speed", "f8", "venues.perp.premium_speed"),
-    ("premium_vol", "f8", "venues.perp.premium_vol"),
     ("funding_interval", "f8", None),
     ("interest", "f8", "venues.perp.interest"),
     ("funding_cap", "f8", "venues.perp.funding_cap"),
@@ -75,7 +73,6 @@ PARAMS = (
     ("future_roll", "f8", None),
     ("basis_mean", "f8", "venues.future.basis_mean"),
     ("basis_speed", "f8", "venues.future.basis_speed"),
-    ("basis_vol", "f8", "venues.future.basis_vol"),
     ("cost_of_capital", "f8", "agent.funding_cost_of_capital"),
     ("episode_steps", "i8", None),
     ("terminates", "?", None),

@@ -1,6 +1,6 @@
 """`Market`: the validating factory in front of the numba kernel (hftbacktest-style).
 
-A :class:`Market` holds the struct-of-arrays state of N envs of one scenario and advances them
+A :class:`Market` holds the per-env state records of N envs of one scenario and advances them
 together. It turns a validated :class:`~hedgegym.envs.config.ScenarioConfig` into the kernel's
 parameter arrays once, checks every runtime input (seeds, rows, trades) before numba sees it, and
 exposes the state through named views. The Gymnasium envs sit directly on it.
@@ -129,6 +129,11 @@ def _book_centre(config: ScenarioConfig) -> float:
 REALISED_VOL_TIME_CONSTANT = 1.0 / DAYS_PER_YEAR
 
 
+def resilience_decay(config: ScenarioConfig) -> float:
+    """Share of transient impact left after one step: ``exp(-resilience dt)`` (Obizhaeva & Wang 2013)."""
+    return math.exp(-config.market.impact.resilience * config.episode.dt)
+
+
 def ou_step(speed: float, vol: float, dt: float) -> tuple[float, float]:
     """(decay, shock sd) of the exact one-step update of an Ornstein–Uhlenbeck process
     ``dx = -speed (x - mean) dt + vol dW``: ``x' = mean + (x - mean) e^{-speed dt} + sd Z`` with
@@ -160,7 +165,7 @@ DERIVED_PARAMS = {
     "book_centre": _book_centre,
     "initial_delta_hedge": lambda c: c.agent.initial_hedge == "delta",
     "log_spot0": lambda c: math.log(c.market.spot0),
-    "resilience_decay": lambda c: math.exp(-c.market.impact.resilience * c.episode.dt),
+    "resilience_decay": lambda c: resilience_decay(c),
     "premium_decay": lambda c: ou_step(c.venues.perp.premium_speed, c.venues.perp.premium_vol, c.episode.dt)[0],
     "premium_sd": lambda c: ou_step(c.venues.perp.premium_speed, c.venues.perp.premium_vol, c.episode.dt)[1],
     "basis_decay": lambda c: ou_step(c.venues.future.basis_speed, c.venues.future.basis_vol, c.episode.dt)[0],

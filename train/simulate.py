@@ -26,7 +26,7 @@ import numpy as np
 
 from hedgegym.envs.config import ScenarioConfig
 from hedgegym.envs.layout import O_EXO_SPOT, O_PHI, O_SPOT
-from hedgegym.envs.market import Market, dealer_effective_depth, pin_strike
+from hedgegym.envs.market import Market, dealer_effective_depth, pin_strike, resilience_decay
 from hedgegym.train.metrics import estimate
 
 BATCH = 4096
@@ -196,7 +196,7 @@ def simulate(config: ScenarioConfig, paths: int = 1000, seed: int = 0, n_sample:
         predicted_amplification=predicted_amplification(mean_phi),
         predicted_amplification_resilient=predicted_amplification(
             mean_phi, config.market.impact.permanent_share,
-            float(np.exp(-config.market.impact.resilience * config.episode.dt))),
+            resilience_decay(config)),
         mean_phi=mean_phi,
         crisis_steps_per_path=float(arrays["crisis_steps"].mean()),
         crisis_path_share=float(np.mean(arrays["crisis_steps"] > 0)),
@@ -207,7 +207,7 @@ def simulate(config: ScenarioConfig, paths: int = 1000, seed: int = 0, n_sample:
         pin_strike=pin_strike(config),
         dealer_effective_depth_usd=dealer_effective_depth(config),
         permanent_share=config.market.impact.permanent_share,
-        resilience_decay=float(np.exp(-config.market.impact.resilience * config.episode.dt)),
+        resilience_decay=resilience_decay(config),
         per_path=arrays,
         sample=sample,
     )

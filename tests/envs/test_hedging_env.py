@@ -9,7 +9,7 @@ import pytest
 from gymnasium.error import ResetNeeded
 
 from hedgegym.envs import HedgingEnv, Market
-from hedgegym.envs.config import ConfigError
+from hedgegym.envs.config import ConfigError, resolve_config
 from hedgegym.envs.layout import O_REWARD, O_SPOT, OBS_BOUND, OBS_DIM, OBS_NAMES
 
 SHORT = {"episode__horizon_days": 0.25}  # 6 hourly steps, truncated (the book expires in 7 days)
@@ -244,3 +244,51 @@ def test_observation_tables_are_generated_from_one_list():
     rst = observation_table("rst")
     assert all(line.strip() in HedgingEnv.__doc__ for line in rst.splitlines())
     assert len(OBSERVATION) == HedgingEnv(**SHORT).observation_space.shape[0]
+
+
+def test_each_observation_entry_is_what_its_name_says():
+    # Recomputed by name from the state, the hedge and the config: a reordering of the kernel's
+    # observation tuple against layout.OBSERVATION, or a wrong scale, fails here.
+    from hedgegym.envs.layout import OBS_UNIT, OBSERVATION
+
+    cfg = resolve_config("default", {"market.impact.circuit_breaker.enabled": True,
+                                     "market.impact.circuit_breaker.halt_threshold": 0.01})
+    market = Market(cfg, n_envs=8)
+    market.reset(seeds=np.arange(8))
+    rng = np.random.default_rng(5)
+    for _ in range(30):
+        market.step(rng.uniform(-20.0, 20.0, (8, 3)))
+    st, hedge = market.state, market.hedge
+    gross = sum(abs(line.quantity) for line in cfg.agent.lines)
+    weights = np.array([abs(line.quantity) for line in cfg.agent.lines])
+    centre = np.exp(np.average(np.log([line.strike for line in cfg.agent.lines]), weights=weights))
+    sigma, dt, n = cfg.market.sigma, cfg.episode.dt, cfg.episode_steps
+    spot = np.exp(st["log_spot"])
+    fut = hedge[:, 2] * np.exp(cfg.market.rate * np.maximum(st["future_expiry"] - st["t"], 0.0))
+    want = {
+        "time_to_expiry": (n - st["step"]) / n,
+        "log_moneyness": np.log(spot / centre) / (sigma * np.sqrt(n * dt)),
+        "book_delta": st["book_delta"] / gross,
+        "book_gamma": st["book_gamma"] * spot * 0.01 / gross,
+        "book_vanna": st["book_vanna"] * 0.1 / gross,
+        "book_charm": st["book_charm"] * dt / gross,
+        "hedge_spot": hedge[:, 0] / gross,
+        "hedge_perp": hedge[:, 1] / gross,
+        "hedge_future": fut / gross,
+        "net_delta": (st["book_delta"] + hedge[:, 0] + hedge[:, 1] + fut) / gross,
+        "last_return": st["last_return"] / (sigma * np.sqrt(dt)),
+        "realised_vol": np.sqrt(st["realised_var"]) / sigma,
+        "atm_vol": st["atm_vol"] / sigma,
+        "perp_premium": st["premium"] / 1e-3,
+        "funding_rate": st["funding_rate"] / 1e-4,
+        "futures_basis": st["basis"] / 0.1,
+        "phi": st["phi"],
+        "liquidity_crisis": st["crisis"],
+        "halted": (st["halt_left"] > 0).astype(float),
+    }
+    assert [name for name, *_ in OBSERVATION] == list(want)
+    assert OBS_UNIT == {"book_gamma": 0.01, "book_vanna": 0.1, "perp_premium": 1e-3, "funding_rate": 1e-4,
+                        "futures_basis": 0.1}
+    obs = market.observe()
+    for j, name in enumerate(want):
+        np.testing.assert_allclose(obs[:, j], np.clip(want[name], -50, 50), rtol=1e-6, atol=1e-6, err_msg=name)
