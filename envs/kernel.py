@@ -103,9 +103,10 @@ from hedgegym.envs.layout import (
 # a phase increfs and decrefs each array argument (an atomic operation, and a cache line bounced
 # between the parallel kernel's threads), which was more than half of a frictionless step.
 # ``inline="always"`` on the phases of the step: numba inlines them into ``step_row``, where LLVM
-# optimises them together (``step_row`` itself is not inlined into the serial and the parallel loop:
-# that took a fifth more off a frictionless step but doubled the cold compile time, to ~23 s). Neither option changes a
-# result: the same operations run in the same order (the golden trajectories replay bit for bit).
+# optimises them together (``step_row`` itself is not inlined into the serial and the parallel
+# loop: that took a fifth more off a frictionless step but doubled the cold compile time, to ~23 s).
+# Neither option changes a result: the same operations run in the same order (the golden
+# trajectories replay bit for bit).
 # ``reset_row`` keeps the runtime: it allocates.
 # ------------------------------------------------------------------------------------ randomness
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
