@@ -365,7 +365,7 @@ def venue_mids_at(state, i, p, spot):
     return spot, perp, future
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, inline="always")
 def future_delta(state, i, p):
     """Coins of delta per futures contract: exp(r (T_f - t)) (MODEL.md §4)."""
     return math.exp(p.rate * max(state[i].future_expiry - state[i].t, 0.0))
@@ -952,7 +952,7 @@ _FUNDING_UNIT = OBS_UNIT["funding_rate"]
 _BASIS_UNIT = OBS_UNIT["futures_basis"]
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, inline="always")
 def observe_row(i, state, hedge, p, obs):
     """Write row i's observation (float32, every entry clipped to +-OBS_BOUND), in the order and with
     the scales of ``layout.OBSERVATION``."""
