@@ -15,7 +15,7 @@ from typer.core import TyperGroup
 
 from hedgegym.envs.config import ConfigError, list_scenarios, resolve_scenario
 from hedgegym.train.experiment import MAX_EPISODES, SEED_LIMIT
-from hedgegym.train.io import RunDirError
+from hedgegym.train.io import RunDirError, install_sigint_handler
 
 try:  # recent typer vendors click, and raises its own copy's exceptions
     from typer._click import exceptions as click_errors
@@ -34,6 +34,7 @@ class _OneLineErrors(TyperGroup):
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        install_sigint_handler()
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click_errors.NoArgsIsHelpError as err:  # the help is already printed

@@ -43,7 +43,7 @@ from hedgegym.envs.config import ScenarioConfig, resolve_config, save_config
 from hedgegym.envs.layout import O_EXO_SPOT, O_SPOT
 from hedgegym.envs.market import Market
 from hedgegym.train import metrics as M
-from hedgegym.train.io import claim_dir, git_commit, write_json_atomic, write_text_atomic
+from hedgegym.train.io import claim_dir, git_commit, raise_if_interrupted, write_json_atomic, write_text_atomic
 from hedgegym.train.policies import PolicyError, resolve_policies, with_policy_interface
 
 BATCH = 4096
@@ -116,6 +116,7 @@ def run_policy(policy, config: ScenarioConfig, seeds: np.ndarray, *, name: str =
                 hedge[:, k + 1], pnl[:, k + 1] = market.hedge[:m], market.state["cum_pnl"][:m]
             if progress is not None:
                 progress(len(batch))
+            raise_if_interrupted()
         ep = market.episode_metrics()
         ep["spot_final"] = market.spot.copy()
         ep["exo_spot_final"] = market.exo_spot.copy()

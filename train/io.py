@@ -216,3 +216,36 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+# ------------------------------------------------------------------------------------ Ctrl-C
+# Python raises KeyboardInterrupt wherever the main thread is when SIGINT arrives. While numba
+# compiles (seconds to minutes with a cold cache) that is inside one of llvmlite's ctypes callbacks,
+# which swallows it ("Exception ignored on calling ctypes callback function"), and the command ran on
+# for the whole of a million-episode evaluation. So the commands' handler also records the request,
+# and their loops call ``raise_if_interrupted`` at each step.
+_INTERRUPTED = threading.Event()
+
+
+def _on_sigint(signum, frame) -> None:
+    _INTERRUPTED.set()
+    raise KeyboardInterrupt
+
+
+def install_sigint_handler() -> None:
+    """Make Ctrl-C both raise KeyboardInterrupt and set the flag :func:`raise_if_interrupted` reads."""
+    import signal
+
+    if threading.current_thread() is threading.main_thread():
+        _INTERRUPTED.clear()
+        signal.signal(signal.SIGINT, _on_sigint)
+
+
+def raise_if_interrupted() -> None:
+    """Raise KeyboardInterrupt if Ctrl-C came since :func:`install_sigint_handler`, even if the
+    exception it raised then was swallowed by a C callback.
+
+    >>> raise_if_interrupted()  # no Ctrl-C: nothing happens
+    """
+    if _INTERRUPTED.is_set():
+        raise KeyboardInterrupt

@@ -27,6 +27,7 @@ import numpy as np
 from hedgegym.envs.config import ScenarioConfig
 from hedgegym.envs.layout import O_EXO_SPOT, O_PHI, O_SPOT
 from hedgegym.envs.market import Market, dealer_effective_depth, pin_strike, resilience_decay
+from hedgegym.train.io import raise_if_interrupted
 from hedgegym.train.metrics import estimate
 
 BATCH = 4096
@@ -161,6 +162,7 @@ def simulate(config: ScenarioConfig, paths: int = 1000, seed: int = 0, n_sample:
             phi[:, k] = out[:, O_PHI]
             if progress is not None:
                 progress(n)
+            raise_if_interrupted()
         metrics = market.episode_metrics()
         for key in ("realised_vol", "realised_vol_exo", "vol_amplification", "mean_phi", "crisis_steps",
                     "pin_distance", "pin_distance_exo"):

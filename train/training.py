@@ -74,6 +74,7 @@ from hedgegym.train.io import (
     claim_dir,
     git_commit,
     new_run_dir,
+    raise_if_interrupted,
     write_bytes_atomic,
     write_json_atomic,
     write_text_atomic,
@@ -690,6 +691,8 @@ def _sigint_sets(stop: threading.Event) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    # A Ctrl-C during the setup's numba compilation may have been swallowed: honour it now.
+    raise_if_interrupted()
     previous = signal.getsignal(signal.SIGINT)
 
     def handler(signum, frame):
