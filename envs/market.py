@@ -328,7 +328,8 @@ class Market:
         """Totals of the current episode per row (MODEL.md §7), from the kernel's accumulators.
 
         Keys: ``pnl``, ``book_pnl``, ``hedge_pnl``, ``fees``, ``slippage_usd``, ``slippage_bps``
-        (of traded notional), ``funding``, ``carry``, ``interest`` (earned on cash), ``turnover_usd``, ``n_trades``,
+        (of traded notional), ``funding``, ``carry``, ``interest`` (earned on cash), ``turnover_usd``,
+        ``n_trades``, ``sum_r2`` and ``sum_x2`` (sums of squared spot and exogenous log-returns),
         ``realised_vol`` and ``realised_vol_exo`` (annualised, zero-mean), ``vol_amplification``
         (their ratio), ``mean_phi``, ``crisis_steps``, ``halt_steps``, ``pin_distance`` and
         ``pin_distance_exo`` (|price - pin strike| / pin strike), ``steps``, ``reward``.
@@ -353,6 +354,8 @@ class Market:
             "interest": st["cum_interest"].copy(),
             "turnover_usd": turnover.copy(),
             "n_trades": st["n_trades"].copy(),
+            "sum_r2": st["sum_r2"].copy(),
+            "sum_x2": st["sum_x2"].copy(),
             "realised_vol": np.sqrt(st["sum_r2"] / years),
             "realised_vol_exo": np.sqrt(st["sum_x2"] / years),
             "vol_amplification": amplification,

@@ -40,7 +40,7 @@ import numpy as np
 
 from hedgegym.agents.baselines import Baseline
 from hedgegym.envs.config import ScenarioConfig, resolve_config, save_config
-from hedgegym.envs.layout import O_EXO_SPOT, O_SPOT
+from hedgegym.envs.layout import O_EXO_SPOT, O_PHI, O_SPOT
 from hedgegym.envs.market import Market
 from hedgegym.train import metrics as M
 from hedgegym.train.io import claim_dir, git_commit, raise_if_interrupted, write_json_atomic, write_text_atomic
@@ -88,10 +88,12 @@ def run_policy(policy, config: ScenarioConfig, seeds: np.ndarray, *, name: str =
                progress: Callable[[int], None] | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Run one episode per seed (episode index 0) under ``policy``; returns ``(per_episode, sample)``.
 
-    ``per_episode``: the columns of ``Market.episode_metrics`` plus ``spot_final`` and
-    ``exo_spot_final``; ``sample``, of the first ``n_sample_paths`` episodes: ``spot`` and
-    ``exo_spot`` ``[m, steps + 1]`` (USD), ``hedge`` ``[m, steps + 1, 3]`` (spot and perp in coins,
-    future in contracts) and ``pnl``, the cumulative P&L ``[m, steps + 1]`` (USD).
+    The one loop that steps a :class:`Market` for evaluation and for ``simulate`` (``policy=None``:
+    the agent is inactive). ``per_episode``: the columns of ``Market.episode_metrics`` plus
+    ``spot_final`` and ``exo_spot_final``; ``sample``, of the first ``n_sample_paths`` episodes:
+    ``spot`` and ``exo_spot`` ``[m, steps + 1]`` (USD), ``hedge`` ``[m, steps + 1, 3]`` (spot and
+    perp in coins, future in contracts), ``pnl``, the cumulative P&L ``[m, steps + 1]`` (USD), and
+    ``phi`` ``[m, steps]``, the dealers' feedback of each step.
     """
     steps = config.episode_steps
     n_act = len(config.agent.venues)
@@ -104,15 +106,19 @@ def run_policy(policy, config: ScenarioConfig, seeds: np.ndarray, *, name: str =
         m = min(n_sample_paths, len(batch)) if start == 0 else 0
         spot, exo, pnl = np.empty((m, steps + 1)), np.empty((m, steps + 1)), np.empty((m, steps + 1))
         hedge = np.empty((m, steps + 1, market.hedge.shape[1]))
+        phi = np.empty((m, steps))
         spot[:, 0], exo[:, 0] = market.spot[:m], market.exo_spot[:m]
         hedge[:, 0], pnl[:, 0] = market.hedge[:m], market.state["cum_pnl"][:m]
         for k in range(steps):
-            # A policy that declares it does not read observations (the baselines) is spared them.
-            obs = market.observe() if getattr(policy, "uses_observation", True) else market.obs
-            actions = _actions(policy, obs, market, name, n_act)
-            out = market.step(market.actions_to_trades(actions), check=False)
+            if policy is None:
+                out = market.step()
+            else:
+                # A policy that declares it does not read observations (the baselines) is spared them.
+                obs = market.observe() if getattr(policy, "uses_observation", True) else market.obs
+                actions = _actions(policy, obs, market, name, n_act)
+                out = market.step(market.actions_to_trades(actions), check=False)
             if m:
-                spot[:, k + 1], exo[:, k + 1] = out[:m, O_SPOT], out[:m, O_EXO_SPOT]
+                spot[:, k + 1], exo[:, k + 1], phi[:, k] = out[:m, O_SPOT], out[:m, O_EXO_SPOT], out[:m, O_PHI]
                 hedge[:, k + 1], pnl[:, k + 1] = market.hedge[:m], market.state["cum_pnl"][:m]
             if progress is not None:
                 progress(len(batch))
@@ -123,7 +129,7 @@ def run_policy(policy, config: ScenarioConfig, seeds: np.ndarray, *, name: str =
         for key, values in ep.items():
             per_batch.setdefault(key, []).append(values)
         if m:
-            sample = {"spot": spot, "exo_spot": exo, "hedge": hedge, "pnl": pnl}
+            sample = {"spot": spot, "exo_spot": exo, "hedge": hedge, "pnl": pnl, "phi": phi}
     return {k: np.concatenate(v) for k, v in per_batch.items()}, sample
 
 

@@ -25,9 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from hedgegym.envs.config import ScenarioConfig
-from hedgegym.envs.layout import O_EXO_SPOT, O_PHI, O_SPOT
-from hedgegym.envs.market import Market, dealer_effective_depth, pin_strike, resilience_decay
-from hedgegym.train.io import raise_if_interrupted
+from hedgegym.envs.market import dealer_effective_depth, pin_strike, resilience_decay
+from hedgegym.train.evaluate import run_policy
 from hedgegym.train.metrics import estimate
 
 BATCH = 4096
@@ -142,38 +141,9 @@ def simulate(config: ScenarioConfig, paths: int = 1000, seed: int = 0, n_sample:
         raise ValueError(f"paths must be >= 1 (got {paths})")
     if seed < 0:
         raise ValueError(f"seed must be >= 0 (got {seed})")
-    per_path: dict[str, list[np.ndarray]] = {}
-    sample: dict[str, np.ndarray] = {}
     steps = config.episode_steps
-    done = 0
-    while done < paths:
-        n = min(BATCH, paths - done)
-        market = Market(config, n_envs=n)
-        market.reset(seeds=np.arange(seed + done, seed + done + n))
-        spot = np.empty((n, steps + 1))
-        exo = np.empty((n, steps + 1))
-        phi = np.empty((n, steps))
-        spot[:, 0] = market.spot
-        exo[:, 0] = market.exo_spot
-        for k in range(steps):
-            out = market.step()
-            spot[:, k + 1] = out[:, O_SPOT]
-            exo[:, k + 1] = out[:, O_EXO_SPOT]
-            phi[:, k] = out[:, O_PHI]
-            if progress is not None:
-                progress(n)
-            raise_if_interrupted()
-        metrics = market.episode_metrics()
-        for key in ("realised_vol", "realised_vol_exo", "vol_amplification", "mean_phi", "crisis_steps",
-                    "pin_distance", "pin_distance_exo"):
-            per_path.setdefault(key, []).append(metrics[key])
-        per_path.setdefault("sum_r2", []).append(np.sum(np.diff(np.log(spot), axis=1) ** 2, axis=1))
-        per_path.setdefault("sum_x2", []).append(np.sum(np.diff(np.log(exo), axis=1) ** 2, axis=1))
-        if not sample:
-            m = min(n_sample, n)
-            sample = {"spot": spot[:m].copy(), "exo_spot": exo[:m].copy(), "phi": phi[:m].copy()}
-        done += n
-    arrays = {k: np.concatenate(v) for k, v in per_path.items()}
+    arrays, sample = run_policy(None, config, np.arange(seed, seed + paths, dtype=np.int64), batch_size=BATCH,
+                                n_sample_paths=n_sample, progress=progress)
     # Pooled amplification: ratio of total realised variances; CI by bootstrap over paths.
     r2, x2 = arrays["sum_r2"], arrays["sum_x2"]
     amp = float(np.sqrt(r2.sum() / x2.sum()))
@@ -197,8 +167,7 @@ def simulate(config: ScenarioConfig, paths: int = 1000, seed: int = 0, n_sample:
         vol_amplification_ci=_interval(boot, amp),
         predicted_amplification=predicted_amplification(mean_phi),
         predicted_amplification_resilient=predicted_amplification(
-            mean_phi, config.market.impact.permanent_share,
-            resilience_decay(config)),
+            mean_phi, config.market.impact.permanent_share, resilience_decay(config)),
         mean_phi=mean_phi,
         crisis_steps_per_path=float(arrays["crisis_steps"].mean()),
         crisis_path_share=float(np.mean(arrays["crisis_steps"] > 0)),
