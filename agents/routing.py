@@ -160,9 +160,15 @@ def split_cheapest(demand, linear, quadratic):
             a_sum += a_v / (2.0 * quadratic[i, v])
             lam = (q + a_sum) / inv_sum
             if k == m - 1 or lam <= linear[i, order[k + 1]]:
-                for j in range(k + 1):
+                # The dearest active venue takes the remainder, so that the legs sum to the demand
+                # exactly (lambda - a loses digits when a venue is very deep: b tiny, a large).
+                rest = q
+                for j in range(k):
                     u = order[j]
-                    out[i, u] = sign * (lam - linear[i, u]) / (2.0 * quadratic[i, u])
+                    x = (lam - linear[i, u]) / (2.0 * quadratic[i, u])
+                    out[i, u] = sign * x
+                    rest -= x
+                out[i, v] = sign * max(rest, 0.0)
                 break
     return out
 

@@ -22,8 +22,7 @@ def test_split_is_optimal(demand, linear, quadratic):
     q = abs(demand)
     # Every leg trades in the demand's direction, the legs sum to the request, unusable venues stay out.
     assert np.all(x * np.sign(demand) >= -1e-9 * q)
-    # lambda - a_v cancels digits when 2 b_v q << a_v (a deep venue): the split is exact to ~1e-9 of q.
-    assert abs(np.sum(x) - demand) <= 1e-7 * max(q, 1.0)
+    assert abs(np.sum(x) - demand) <= 1e-12 * max(q, 1.0)  # the last leg is the remainder: exact
     assert np.all(x[~np.isfinite(a[0])] == 0.0)
     size = np.abs(x)
     marginal = a[0] + 2.0 * b[0] * size
