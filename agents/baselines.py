@@ -70,6 +70,7 @@ from hedgegym.envs.config import (
 from hedgegym.envs.greeks import line_greeks
 from hedgegym.envs.kernel import line_vol
 from hedgegym.envs.layout import (
+    CALL,
     L_EXPIRY,
     L_EXPIRY_STEP,
     L_IS_CALL,
@@ -176,7 +177,7 @@ def _leland_book_delta(state, agent_lines, params, cost, interval, out):
             vol = line_vol(p, state[i].atm_vol, agent_lines[j, L_STRIKE], spot)
             vol_hat = leland_volatility(vol, cost, interval, sign)
             _, d, _, _, _, _ = line_greeks(spot, agent_lines[j, L_STRIKE], tau, rate, vol_hat,
-                                           agent_lines[j, L_IS_CALL] > 0.5)
+                                           agent_lines[j, L_IS_CALL] == CALL)
             delta += agent_lines[j, L_QUANTITY] * d
         out[i] = delta
     return out

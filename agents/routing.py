@@ -46,6 +46,7 @@ import numpy as np
 from numba import njit
 
 from hedgegym.envs.layout import (
+    ENABLED,
     FUTURE,
     N_VENUES,
     PERP,
@@ -116,7 +117,7 @@ def expected_costs(market, sign: np.ndarray, horizon: np.ndarray) -> tuple[np.nd
     rolls = np.where(horizon > tau_f, 1.0 + np.floor((horizon - tau_f) / p["future_roll"]), 0.0)
     a[:, FUTURE] += rolls * prices[:, FUTURE] * (venues[FUTURE, V_FEE] + venues[FUTURE, V_HALF_SPREAD])
 
-    a[:, venues[:, V_ENABLED] < 0.5] = np.inf
+    a[:, venues[:, V_ENABLED] != ENABLED] = np.inf
     return a, b
 
 

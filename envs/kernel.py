@@ -54,6 +54,8 @@ from numba import njit, prange
 
 from hedgegym.envs.greeks import strike_delta_gamma, strike_greeks
 from hedgegym.envs.layout import (
+    CALL,
+    ENABLED,
     FUTURE,
     L_EXPIRY,
     L_EXPIRY_STEP,
@@ -252,7 +254,7 @@ def dealer_delta_gamma(lines, p, step, t, spot, sigma_atm):
             last_strike = strike
             last_expiry = expiry
         q = lines[j, L_QUANTITY]
-        delta += q * (call_delta if lines[j, L_IS_CALL] > 0.5 else put_delta)
+        delta += q * (call_delta if lines[j, L_IS_CALL] == CALL else put_delta)
         gamma += q * g
         smile_vanna += q * va * slope
     return delta, gamma, smile_vanna
@@ -268,7 +270,7 @@ def settling_delta(lines, p, settle_step, t, spot, sigma_atm):
         strike = lines[j, L_STRIKE]
         vol = line_vol(p, sigma_atm, strike, spot)
         call_delta, put_delta, _, _ = strike_delta_gamma(spot, strike, lines[j, L_EXPIRY] - t, p.rate, vol)
-        delta += lines[j, L_QUANTITY] * (call_delta if lines[j, L_IS_CALL] > 0.5 else put_delta)
+        delta += lines[j, L_QUANTITY] * (call_delta if lines[j, L_IS_CALL] == CALL else put_delta)
     return delta
 
 
@@ -293,7 +295,7 @@ def strike_kinds(lines, j, step):
             continue
         if lines[k, L_STRIKE] != strike or lines[k, L_EXPIRY] != expiry:
             break
-        if lines[k, L_IS_CALL] > 0.5:
+        if lines[k, L_IS_CALL] == CALL:
             call = True
         else:
             put = True
@@ -321,7 +323,7 @@ def mark_book(state, i, lines, p, step, t, spot, sigma_atm):
             continue
         strike = lines[j, L_STRIKE]
         q = lines[j, L_QUANTITY]
-        is_call = lines[j, L_IS_CALL] > 0.5
+        is_call = lines[j, L_IS_CALL] == CALL
         if expiry_step == step:
             payoff += q * (max(spot - strike, 0.0) if is_call else max(strike - spot, 0.0))
             continue
@@ -410,6 +412,8 @@ def _clearing_residual(y, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t
 # move, which cannot happen from slopes this high over a step's move. Otherwise the root is found
 # by the scan below.
 NEWTON_TRUST_SLOPE = 0.5
+# Newton stops when its step in log-price is below this (1e-13: a relative price change of 1e-13).
+NEWTON_STEP_TOLERANCE = 1e-13
 # The scan for the first root divides the search window into this many cells. A pair of roots inside
 # one cell is found too, from the turn of the residual between them (its slope changes sign); only a
 # residual whose slope changes sign twice within one cell (window / 128) could hide a pair.
@@ -452,8 +456,8 @@ def clear_market(s_pre, y_prev, h_prev, hedging, hold, dealer_lines, p, step, t,
                 break
             dy = f / fp
             y -= dy
-            if abs(dy) < 1e-13:
-                # H and phi of the last evaluation stand: it was < 1e-13 away in log-price.
+            if abs(dy) < NEWTON_STEP_TOLERANCE:
+                # H and phi of the last evaluation stand: it was that close in log-price.
                 converged = True
                 break
             f, fp, h, phi = _clearing_residual(y, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t,
@@ -589,7 +593,7 @@ def agent_trades(i, state, hedge, trades, p, venues, halted, mids, out):
     n_trades = 0.0
     for v in range(N_VENUES):
         q = trades[i, v]
-        if halted or venues[v, V_ENABLED] < 0.5:
+        if halted or venues[v, V_ENABLED] != ENABLED:
             q = 0.0
         out[i, O_TRADE_SPOT + v] = q
         if q == 0.0:
@@ -908,6 +912,9 @@ def step_parallel(state, hedge, keys, trades, params, venues, dealer_lines, agen
 
 # ------------------------------------------------------------------------------------ actions
 ACTION_TRADE, ACTION_TARGET, ACTION_DELTA = 0, 1, 2
+# A trade within this fraction of the quantities it was computed from is rounding, not an order:
+# a target already reached, a delta gap already closed.
+HOLD_TOLERANCE = 1e-12
 
 
 @njit(cache=True, _nrt=False)
@@ -932,13 +939,13 @@ def actions_to_trades_rows(actions, enabled, mode, max_trade, min_trade, state, 
             q = actions[i, j] * max_trade
             if mode == ACTION_DELTA:
                 q -= gap
-                if abs(q) <= 1e-12 * max(abs(gap), max_trade):
+                if abs(q) <= HOLD_TOLERANCE * max(abs(gap), max_trade):
                     q = 0.0
             if v == FUTURE:
                 q /= fut_delta
             if mode == ACTION_TARGET:
                 q -= hedge[i, v]
-                if abs(q) <= 1e-12 * max(abs(hedge[i, v]), max_trade):
+                if abs(q) <= HOLD_TOLERANCE * max(abs(hedge[i, v]), max_trade):
                     q = 0.0
             coins = abs(q) * fut_delta if v == FUTURE else abs(q)
             trades[i, v] = 0.0 if coins < min_trade else q

@@ -24,6 +24,9 @@ N_VENUES = 3
 # ``k dt`` reaches ``L_EXPIRY`` (years): decided once, in integers, so no line settles twice.
 L_STRIKE, L_EXPIRY, L_IS_CALL, L_QUANTITY, L_EXPIRY_STEP = 0, 1, 2, 3, 4
 LINE_WIDTH = 5
+# The values of the flag columns L_IS_CALL and V_ENABLED.
+CALL, PUT = 1.0, 0.0
+ENABLED, DISABLED = 1.0, 0.0
 
 # Venue columns. Depth is stored inverted so that an infinitely deep venue (no impact) is 0.
 (V_FEE, V_HALF_SPREAD, V_INV_DEPTH, V_ETA, V_TRANSMISSION, V_MARGIN, V_ENABLED) = range(7)

@@ -25,6 +25,9 @@ import numpy as np
 from hedgegym.envs import kernel
 from hedgegym.envs.config import DAYS_PER_YEAR, HOURS_PER_YEAR, VENUE_NAMES, ScenarioConfig, validate_config
 from hedgegym.envs.layout import (
+    CALL,
+    DISABLED,
+    ENABLED,
     FUTURE,
     L_EXPIRY,
     L_EXPIRY_STEP,
@@ -38,6 +41,7 @@ from hedgegym.envs.layout import (
     PARAMS,
     PARAMS_DTYPE,
     PERP,
+    PUT,
     REWARD_MEAN_VARIANCE,
     REWARD_PNL,
     REWARD_TERMINAL_PNL,
@@ -80,7 +84,7 @@ def lines_array(lines, dt: float) -> np.ndarray:
     for j, line in enumerate(lines):
         arr[j, L_STRIKE] = line.strike
         arr[j, L_EXPIRY] = line.expiry_days / DAYS_PER_YEAR
-        arr[j, L_IS_CALL] = 1.0 if line.kind == "call" else 0.0
+        arr[j, L_IS_CALL] = CALL if line.kind == "call" else PUT
         arr[j, L_QUANTITY] = line.quantity
         arr[j, L_EXPIRY_STEP] = expiry_step(arr[j, L_EXPIRY], dt)
     return arr
@@ -202,7 +206,7 @@ def build_params(config: ScenarioConfig) -> tuple[np.ndarray, np.ndarray, np.nda
         venues[v, V_ETA] = vc.eta
         venues[v, V_TRANSMISSION] = vc.transmission
         venues[v, V_MARGIN] = vc.margin
-        venues[v, V_ENABLED] = float(name in ag.venues)
+        venues[v, V_ENABLED] = ENABLED if name in ag.venues else DISABLED
     return params, venues, lines_array(dl.lines, ep.dt), lines_array(ag.lines, ep.dt)
 
 
@@ -233,7 +237,7 @@ class Market:
         self.out = np.zeros((self.n_envs, OUT_WIDTH))
         self.obs = np.zeros((self.n_envs, OBS_DIM), dtype=np.float32)
         self._zero_trades = np.zeros((self.n_envs, N_VENUES))
-        self.enabled_venues = np.flatnonzero(self.venues[:, V_ENABLED] > 0.5)
+        self.enabled_venues = np.flatnonzero(self.venues[:, V_ENABLED] == ENABLED)
 
     @property
     def episode_steps(self) -> int:
