@@ -14,7 +14,7 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from hedgegym.envs.config import ConfigError, list_scenarios, resolve_scenario
-from hedgegym.train.experiment import MAX_EPISODES, SEED_LIMIT
+from hedgegym.train import limits
 from hedgegym.train.io import RunDirError, install_sigint_handler
 
 try:  # recent typer vendors click, and raises its own copy's exceptions
@@ -104,17 +104,19 @@ def _print_error(message: str) -> None:
 
 
 def check_count(option: str, value: int, unit: str) -> None:
-    """``--paths``/``--episodes`` within [1, MAX_EPISODES], else a one-line error."""
-    if not 1 <= value <= MAX_EPISODES:
-        fail(f"{option} {value}: must be in [1, {MAX_EPISODES:,}] (memory grows by about 7 KB per {unit}; the limit "
-             "needs about 7 GB); split a larger study over several --seed ranges")
+    """``--paths``/``--episodes`` within [1, MAX_EPISODES] (:mod:`hedgegym.train.limits`), else a one-line error."""
+    try:
+        limits.check_count(value, option, unit)
+    except ValueError as err:
+        fail(str(err))
 
 
 def check_seed(seed: int, count: int, what: str) -> None:
-    """Seeds ``seed .. seed + count - 1`` must be int64: ``0 <= seed <= 2**63 - count``."""
-    if not 0 <= seed <= SEED_LIMIT - count:
-        fail(f"--seed {seed}: must be in [0, 2**63 - {what}] = [0, {SEED_LIMIT - count}] so that the seeds "
-             f"seed + j of all {count:,} {what} fit in 64-bit integers")
+    """Seeds ``seed .. seed + count - 1`` must be int64: ``0 <= seed <= 2**63 - count``, else a one-line error."""
+    try:
+        limits.check_seed(seed, count, "--seed", what)
+    except ValueError as err:
+        fail(str(err))
 
 
 def check_out(out: Path | None) -> None:
@@ -341,6 +343,8 @@ def evaluate(
                                     seed=seed, progress=lambda n: bar.advance(task, n))
         except (PolicyError, ValueError) as err:
             fail(str(err))
+    # The notes printed above, about the models as given (the library saw them loaded): the run's record.
+    result.notes = notes
 
     for table in rich_tables(result):
         console.print(table)

@@ -44,6 +44,7 @@ from hedgegym.envs.layout import O_EXO_SPOT, O_PHI, O_SPOT
 from hedgegym.envs.market import Market
 from hedgegym.train import metrics as M
 from hedgegym.train.io import claim_dir, git_commit, raise_if_interrupted, write_json_atomic, write_text_atomic
+from hedgegym.train.limits import check_count, check_seed
 from hedgegym.train.policies import PolicyError, resolve_policies, with_policy_interface
 
 BATCH = 4096
@@ -246,8 +247,9 @@ def evaluate(policies, scenario="default", episodes: int = 1000, seed: int = 0, 
             ``--policy`` strings (model ``.zip``, ``module:function``), policies and
             ``(name, policy)`` pairs.
         scenario: a :class:`ScenarioConfig`, a scenario name, or a mapping validated into one.
-        episodes: number of episodes per policy, >= 1.
-        seed: seed of episode 0, >= 0; also seeds the bootstrap.
+        episodes: number of episodes per policy, in [1, 1,000,000].
+        seed: seed of episode 0, in [0, 2**63 - episodes] (every episode's seed is an int64); also
+            seeds the bootstrap.
         batch_size: Market rows per batch (<= 4096 keeps memory flat).
         n_resamples: bootstrap resamples per interval.
         agent_impact_rerun: rerun every policy with the agent's impact off, for its own share of the
@@ -255,10 +257,8 @@ def evaluate(policies, scenario="default", episodes: int = 1000, seed: int = 0, 
         progress: optional ``progress(env_steps_done)`` callback.
     """
     config = load_scenario_arg(scenario)
-    if isinstance(episodes, bool) or not isinstance(episodes, (int, np.integer)) or episodes < 1:
-        raise ValueError(f"episodes must be an integer >= 1 (got {episodes!r})")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0 (got {seed!r})")
+    check_count(episodes, "episodes", "episode")
+    check_seed(seed, episodes, "seed", "episodes")
     if not 1 <= batch_size <= BATCH:
         raise ValueError(f"batch_size must be in [1, {BATCH}] (got {batch_size})")
     if n_resamples < 1:

@@ -43,6 +43,7 @@ from hedgegym.envs.config import (
     read_yaml,
     resolve_config,
 )
+from hedgegym.train.limits import MAX_EPISODES, SEED_LIMIT
 
 
 # --------------------------------------------------------------------------------------- scenario
@@ -81,14 +82,9 @@ class ScenarioSpec(StrictModel):
 
 
 # --------------------------------------------------------------------------------------- limits
-# Episode seeds are numpy int64: seed + episodes - 1 must stay below 2**63.
-SEED_LIMIT = 2**63
+# SEED_LIMIT and MAX_EPISODES: hedgegym.train.limits, shared with the CLI and evaluate/simulate.
 # SB3 seeds numpy's legacy generator with training.seed, which takes 32 bits.
 TRAINING_SEED_MAX = 2**32 - 1
-# Episodes of one evaluation (and paths of one simulation): peak memory grows by about 7 KB a path
-# (simulate) and 6 KB an episode (evaluate, three policies) -- bootstrap resamples, per-episode
-# metrics -- so the limit needs about 7 GB.
-MAX_EPISODES = 1_000_000
 
 
 # --------------------------------------------------------------------------------------- algorithm

@@ -13,7 +13,11 @@ extra member, so the zip stays a plain SB3 model. :func:`with_policy_interface` 
 interface to the scenario a model is evaluated on (a policy trained on ``default`` in
 ``delta`` mode is judged on a crash scenario in ``delta`` mode); a model whose observation layout
 differs, or whose normaliser is missing or is not its own, is refused with one line saying so.
-A zip without the member (saved outside the pipeline) is evaluated on the scenario's interface.
+A zip without the member (a plain SB3 model, or one saved before the record existed) is evaluated
+with the scenario's agent settings, and with the normaliser named for it beside it if there is one,
+else unnormalised — never without a word: :func:`with_policy_interface` returns a note saying so
+(printed by ``hedgegym evaluate``, kept in ``EvaluationResult.notes``). If normaliser files sit
+beside such a zip but none is named for it, it is refused: it may have been trained on them.
 
 Example:
     >>> from hedgegym.envs.config import load_scenario
@@ -139,18 +143,30 @@ def with_policy_interface(config: ScenarioConfig, policies: Iterable[Any]) -> tu
 
     ``policies``: ``--policy`` strings, policies or ``(name, policy)`` pairs; model zips (and
     :class:`SB3Policy` objects) with an interface record set it. Returns the config and one note
-    per model whose interface changed it. Two models with different interfaces cannot share one
-    evaluation: :class:`PolicyError` naming the field that differs.
+    per model whose interface changed it, and per model without a record (it is evaluated with the
+    scenario's agent settings, and unnormalised unless a normaliser named for it lies beside it).
+    Two models with different interfaces cannot share one evaluation: :class:`PolicyError` naming
+    the field that differs.
     """
     found: list[tuple[str, dict[str, Any]]] = []
+    # Models without a record, and how they will be normalised.
+    plain: list[tuple[str, str]] = []
     for item in policies:
         policy = item[1] if isinstance(item, tuple) else item
-        if isinstance(policy, SB3Policy) and policy.interface is not None:
-            found.append((policy.name, policy.interface))
+        if isinstance(policy, SB3Policy):
+            if policy.interface is not None:
+                found.append((policy.name, policy.interface))
+            else:
+                plain.append((policy.name, "with its obs_normalizer" if policy.obs_normalizer is not None
+                              else "without a normaliser (it has no obs_normalizer)"))
         elif isinstance(policy, str) and policy.endswith(".zip") and Path(policy).is_file():
             interface = read_interface(policy)
             if interface is not None:
                 found.append((policy, interface))
+            else:
+                stats = _plain_normalizer(Path(policy))
+                plain.append((policy, f"with the normaliser {stats.name} found beside it" if stats
+                              else "without a normaliser (none found beside it)"))
     notes = []
     for i, (source, interface) in enumerate(found):
         for other, other_interface in found[:i]:
@@ -163,6 +179,15 @@ def with_policy_interface(config: ScenarioConfig, policies: Iterable[Any]) -> tu
         if changed:
             notes.append(f"{source}: evaluated with the agent interface it was trained for "
                          f"({', '.join(changed)}) on scenario {config.name!r}")
+    agent = config.agent
+    settings = (f"action_mode={agent.action_mode}, venues={_show(agent.venues)}, max_trade={_show(agent.max_trade)}, "
+                f"min_trade={_show(agent.min_trade)}")
+    whose = f"scenario {config.name!r}" + (f" under the interface of {found[0][0]}" if found else "")
+    for source, normaliser in plain:
+        notes.append(f"{source}: the model carries no record of the agent interface it was trained for (no "
+                     f"{INTERFACE_MEMBER}: a plain stable-baselines3 zip or one saved before hedgegym recorded it), "
+                     f"so it is evaluated with the agent settings of {whose} ({settings}) and {normaliser}; "
+                     "if it was trained otherwise, its results are not its own")
     return config, notes
 
 
@@ -216,11 +241,31 @@ def _normalizer_candidates(path: Path, interface: Mapping[str, Any] | None) -> l
     return [path.with_name(n) for n in names]
 
 
+def _plain_normalizer(path: Path) -> Path | None:
+    """The normaliser file of a model zip without an interface record: one named for it, or None.
+
+    Nothing records which statistics such a model was trained with, so only a file named for it
+    (``<stem>_vecnormalize.pkl``, ``vecnormalize.pkl``) is taken. Other normaliser files beside it
+    (another model's name, a copied run directory) may be its own under another name: rather than
+    guess, or evaluate it unnormalised, that is refused.
+    """
+    candidates = _normalizer_candidates(path, None)
+    stats = next((c for c in candidates if c.is_file()), None)
+    if stats is None:
+        others = sorted(p.name for p in path.parent.glob("*vecnormalize*.pkl") if p.is_file())
+        if others:
+            raise PolicyError(f"{path}: the model carries no record of the interface it was trained for, and "
+                              f"normaliser statistics beside it ({', '.join(others)}) are not named for it, so "
+                              f"it is unknown whether it was trained normalised: copy its own as "
+                              f"{candidates[0].name}, or move them away to evaluate it unnormalised")
+    return stats
+
+
 def _load_normalizer(path: Path, interface: Mapping[str, Any] | None):
     """The model's ``VecNormalize`` (or None), checked against the interface record when there is one."""
     candidates = _normalizer_candidates(path, interface)
     saved = (interface or {}).get("normalizer")
-    stats = next((c for c in candidates if c.is_file()), None)
+    stats = next((c for c in candidates if c.is_file()), None) if interface is not None else _plain_normalizer(path)
     if interface is not None and saved is None:
         return None, None  # trained without a normaliser: a stray vecnormalize.pkl beside it is not its own
     if stats is None:
@@ -274,7 +319,9 @@ def load_sb3_policy(path: str | Path, config: ScenarioConfig) -> SB3Policy:
     model = _sb3_algorithm(data, path).load(path, device="cpu")
     normalizer, stats = _load_normalizer(path, interface)
     source = f"stable-baselines3 {type(model).__name__} {path}" + (f" with {stats.name}" if stats else "")
-    if interface is not None:
+    if interface is None:
+        source += f", without an interface record (evaluated with scenario {config.name!r}'s agent settings)"
+    else:
         agent = interface["agent"]
         source += (f", trained on {interface.get('trained_on')!r} with action_mode={agent['action_mode']}, "
                    f"venues={_show(agent['venues'])}, max_trade={_show(agent['max_trade'])}, "

@@ -27,6 +27,7 @@ import numpy as np
 from hedgegym.envs.config import ScenarioConfig
 from hedgegym.envs.market import dealer_effective_depth, pin_strike, resilience_decay
 from hedgegym.train.evaluate import run_policy
+from hedgegym.train.limits import check_count, check_seed
 from hedgegym.train.metrics import estimate
 
 BATCH = 4096
@@ -135,12 +136,13 @@ def simulate(config: ScenarioConfig, paths: int = 1000, seed: int = 0, n_sample:
              progress=None) -> SimulationResult:
     """Run ``paths`` episodes with the agent inactive; path j uses seed ``seed + j`` (episode 0).
 
+    ``paths`` in [1, 1,000,000] and ``seed`` in [0, 2**63 - paths] (every path's seed is an int64),
+    else a ValueError naming the argument and its range.
+
     ``progress``: optional callable ``(steps_done)`` for a progress bar, called once per step batch.
     """
-    if paths < 1:
-        raise ValueError(f"paths must be >= 1 (got {paths})")
-    if seed < 0:
-        raise ValueError(f"seed must be >= 0 (got {seed})")
+    check_count(paths, "paths", "path")
+    check_seed(seed, paths, "seed", "paths")
     steps = config.episode_steps
     arrays, sample = run_policy(None, config, np.arange(seed, seed + paths, dtype=np.int64), batch_size=BATCH,
                                 n_sample_paths=n_sample, progress=progress)

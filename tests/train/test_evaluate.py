@@ -143,7 +143,7 @@ def test_cli_bad_input_is_a_clear_error(args, message, tmp_path):
 
 
 def test_library_bad_input(short):
-    with pytest.raises(ValueError, match="episodes must be an integer >= 1"):
+    with pytest.raises(ValueError, match=r"episodes 0: must be in \[1, 1,000,000\]"):
         evaluate(["delta"], short, episodes=0)
     with pytest.raises(PolicyError, match="given twice"):
         evaluate(["delta", "delta@spot"], short, episodes=1)
@@ -319,6 +319,64 @@ def test_other_observation_layouts_and_mixed_interfaces_are_refused(delta_run, t
     with pytest.raises(PolicyError, match=r"different agent interfaces \(agent.action_mode: delta vs trade\)"):
         with_policy_interface(load_scenario("default"), [str(delta_run / "best_model.zip"),
                                                          str(tmp_path / "trade.zip")])
+
+
+def _strip_interface(src: Path, dst: Path) -> None:
+    """``src`` as a plain SB3 zip: the model without hedgegym's interface record."""
+    import zipfile
+
+    from hedgegym.train.policies import INTERFACE_MEMBER
+
+    with zipfile.ZipFile(src) as a, zipfile.ZipFile(dst, "w") as b:
+        for item in a.namelist():
+            if item != INTERFACE_MEMBER:
+                b.writestr(item, a.read(item))
+
+
+def test_a_model_without_an_interface_record_is_evaluated_with_a_note(delta_run, tmp_path):
+    """The issue's case: a zip without hedgegym_interface.json (a plain SB3 zip, or saved before the
+    record) is read in the scenario's action mode, unnormalised: never without a word."""
+    import shutil
+    import subprocess
+
+    from hedgegym.train.policies import read_interface
+
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    model = plain / "agent.zip"
+    _strip_interface(delta_run / "best_model.zip", model)
+    assert read_interface(model) is None
+    # On the default market, three venues: action_mode trade, min_trade 0 (not the model's delta, 0.5).
+    default = load_scenario("default", {**SHORT, "agent.venues": ["spot", "perp", "future"]})
+    result = evaluate([str(model)], default, episodes=2, n_resamples=10, agent_impact_rerun=False)
+    (note,) = result.notes
+    assert note == (f"{model}: the model carries no record of the agent interface it was trained for (no "
+                    "hedgegym_interface.json: a plain stable-baselines3 zip or one saved before hedgegym recorded "
+                    "it), so it is evaluated with the agent settings of scenario 'default' (action_mode=trade, "
+                    "venues=spot,perp,future, max_trade=20, min_trade=0) and without a normaliser (none found "
+                    "beside it); if it was trained otherwise, its results are not its own")
+    assert result.config.agent.action_mode == "trade"
+    # The same note on the command line, one line of stdout.
+    res = subprocess.run(["hedgegym", "evaluate", "--config", str(delta_run / "scenario.yaml"), "--policy",
+                          str(model), "--baselines", "none", "--episodes", "2", "--out", str(tmp_path / "out")],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    line = next(x for x in res.stdout.splitlines() if "carries no record" in x)
+    assert "(action_mode=delta, venues=spot,perp,future, max_trade=20, min_trade=0.5)" in line
+    assert line.endswith("without a normaliser (none found beside it); if it was trained otherwise, its results "
+                         "are not its own")
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["notes"] == [line]
+    # Its own statistics under its name: used, and the note says so.
+    shutil.copy(delta_run / "best_model_vecnormalize.pkl", plain / "agent_vecnormalize.pkl")
+    result = evaluate([str(model)], default, episodes=2, n_resamples=10, agent_impact_rerun=False)
+    assert "and with the normaliser agent_vecnormalize.pkl found beside it;" in result.notes[0]
+    # Statistics beside it under another model's name: it may have been trained on them; refused.
+    (plain / "agent_vecnormalize.pkl").rename(plain / "best_model_vecnormalize.pkl")
+    with pytest.raises(PolicyError, match=r"normaliser statistics beside it \(best_model_vecnormalize.pkl\) are "
+                                          r"not named for it.*copy its own as agent_vecnormalize.pkl"):
+        evaluate([str(model)], default, episodes=2)
+    with pytest.raises(PolicyError, match="not named for it"):
+        load_sb3_policy(model, default)
 
 
 def test_best_model_and_report_rank_by_the_one_objective(delta_run, monkeypatch):
