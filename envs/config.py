@@ -632,8 +632,12 @@ def parse_yaml(data: bytes | str, source: str) -> Any:
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     """Read a YAML mapping (:func:`parse_yaml`); a missing, unreadable or malformed file raises :class:`ConfigError`."""
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        raise ConfigError(f"config file {str(path)!r} is a directory, not a YAML file")
+    if not path.exists():
         raise ConfigError(f"config file {str(path)!r} does not exist")
+    if not path.is_file():  # a device (/dev/null), a pipe, a socket: not a file holding a config
+        raise ConfigError(f"config file {str(path)!r} is not a regular file")
     try:
         raw = path.read_bytes()
     except OSError as err:

@@ -15,7 +15,7 @@ from typer.core import TyperGroup
 
 from hedgegym.envs.config import ConfigError, list_scenarios, resolve_scenario
 from hedgegym.train import limits
-from hedgegym.train.io import RunDirError, install_sigint_handler
+from hedgegym.train.io import RunDirError, install_sigint_handler, interrupt_requested
 
 try:  # recent typer vendors click, and raises its own copy's exceptions
     from typer._click import exceptions as click_errors
@@ -54,6 +54,10 @@ class _OneLineErrors(TyperGroup):
         except OSError as err:  # the machine refused (disk full, permissions): its words, one line
             _print_error(f"{err.strerror or err}{f': {err.filename}' if err.filename else ''}")
             sys.exit(2)
+        except Exception:
+            if interrupt_requested():  # the failure a swallowed Ctrl-C left behind (see interrupt_requested)
+                sys.exit(130)
+            raise
         sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -241,6 +241,19 @@ def install_sigint_handler() -> None:
         signal.signal(signal.SIGINT, _on_sigint)
 
 
+def interrupt_requested() -> bool:
+    """Whether Ctrl-C came since :func:`install_sigint_handler`, even if its KeyboardInterrupt was swallowed.
+
+    A KeyboardInterrupt swallowed by llvmlite's callback can also leave numba's compilation half
+    done, which then fails in its own words (``RuntimeError: no compiled object yet``): callers that
+    catch such a failure ask this to report it as the interruption it is.
+
+    >>> interrupt_requested()
+    False
+    """
+    return _INTERRUPTED.is_set()
+
+
 def raise_if_interrupted() -> None:
     """Raise KeyboardInterrupt if Ctrl-C came since :func:`install_sigint_handler`, even if the
     exception it raised then was swallowed by a C callback.

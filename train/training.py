@@ -73,6 +73,7 @@ from hedgegym.train.experiment import ExperimentConfig, experiment_yaml, load_ex
 from hedgegym.train.io import (
     claim_dir,
     git_commit,
+    interrupt_requested,
     new_run_dir,
     raise_if_interrupted,
     write_bytes_atomic,
@@ -167,6 +168,10 @@ def train(config: ExperimentConfig | dict | str | os.PathLike | None = None, out
             return _train(config, run_dir, checkpoint, progress, evaluation_progress, callbacks or [], started)
     except KeyboardInterrupt:
         raise _interrupted(run_dir, fresh=resume is None) from None
+    except Exception:
+        if interrupt_requested():  # numba's compile broken by a swallowed Ctrl-C: the interruption, not an error
+            raise _interrupted(run_dir, fresh=resume is None) from None
+        raise
     finally:
         os.close(lock)
 
@@ -637,10 +642,19 @@ def _resume_config(run_dir: Path, config) -> ExperimentConfig:
                               f"{', '.join(differ)} (only training.total_timesteps may change)")
     else:
         config = saved
-    if not (run_dir / "checkpoints").is_dir():
+    ckpt_dir = run_dir / "checkpoints"
+    if not ckpt_dir.is_dir():
         raise ConfigError(f"--resume {str(run_dir)!r}: the run has no checkpoint yet (no checkpoints/); "
                           "start it again with a new --out")
-    latest = max((e["timesteps"] for e in _checkpoint_entries(run_dir / "checkpoints", [])), default=None)
+    # A record whose files are gone counts for nothing (the resume falls back to an older checkpoint).
+    latest = max((e["timesteps"] for e in _checkpoint_entries(ckpt_dir, [])
+                  if all(isinstance(e.get(k), str) and (ckpt_dir / e[k]).is_file() for k in ("model", "state"))),
+                 default=None)
+    total = config.training.total_timesteps
+    if latest is not None and total < latest and total != saved.training.total_timesteps:
+        raise ConfigError(f"--resume {str(run_dir)!r}: training.total_timesteps={total} is below the "
+                          f"{latest} timesteps of its newest checkpoint; a run cannot be trained back: give "
+                          f"at least {latest}")
     if (_run_info_or_empty(run_dir).get("status") == "finished" and latest is not None
             and latest >= config.training.total_timesteps):
         raise ConfigError(f"--resume {str(run_dir)!r}: the checkpoint is at {latest} timesteps, "

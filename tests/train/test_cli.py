@@ -92,30 +92,81 @@ def test_a_run_stopped_by_bad_input_leaves_its_out_reusable(tmp_path):
     assert (out / "summary.json").is_file()
 
 
-def test_ctrl_c_before_the_first_output_releases_the_out(tmp_path):
-    """Claimed, then interrupted before writing anything: exit 130 and the folder is gone, so the
-    same --out works next time (an unused claim is dropped at exit)."""
-    out = tmp_path / "run"
-    proc = subprocess.Popen([HEDGEGYM, *HEAVY["evaluate"], "--out", str(out)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+def _interrupt_once_claimed(popen, args: list[str], out: Path, delay: float, env: dict | None = None):
+    """Start ``hedgegym ARGS --out OUT``, send SIGINT ``delay`` s after it claims OUT; its exit status and output."""
+    proc = popen([HEDGEGYM, *args, "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                 env=env)
     deadline = time.monotonic() + 60
     while not (out / CLAIM_FILE).exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert (out / CLAIM_FILE).exists(), proc.communicate()
+    assert (out / CLAIM_FILE).exists(), proc.communicate(timeout=5)
+    time.sleep(delay)
+    assert proc.poll() is None, proc.communicate()
     proc.send_signal(signal.SIGINT)
-    # The signal is handled once numba finishes compiling (minutes with a cold cache on a busy machine).
-    proc.communicate(timeout=300)
-    assert proc.returncode == 130
+    stdout, stderr = proc.communicate(timeout=120)  # a TimeoutExpired fails the test, and popen kills the child
+    return proc.returncode, stdout + stderr
+
+
+def test_ctrl_c_before_the_first_output_releases_the_out(tmp_path, popen):
+    """Claimed, then interrupted before writing anything: exit 130 and the folder is gone, so the
+    same --out works next time (an unused claim is dropped at exit)."""
+    out = tmp_path / "run"
+    code, output = _interrupt_once_claimed(popen, HEAVY["evaluate"], out, delay=0.0)
+    assert code == 130, output
+    assert not out.exists()
+
+
+# The compile takes a few seconds after the claim; where in it a signal is swallowed depends on the machine.
+@pytest.mark.parametrize("delay", [2.0, 3.0])
+def test_ctrl_c_during_a_cold_numba_compile_exits_130(delay, tmp_path, popen):
+    """With an empty numba cache the first seconds are spent compiling the kernel, inside llvmlite,
+    whose ctypes callback swallowed the KeyboardInterrupt: the million-episode run then went on for
+    hours. The request is kept and honoured at the first step after the compile."""
+    out = tmp_path / "run"
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba-cache")}  # new, so cold
+    started = time.monotonic()
+    # (A signal swallowed by the callback prints Python's "Exception ignored ..." report on stderr.)
+    code, output = _interrupt_once_claimed(popen, HEAVY["evaluate"], out, delay=delay, env=env)
+    assert code == 130, output
+    assert not out.exists()
+    assert time.monotonic() - started < 120
+
+
+# A policy whose first call delivers Ctrl-C inside a ctypes callback, where llvmlite's compile
+# callbacks receive it: the KeyboardInterrupt is swallowed there ("Exception ignored on calling
+# ctypes callback function") and only the recorded request can stop the run.
+_SWALLOWED_CTRL_C = """
+import ctypes, os, signal
+import numpy as np
+
+_CALLBACK = ctypes.CFUNCTYPE(None)(lambda: os.kill(os.getpid(), signal.SIGINT))
+
+def policy(obs, market):
+    if not getattr(policy, "sent", False):
+        policy.sent = True
+        _CALLBACK()
+    return np.zeros((len(obs), 1))
+"""
+
+
+def test_ctrl_c_swallowed_by_a_c_callback_still_stops_the_run(tmp_path):
+    """The cold-compile case made deterministic: the signal is lost to a C callback, the run stops anyway."""
+    (tmp_path / "swallow.py").write_text(_SWALLOWED_CTRL_C)
+    out = tmp_path / "run"
+    res = hedgegym("evaluate", "--episodes", "1000000", "--set", "agent.venues=[spot]", "--baselines", "none",
+                   "--policy", "swallow:policy", "--out", str(out), cwd=tmp_path, timeout=120)
+    assert res.returncode == 130, res.stdout + res.stderr
+    assert "Exception ignored" in res.stderr and "KeyboardInterrupt" in res.stderr  # it was swallowed
     assert not out.exists()
 
 
 # ------------------------------------------------------------------------------ claiming a run directory
-def test_two_runs_on_the_same_empty_out_at_once_one_wins(tmp_path):
+def test_two_runs_on_the_same_empty_out_at_once_one_wins(tmp_path, popen):
     out = tmp_path / "shared"
     out.mkdir()
     cmd = [HEDGEGYM, "simulate", *SHORT, "--paths", "2", "--out", str(out)]
-    procs = {seed: subprocess.Popen([*cmd, "--seed", str(seed)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    text=True) for seed in (11, 22)}
+    procs = {seed: popen([*cmd, "--seed", str(seed)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for seed in (11, 22)}
     results = []
     for seed, proc in procs.items():
         _, err = proc.communicate(timeout=120)
@@ -197,6 +248,56 @@ def test_scenario_name_with_a_slash_makes_a_valid_default_run_directory(tmp_path
 def test_seed_and_size_limits_are_one_line_before_any_work(args, expected):
     line = one_line_error(hedgegym(*args, timeout=60))
     assert expected in line, line
+
+
+@pytest.mark.parametrize(("command", "count", "what"), [
+    ("simulate", ["--paths", "20"], "paths"),
+    ("evaluate", ["--episodes", "20", "--baselines", "delta"], "episodes"),
+])
+def test_the_largest_seed_readme_allows_runs_and_the_next_is_refused(command, count, what, tmp_path):
+    """README: --seed in [0, 2**63 - N]; the last episode then runs on seed 2**63 - 1, the largest int64."""
+    largest = 2**63 - 20
+    res = hedgegym(command, *count, "--seed", str(largest), "--out", str(tmp_path / "run"))
+    assert res.returncode == 0 and "Traceback" not in res.stderr, res.stdout + res.stderr
+    line = one_line_error(hedgegym(command, *count, "--seed", str(largest + 1)))
+    assert line == (f"error: --seed {largest + 1}: must be in [0, 2**63 - {what}] = [0, {largest}] so that the "
+                    f"seeds seed + j of all 20 {what} fit in 64-bit integers")
+
+
+def test_plain_simulate_writes_nothing(tmp_path):
+    """README: simulate writes files only with --out or --plot (here: the largest seed, the reviewer's case)."""
+    res = hedgegym("simulate", "--paths", "20", "--seed", str(2**63 - 20), cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "volatility amplification" in res.stdout
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    (b"market:\n  sigma: 0.5\n  sigma: 0.7\n",
+     "duplicate key 'sigma' at line 3 (first at line 2): a repeated key would replace the first; merge them"),
+    (b"market:\n  sigma: 0.5\nepisode:\n  horizon_days: 1\nmarket:\n  kappa: 1\n",
+     "duplicate key 'market' at line 5 (first at line 1)"),
+    (b"name: default\nmarket:\n  sigma: 0.5 # caf\xe9\n",
+     "is not UTF-8 text: byte 0xe9 at line 3 cannot be decoded (save the file as UTF-8)"),
+])
+@pytest.mark.parametrize("command", ["simulate", "train"])
+def test_duplicate_keys_and_invalid_utf8_are_one_line(command, text, expected, tmp_path):
+    (tmp_path / "bad.yaml").write_bytes(text)
+    args = ["simulate", "--config", "bad.yaml"] if command == "simulate" else ["train", "bad.yaml"]
+    line = one_line_error(hedgegym(*args, cwd=tmp_path))
+    assert line.startswith("error: bad.yaml") and expected in line, line
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["simulate", "--config", "/etc"], "config file '/etc' is a directory, not a YAML file"),
+    (["evaluate", "--config", "."], "config file '.' is a directory, not a YAML file"),
+    (["train", "."], "config file '.' is a directory, not a YAML file"),
+    (["simulate", "--config", "/dev/null"], "config file '/dev/null' is not a regular file"),
+    (["train", "/dev/null"], "config file '/dev/null' is not a regular file"),
+    (["simulate", "--config", "missing.yaml"], "config file 'missing.yaml' does not exist"),
+])
+def test_a_config_that_is_not_a_file_says_what_it_is(args, expected, tmp_path):
+    assert one_line_error(hedgegym(*args, cwd=tmp_path)) == f"error: {expected}"
 
 
 # ------------------------------------------------------------------------------ one line, exit 2

@@ -7,6 +7,7 @@ Runs are tiny: a few hundred timesteps, one-day episodes, a handful of evaluatio
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -21,6 +22,7 @@ import hedgegym.train.training as training
 from hedgegym.agents import sb3
 from hedgegym.envs.config import ConfigError
 from hedgegym.train.experiment import load_experiment
+from hedgegym.train.io import CLAIM_FILE
 from hedgegym.train.training import TrainingInterrupted, run_status, train
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -136,6 +138,34 @@ def test_cli_resume_of_a_truncated_checkpoint_says_so_and_continues(finished_run
     assert [r["from_timesteps"] for r in info["resumes"]] == [256]
 
 
+def test_resume_when_latest_json_names_a_missing_checkpoint_falls_back(finished_run, tmp_path):
+    """latest.json parses and says 384 timesteps (= total: "nothing left to train"), but its files are
+    gone: the resume trusts only checkpoints whose files exist, so it redoes 256 -> 384."""
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    ckpt = run / "checkpoints"
+    assert json.loads((ckpt / "latest.json").read_text())["model"] == "step_000000000384.zip"
+    (ckpt / "step_000000000384.zip").unlink()
+    notes = []
+    resumed = train(resume=run, notify=notes.append)
+    assert resumed.resumed_from == 256 and resumed.timesteps == 384 and not resumed.interrupted
+    assert any("step 384 is damaged (FileNotFoundError" in n and n.endswith("resuming from the checkpoint at 256 "
+                                                                             "timesteps") for n in notes), notes
+    assert (run / "evaluation" / "report.md").is_file() and (run / "evaluation-384" / "report.md").is_file()
+
+
+def test_resume_below_the_checkpoints_timesteps_is_refused(finished_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    before = sorted(p.name for p in run.rglob("*"))
+    res = cli("train", "--resume", run, "--set", "training.total_timesteps=200")
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stdout + res.stderr
+    (line,) = res.stderr.splitlines()
+    assert line == (f"error: --resume {str(run)!r}: training.total_timesteps=200 is below the 384 timesteps of "
+                    "its newest checkpoint; a run cannot be trained back: give at least 384")
+    assert sorted(p.name for p in run.rglob("*")) == before  # nothing touched
+
+
 # ------------------------------------------------------------------------------------ Ctrl-C
 def test_ctrl_c_before_the_first_checkpoint_removes_the_run(tmp_path, monkeypatch):
     def interrupted(*args, **kwargs):
@@ -153,16 +183,16 @@ def test_ctrl_c_before_the_first_checkpoint_removes_the_run(tmp_path, monkeypatc
 def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
-        assert proc.poll() is None, proc.communicate()
+        assert proc.poll() is None, proc.communicate(timeout=5)
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.01)
 
 
-def test_cli_ctrl_c_in_the_first_moments_exits_130_with_one_line(tmp_path):
+def test_cli_ctrl_c_in_the_first_moments_exits_130_with_one_line(tmp_path, popen):
     out = tmp_path / "run"
-    proc = subprocess.Popen([HEDGEGYM, "train", CONFIGS / "ppo_spot.yaml", "--out", out,
-                             *sets("ppo_spot", **{"training.total_timesteps": 100_000})],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = popen([HEDGEGYM, "train", CONFIGS / "ppo_spot.yaml", "--out", out,
+                  *sets("ppo_spot", **{"training.total_timesteps": 100_000})],
+                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for(lambda: (out / "config.yaml").is_file(), proc)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)
@@ -177,13 +207,36 @@ def test_cli_ctrl_c_in_the_first_moments_exits_130_with_one_line(tmp_path):
         assert (out / "checkpoints" / "latest.json").is_file()
 
 
-def test_cli_ctrl_c_during_the_final_evaluation_exits_130_and_resume_finishes_it(tmp_path):
+def test_cli_ctrl_c_during_a_cold_numba_compile_exits_130(tmp_path, popen):
+    """An empty numba cache: the first seconds compile the kernel (the reset in the setup, the step at
+    the first env step), inside llvmlite's callbacks, which swallow a KeyboardInterrupt. The Ctrl-C is
+    still honoured at once: exit 130, and the run is either removed or resumable."""
+    out = tmp_path / "run"
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba-cache")}  # new, so cold
+    started = time.monotonic()
+    proc = popen([HEDGEGYM, "train", CONFIGS / "ppo_spot.yaml", "--out", out,
+                  *sets("ppo_spot", **{"training.total_timesteps": 100_000})],
+                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    _wait_for(lambda: (out / CLAIM_FILE).is_file(), proc)
+    time.sleep(2.0)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stdout + stderr
+    assert time.monotonic() - started < 120
+    if "removed" in one_line(stdout):  # during the setup: nothing kept, the folder is reusable
+        assert "interrupted before the first checkpoint: removed" in one_line(stdout) and not out.exists()
+    else:  # during the first step's compile: stopped after that step, with a checkpoint
+        assert f"continue with `hedgegym train --resume {out}`" in one_line(stdout)
+        assert json.loads((out / "checkpoints" / "latest.json").read_text())["timesteps"] <= 4
+
+
+def test_cli_ctrl_c_during_the_final_evaluation_exits_130_and_resume_finishes_it(tmp_path, popen):
     out = tmp_path / "run"
     # A long final evaluation (2,000 episodes x the agent and a baseline) leaves time to interrupt it.
-    proc = subprocess.Popen([HEDGEGYM, "train", CONFIGS / "ppo_spot.yaml", "--out", out,
-                             *sets("ppo_spot", **{"training.total_timesteps": 128, "evaluation.final_episodes": 2000,
-                                                  "evaluation.baselines": ["delta"]})],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = popen([HEDGEGYM, "train", CONFIGS / "ppo_spot.yaml", "--out", out,
+                  *sets("ppo_spot", **{"training.total_timesteps": 128, "evaluation.final_episodes": 2000,
+                                       "evaluation.baselines": ["delta"]})],
+                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def evaluating() -> bool:
         try:
@@ -211,11 +264,11 @@ def test_cli_ctrl_c_during_the_final_evaluation_exits_130_and_resume_finishes_it
 
 
 # ------------------------------------------------------------------------------------ live or dead
-def test_a_killed_run_is_dead_a_running_one_live(tmp_path):
+def test_a_killed_run_is_dead_a_running_one_live(tmp_path, popen):
     out = tmp_path / "run"
-    proc = subprocess.Popen([HEDGEGYM, "train", CONFIGS / "ppo_spot.yaml", "--out", out,
-                             *sets("ppo_spot", **{"training.total_timesteps": 10_000_000})],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = popen([HEDGEGYM, "train", CONFIGS / "ppo_spot.yaml", "--out", out,
+                  *sets("ppo_spot", **{"training.total_timesteps": 10_000_000})],
+                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         _wait_for(lambda: (out / "checkpoints" / "latest.json").is_file(), proc)
         assert run_status(out) == "live"
