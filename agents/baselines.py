@@ -111,8 +111,7 @@ def whalley_wilmott_half_width(gamma, spot, cost, risk_aversion, rate=0.0, tau=0
         0.08378
     """
     gamma = np.asarray(gamma, dtype=np.float64)
-    return np.cbrt(1.5 * np.exp(-rate * np.asarray(tau)) * cost * np.asarray(spot) * gamma * gamma
-                   / risk_aversion)
+    return np.cbrt(1.5 * np.exp(-rate * np.asarray(tau)) * cost * np.asarray(spot) * gamma * gamma / risk_aversion)
 
 
 @njit(cache=True)
@@ -176,8 +175,9 @@ def _leland_book_delta(state, agent_lines, params, cost, interval, out):
             tau = agent_lines[j, L_EXPIRY] - t
             vol = line_vol(p, state[i].atm_vol, agent_lines[j, L_STRIKE], spot)
             vol_hat = leland_volatility(vol, cost, interval, sign)
-            _, d, _, _, _, _ = line_greeks(spot, agent_lines[j, L_STRIKE], tau, rate, vol_hat,
-                                           agent_lines[j, L_IS_CALL] == CALL)
+            _, d, _, _, _, _ = line_greeks(
+                spot, agent_lines[j, L_STRIKE], tau, rate, vol_hat, agent_lines[j, L_IS_CALL] == CALL
+            )
             delta += agent_lines[j, L_QUANTITY] * d
         out[i] = delta
     return out
@@ -207,8 +207,7 @@ class Baseline:
         self.params = params
         self.venue = params.venue or config.agent.venues[0]
         self.cost = venue_cost(config, self.venue)
-        self._horizon = (None if params.route_horizon_hours is None
-                         else params.route_horizon_hours / HOURS_PER_YEAR)
+        self._horizon = None if params.route_horizon_hours is None else params.route_horizon_hours / HOURS_PER_YEAR
 
     @property
     def name(self) -> str:
@@ -296,16 +295,22 @@ class WhalleyWilmott(Baseline):
         elif config.agent.risk_aversion > 0.0:
             self.risk_aversion = config.agent.risk_aversion / config.pnl_scale
         else:
-            raise ValueError("whalley_wilmott needs a risk aversion > 0: set baselines.risk_aversion_usd "
-                             "or agent.risk_aversion")
+            raise ValueError(
+                "whalley_wilmott needs a risk aversion > 0: set baselines.risk_aversion_usd or agent.risk_aversion"
+            )
         self.expiry = max(line.expiry_days for line in config.agent.lines) / DAYS_PER_YEAR
 
     def half_width(self, market) -> np.ndarray:
         """Band half-width per row, coins."""
         st = market.state
-        return whalley_wilmott_half_width(st["book_gamma"], np.exp(st["log_spot"]), self.cost,
-                                          self.risk_aversion, market.params["rate"][0],
-                                          np.maximum(self.expiry - st["t"], 0.0))
+        return whalley_wilmott_half_width(
+            st["book_gamma"],
+            np.exp(st["log_spot"]),
+            self.cost,
+            self.risk_aversion,
+            market.params["rate"][0],
+            np.maximum(self.expiry - st["t"], 0.0),
+        )
 
     def desired_trade(self, market) -> np.ndarray:
         return band_trade(market.net_delta(), self.half_width(market))
@@ -327,8 +332,9 @@ class Leland(Baseline):
         self.interval = self.interval_steps * config.episode.dt
 
     def desired_trade(self, market) -> np.ndarray:
-        book_delta = _leland_book_delta(market.state, market.agent_lines, market.params, self.cost,
-                                        self.interval, np.empty(market.n_envs))
+        book_delta = _leland_book_delta(
+            market.state, market.agent_lines, market.params, self.cost, self.interval, np.empty(market.n_envs)
+        )
         trade = market.state["book_delta"] - market.net_delta() - book_delta
         on_grid = market.state["step"].astype(np.int64) % self.interval_steps == 0
         return np.where(on_grid, trade, 0.0)
@@ -354,8 +360,10 @@ def make_baseline(name: str, config, **params) -> Baseline:
     config = validate_config(config)
     kind, _, venue = name.partition("@")
     if kind not in BASELINES:
-        raise ValueError(f"unknown baseline {kind!r}; known baselines: {', '.join(BASELINES)} "
-                         "(optionally with @spot, @perp, @future or @cheapest)")
+        raise ValueError(
+            f"unknown baseline {kind!r}; known baselines: {', '.join(BASELINES)} "
+            "(optionally with @spot, @perp, @future or @cheapest)"
+        )
     if venue:
         params = {**params, "venue": venue}
     try:
@@ -364,7 +372,8 @@ def make_baseline(name: str, config, **params) -> Baseline:
         problems = format_validation_error(err, what=f"parameter of baseline {name!r}", model=BaselinesConfig)
         raise ValueError(f"{' '.join(problems.split())}; allowed: {', '.join(BaselinesConfig.model_fields)}") from None
     if merged.venue not in (None, "cheapest") and merged.venue not in config.agent.venues:
-        raise ValueError(f"baseline {name!r}: venue {merged.venue!r} is not one the agent may trade "
-                         f"(agent.venues = {config.agent.venues})")
+        raise ValueError(
+            f"baseline {name!r}: venue {merged.venue!r} is not one the agent may trade "
+            f"(agent.venues = {config.agent.venues})"
+        )
     return BASELINES[kind](config, merged)
-

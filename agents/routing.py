@@ -100,7 +100,7 @@ def expected_costs(market, sign: np.ndarray, horizon: np.ndarray) -> tuple[np.nd
     horizon = np.asarray(horizon, dtype=np.float64)
 
     a = prices * (venues[:, V_FEE] + venues[:, V_HALF_SPREAD])
-    b = venues[:, V_ETA] * 0.01 * prices ** 2 * venues[:, V_INV_DEPTH]
+    b = venues[:, V_ETA] * 0.01 * prices**2 * venues[:, V_INV_DEPTH]
 
     # Capital: the trade grows |position| unless it goes against the position it adds to.
     position_sign = np.sign(market.hedge)
@@ -143,7 +143,7 @@ def split_cheapest(demand, linear, quadratic):
         while m < order.shape[0] and np.isfinite(linear[i, order[m]]):
             m += 1
         inv_sum = 0.0  # sum over the active venues of 1 / (2 b)
-        a_sum = 0.0    # sum over the active venues of a / (2 b)
+        a_sum = 0.0  # sum over the active venues of a / (2 b)
         for k in range(m):
             v = order[k]
             a_v = linear[i, v]

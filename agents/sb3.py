@@ -22,14 +22,25 @@ from typing import Any
 ALGORITHMS = {"ppo": "PPO", "sac": "SAC", "td3": "TD3"}
 ON_POLICY = frozenset({"ppo"})
 # name in configs -> class name in torch.nn.
-ACTIVATIONS = {"tanh": "Tanh", "relu": "ReLU", "elu": "ELU", "leaky_relu": "LeakyReLU", "gelu": "GELU",
-               "silu": "SiLU"}
+ACTIVATIONS = {"tanh": "Tanh", "relu": "ReLU", "elu": "ELU", "leaky_relu": "LeakyReLU", "gelu": "GELU", "silu": "SiLU"}
 # Constructor arguments the pipeline sets itself, or that take Python objects a YAML file cannot hold.
 # action_noise has its own config field (a std); policy_kwargs has its own validated section.
-MANAGED_ARGUMENTS = frozenset({
-    "self", "policy", "env", "seed", "verbose", "device", "tensorboard_log", "policy_kwargs",
-    "_init_setup_model", "action_noise", "rollout_buffer_class", "replay_buffer_class",
-})
+MANAGED_ARGUMENTS = frozenset(
+    {
+        "self",
+        "policy",
+        "env",
+        "seed",
+        "verbose",
+        "device",
+        "tensorboard_log",
+        "policy_kwargs",
+        "_init_setup_model",
+        "action_noise",
+        "rollout_buffer_class",
+        "replay_buffer_class",
+    }
+)
 # Suffix of the VecNormalize statistics saved beside a model: model.zip -> model_vecnormalize.pkl.
 VECNORMALIZE_SUFFIX = "_vecnormalize.pkl"
 
@@ -95,9 +106,17 @@ def configure_torch(seed: int, threads: int, deterministic: bool) -> None:
     torch.use_deterministic_algorithms(deterministic)
 
 
-def make_vec_env(scenario, n_envs: int, seed: int, normalize: Mapping[str, Any] | None = None,
-                 gamma: float = 0.99, stats_path: str | os.PathLike | None = None, training: bool = True,
-                 parallel: bool = False, base_env=None):
+def make_vec_env(
+    scenario,
+    n_envs: int,
+    seed: int,
+    normalize: Mapping[str, Any] | None = None,
+    gamma: float = 0.99,
+    stats_path: str | os.PathLike | None = None,
+    training: bool = True,
+    parallel: bool = False,
+    base_env=None,
+):
     """The batched hedging env as an SB3 ``VecEnv``, wrapped in ``VecNormalize`` when asked.
 
     Args:
@@ -118,8 +137,11 @@ def make_vec_env(scenario, n_envs: int, seed: int, normalize: Mapping[str, Any] 
     from hedgegym.envs.sb3_vec_env import make_sb3_vec_env
 
     # step_info=False: training reads only the episode-end keys; per-step dicts would cost time.
-    venv = base_env if base_env is not None else make_sb3_vec_env(scenario, n_envs=n_envs, seed=seed,
-                                                                  step_info=False, parallel=parallel)
+    venv = (
+        base_env
+        if base_env is not None
+        else make_sb3_vec_env(scenario, n_envs=n_envs, seed=seed, step_info=False, parallel=parallel)
+    )
     if stats_path is not None:
         from stable_baselines3.common.vec_env import VecNormalize
 
@@ -130,13 +152,26 @@ def make_vec_env(scenario, n_envs: int, seed: int, normalize: Mapping[str, Any] 
         return venv
     from stable_baselines3.common.vec_env import VecNormalize
 
-    return VecNormalize(venv, training=training, norm_obs=normalize["observations"],
-                        norm_reward=normalize["rewards"], clip_obs=normalize["clip_observations"],
-                        clip_reward=normalize["clip_rewards"], gamma=gamma)
+    return VecNormalize(
+        venv,
+        training=training,
+        norm_obs=normalize["observations"],
+        norm_reward=normalize["rewards"],
+        clip_obs=normalize["clip_observations"],
+        clip_reward=normalize["clip_rewards"],
+        gamma=gamma,
+    )
 
 
-def build_model(algorithm: str, env, hyperparameters: Mapping[str, Any], policy_kwargs: Mapping[str, Any],
-                seed: int, action_noise_std: float | None = None, tensorboard_log: str | None = None):
+def build_model(
+    algorithm: str,
+    env,
+    hyperparameters: Mapping[str, Any],
+    policy_kwargs: Mapping[str, Any],
+    seed: int,
+    action_noise_std: float | None = None,
+    tensorboard_log: str | None = None,
+):
     """A new SB3 model of ``algorithm`` on ``env`` (CPU), seeded with ``seed``.
 
     ``action_noise_std`` (off-policy only): Gaussian exploration noise, as a fraction of the
@@ -150,8 +185,16 @@ def build_model(algorithm: str, env, hyperparameters: Mapping[str, Any], policy_
 
         n = env.action_space.shape[0]
         kwargs["action_noise"] = NormalActionNoise(np.zeros(n), np.full(n, action_noise_std))
-    return cls("MlpPolicy", env, policy_kwargs=sb3_policy_kwargs(policy_kwargs), seed=seed, device="cpu",
-               tensorboard_log=tensorboard_log, verbose=0, **kwargs)
+    return cls(
+        "MlpPolicy",
+        env,
+        policy_kwargs=sb3_policy_kwargs(policy_kwargs),
+        seed=seed,
+        device="cpu",
+        tensorboard_log=tensorboard_log,
+        verbose=0,
+        **kwargs,
+    )
 
 
 def load_model(algorithm: str, path: str | os.PathLike, env=None, force_reset: bool = True):

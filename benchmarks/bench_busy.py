@@ -66,12 +66,12 @@ def kernel_step(config, n: int, fn, actions: np.ndarray) -> Callable[[int], None
     seeds = np.arange(n, dtype=np.uint64)
 
     def step(k: int) -> None:
-        fn(m.state, m.hedge, m.keys, trades[k % len(trades)], m.params, m.venues, m.dealer_lines, m.agent_lines,
-           m.out)
+        fn(m.state, m.hedge, m.keys, trades[k % len(trades)], m.params, m.venues, m.dealer_lines, m.agent_lines, m.out)
         if (k + 1) % m.episode_steps == 0:
             episodes = np.full(n, (k + 1) // m.episode_steps, dtype=np.uint64)
-            kernel.reset_rows(rows, seeds, episodes, m.state, m.hedge, m.keys, m.params, m.venues, m.dealer_lines,
-                              m.agent_lines)
+            kernel.reset_rows(
+                rows, seeds, episodes, m.state, m.hedge, m.keys, m.params, m.venues, m.dealer_lines, m.agent_lines
+            )
 
     return step
 
@@ -106,8 +106,9 @@ def phase(label: str, steps: dict, n: int, seconds: float, repeats: int) -> dict
 
 def start_competitor(threads: int) -> subprocess.Popen:
     """The torch job, in a fresh interpreter; returns once it computes."""
-    proc = subprocess.Popen([sys.executable, "-c", COMPETITOR.format(threads=threads)], stdout=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", COMPETITOR.format(threads=threads)], stdout=subprocess.PIPE, text=True
+    )
     line = proc.stdout.readline()
     if line.strip() != "ready":
         proc.kill()
@@ -132,9 +133,11 @@ def main(argv: list[str] | None = None) -> dict:
     actions = np.random.default_rng(0).uniform(-1.0, 1.0, (ACTION_BATCHES, *probe.action_space.shape))
     actions = actions.astype(np.float32)
     probe.close()
-    steps = {"vector": vector_step(config, n, actions),
-             "kernel serial": kernel_step(config, n, kernel.step_serial, actions),
-             "kernel parallel": kernel_step(config, n, kernel.step_parallel, actions)}
+    steps = {
+        "vector": vector_step(config, n, actions),
+        "kernel serial": kernel_step(config, n, kernel.step_serial, actions),
+        "kernel parallel": kernel_step(config, n, kernel.step_parallel, actions),
+    }
     for step in steps.values():  # load or compile the numba code
         step(0)
 
@@ -148,23 +151,38 @@ def main(argv: list[str] | None = None) -> dict:
     time.sleep(1.0)
     phases["idle_after"] = phase("idle after", steps, n, args.seconds, args.repeats)
 
-    ratios = {name: phases["busy"]["rates"][name]
-              / max(phases["idle"]["rates"][name], phases["idle_after"]["rates"][name]) for name in steps}
-    print(f"\nenv-steps/s at N = {n} ({args.scenario}); competitor: torch matmul loop on {args.busy_threads} "
-          f"thread(s), {os.cpu_count()} cores")
+    ratios = {
+        name: phases["busy"]["rates"][name] / max(phases["idle"]["rates"][name], phases["idle_after"]["rates"][name])
+        for name in steps
+    }
+    print(
+        f"\nenv-steps/s at N = {n} ({args.scenario}); competitor: torch matmul loop on {args.busy_threads} "
+        f"thread(s), {os.cpu_count()} cores"
+    )
     print(f"{'contender':>18}{'idle':>14}{'busy':>14}{'idle after':>14}{'busy/idle':>11}")
     for name in steps:
-        print(f"{name:>18}" + "".join(f"{phases[p]['rates'][name]:>14,.0f}" for p in ("idle", "busy", "idle_after"))
-              + f"{ratios[name]:>10.2f}x")
+        print(
+            f"{name:>18}"
+            + "".join(f"{phases[p]['rates'][name]:>14,.0f}" for p in ("idle", "busy", "idle_after"))
+            + f"{ratios[name]:>10.2f}x"
+        )
     for p, rec in phases.items():
         print(f"  load average during {p}: {rec['load_average_before'][0]:.1f} -> {rec['load_average_after'][0]:.1f}")
     record = {
-        "scenario": args.scenario, "n_envs": n, "seconds_per_run": args.seconds, "repeats": args.repeats,
+        "scenario": args.scenario,
+        "n_envs": n,
+        "seconds_per_run": args.seconds,
+        "repeats": args.repeats,
         "competitor": {"kind": "torch 512x512 matmul loop, subprocess", "torch_threads": args.busy_threads},
-        "phases": phases, "busy_over_idle": ratios,
-        "machine": {"python": platform.python_version(), "cpu_count": os.cpu_count(),
-                    "numba_threads": numba.get_num_threads(), "threading_layer": numba.threading_layer(),
-                    "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")},
+        "phases": phases,
+        "busy_over_idle": ratios,
+        "machine": {
+            "python": platform.python_version(),
+            "cpu_count": os.cpu_count(),
+            "numba_threads": numba.get_num_threads(),
+            "threading_layer": numba.threading_layer(),
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        },
         "unix_time": time.time(),
     }
     write_json_atomic(args.output, record)

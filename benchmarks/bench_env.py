@@ -63,8 +63,10 @@ def timed_run(step: Callable[[int], None], n_envs: int, seconds: float) -> dict[
     while calls < 3 or time.perf_counter() - wall < seconds:
         step(calls)
         calls += 1
-    return {"wall": calls * n_envs / (time.perf_counter() - wall),
-            "cpu": calls * n_envs / max(time.process_time() - cpu, 1e-9)}
+    return {
+        "wall": calls * n_envs / (time.perf_counter() - wall),
+        "cpu": calls * n_envs / max(time.process_time() - cpu, 1e-9),
+    }
 
 
 def best_rates(steps: dict[str, Callable[[int], None]], n_envs: int, seconds: float, repeats: int) -> dict:
@@ -91,13 +93,15 @@ def raw_kernel(config, actions: np.ndarray, parallel: bool | None) -> Callable[[
     m = market
 
     def step(k: int) -> None:
-        step_kernel(m.state, m.hedge, m.keys, trades[k % len(trades)], m.params, m.venues, m.dealer_lines,
-                    m.agent_lines, m.out)
+        step_kernel(
+            m.state, m.hedge, m.keys, trades[k % len(trades)], m.params, m.venues, m.dealer_lines, m.agent_lines, m.out
+        )
         kernel.observe_rows(m.state, m.hedge, m.params, m.obs)
         if (k + 1) % m.episode_steps == 0:
             episodes = np.full(n, (k + 1) // m.episode_steps, dtype=np.uint64)
-            kernel.reset_rows(rows, seeds, episodes, m.state, m.hedge, m.keys, m.params, m.venues,
-                              m.dealer_lines, m.agent_lines)
+            kernel.reset_rows(
+                rows, seeds, episodes, m.state, m.hedge, m.keys, m.params, m.venues, m.dealer_lines, m.agent_lines
+            )
 
     return step
 
@@ -125,12 +129,17 @@ def single_env_overhead(config, seconds: float, repeats: int) -> dict[str, float
             env.reset()
 
     rates = best_rates({"env": env_step, "kernel": raw_kernel(config, actions, False)}, 1, seconds, repeats)
-    return {clock: {"hedging_env_step_us": 1e6 / r["env"], "kernel_step_us": 1e6 / r["kernel"],
-                    "overhead_us": 1e6 / r["env"] - 1e6 / r["kernel"]} for clock, r in rates.items()}
+    return {
+        clock: {
+            "hedging_env_step_us": 1e6 / r["env"],
+            "kernel_step_us": 1e6 / r["kernel"],
+            "overhead_us": 1e6 / r["env"] - 1e6 / r["kernel"],
+        }
+        for clock, r in rates.items()
+    }
 
 
-def run(sizes: list[int], scenario: str, seconds: float, repeats: int, loops_up_to: int,
-        parallel: bool | None) -> dict:
+def run(sizes: list[int], scenario: str, seconds: float, repeats: int, loops_up_to: int, parallel: bool | None) -> dict:
     config = load_scenario(scenario)
     n_venues = len(config.agent.venues)
     rows = []
@@ -141,9 +150,13 @@ def run(sizes: list[int], scenario: str, seconds: float, repeats: int, loops_up_
             "kernel": raw_kernel(config, actions, parallel),
             "vector": gym_vector(HedgingVectorEnv(n, config=config, parallel=parallel), actions),
             "vector_sb3": sb3_vector(HedgingSB3VecEnv(same_step), actions),
-            "vector_sb3_lean": sb3_vector(HedgingSB3VecEnv(
-                HedgingVectorEnv(n, config=config, parallel=parallel, autoreset_mode=AutoresetMode.SAME_STEP),
-                step_info=False), actions),
+            "vector_sb3_lean": sb3_vector(
+                HedgingSB3VecEnv(
+                    HedgingVectorEnv(n, config=config, parallel=parallel, autoreset_mode=AutoresetMode.SAME_STEP),
+                    step_info=False,
+                ),
+                actions,
+            ),
         }
         if n <= loops_up_to:
             steps["sync"] = gym_vector(gym.vector.SyncVectorEnv([lambda: HedgingEnv(config=config)] * n), actions)
@@ -151,8 +164,14 @@ def run(sizes: list[int], scenario: str, seconds: float, repeats: int, loops_up_
         rates = best_rates(steps, n, seconds, repeats)
         del steps
         for clock in CLOCKS:
-            row = {"n_envs": n, "clock": clock, "parallel_kernel": same_step.market.parallel,
-                   "sync": None, "dummy": None, **rates[clock]}
+            row = {
+                "n_envs": n,
+                "clock": clock,
+                "parallel_kernel": same_step.market.parallel,
+                "sync": None,
+                "dummy": None,
+                **rates[clock],
+            }
             row["vector_over_sync"] = row["vector"] / row["sync"] if row["sync"] else None
             row["sb3_over_dummy"] = row["vector_sb3"] / row["dummy"] if row["dummy"] else None
             row["kernel_over_vector"] = row["kernel"] / row["vector"]
@@ -182,8 +201,19 @@ def run(sizes: list[int], scenario: str, seconds: float, repeats: int, loops_up_
     }
 
 
-COLUMNS = ("n_envs", "kernel", "vector", "vector_sb3", "vector_sb3_lean", "sync", "dummy",
-           "vector_over_sync", "sb3_over_dummy", "kernel_over_vector", "kernel_over_sb3")
+COLUMNS = (
+    "n_envs",
+    "kernel",
+    "vector",
+    "vector_sb3",
+    "vector_sb3_lean",
+    "sync",
+    "dummy",
+    "vector_over_sync",
+    "sb3_over_dummy",
+    "kernel_over_vector",
+    "kernel_over_sb3",
+)
 RATES = ("kernel", "vector", "vector_sb3", "vector_sb3_lean", "sync", "dummy")
 
 
@@ -192,12 +222,16 @@ def print_table(rows: list[dict], single: dict) -> None:
         print(f"\nenv-steps/s by {'wall-clock' if clock == 'wall' else 'process CPU'} time (best of runs), ratios")
         print("".join(f"{c:>17}" for c in COLUMNS))
         for row in (r for r in rows if r["clock"] == clock):
-            cells = ["-" if row[c] is None else f"{row[c]:,.0f}" if c in RATES or c == "n_envs" else f"{row[c]:.2f}x"
-                     for c in COLUMNS]
+            cells = [
+                "-" if row[c] is None else f"{row[c]:,.0f}" if c in RATES or c == "n_envs" else f"{row[c]:.2f}x"
+                for c in COLUMNS
+            ]
             print("".join(f"{c:>17}" for c in cells))
         s = single[clock]
-        print(f"HedgingEnv.step {s['hedging_env_step_us']:.1f} us, raw kernel (1 row) {s['kernel_step_us']:.1f} us: "
-              f"{s['overhead_us']:.1f} us beyond the kernel (target <= 20)")
+        print(
+            f"HedgingEnv.step {s['hedging_env_step_us']:.1f} us, raw kernel (1 row) {s['kernel_step_us']:.1f} us: "
+            f"{s['overhead_us']:.1f} us beyond the kernel (target <= 20)"
+        )
 
 
 def main() -> None:
@@ -206,10 +240,18 @@ def main() -> None:
     parser.add_argument("--scenario", default="default")
     parser.add_argument("--seconds", type=float, default=1.0, help="minimum length of one timed run")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per figure (the best is kept)")
-    parser.add_argument("--loops-up-to", type=int, default=16384,
-                        help="largest N at which the Python-loop baselines (sync, dummy) are run")
-    parser.add_argument("--parallel", choices=("auto", "on", "off"), default="auto",
-                        help="numba-parallel kernel: auto (the Market's choice, from 256 envs), on or off")
+    parser.add_argument(
+        "--loops-up-to",
+        type=int,
+        default=16384,
+        help="largest N at which the Python-loop baselines (sync, dummy) are run",
+    )
+    parser.add_argument(
+        "--parallel",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="numba-parallel kernel: auto (the Market's choice, from 256 envs), on or off",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS, help="where to write the JSON results")
     args = parser.parse_args()
     parallel = {"auto": None, "on": True, "off": False}[args.parallel]

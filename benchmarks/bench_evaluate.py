@@ -46,8 +46,16 @@ def bench_evaluate(config, names: list[str], episodes: int, seed: int) -> dict:
     evaluate(names, config, episodes=8, seed=seed, n_resamples=10)
     result, wall, cpu = timed(lambda: evaluate(names, config, episodes=episodes, seed=seed))
     steps = 2 * len(result.policies) * episodes * config.episode_steps
-    return {"result": result, "policies": result.policies, "episodes": episodes, "env_steps": steps,
-            "wall_s": wall, "cpu_s": cpu, "steps_per_s": steps / wall, "steps_per_cpu_s": steps / cpu}
+    return {
+        "result": result,
+        "policies": result.policies,
+        "episodes": episodes,
+        "env_steps": steps,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "steps_per_s": steps / wall,
+        "steps_per_cpu_s": steps / cpu,
+    }
 
 
 def bench_sync_vector_env(config, names: list[str], n_envs: int, seed: int) -> dict:
@@ -74,16 +82,29 @@ def bench_sync_vector_env(config, names: list[str], n_envs: int, seed: int) -> d
 
     _, wall, cpu = timed(run)
     steps = len(names) * n_envs * config.episode_steps
-    return {"n_envs": n_envs, "episodes_per_policy": n_envs, "env_steps": steps, "wall_s": wall, "cpu_s": cpu,
-            "steps_per_s": steps / wall, "steps_per_cpu_s": steps / cpu, "pnl": pnl}
+    return {
+        "n_envs": n_envs,
+        "episodes_per_policy": n_envs,
+        "env_steps": steps,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "steps_per_s": steps / wall,
+        "steps_per_cpu_s": steps / cpu,
+        "pnl": pnl,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenario", default="default")
     parser.add_argument("--episodes", type=int, default=10_000)
-    parser.add_argument("--threads", type=int, nargs="+", default=[2, 1],
-                        help="numba thread counts to time (the issue's 2 cores; 1 for a shared machine)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        default=[2, 1],
+        help="numba thread counts to time (the issue's 2 cores; 1 for a shared machine)",
+    )
     parser.add_argument("--sync-envs", type=int, default=16, help="envs of the SyncVectorEnv (1 episode each)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -104,12 +125,15 @@ def main(argv: list[str] | None = None) -> dict:
         load = os.getloadavg()[0]
         run = bench_evaluate(config, names, args.episodes, args.seed)
         per_episode = run.pop("result").per_episode
-        runs[numba.get_num_threads()] = {**run, "load_average_1min_before": round(load, 2),
-                                         "load_average_1min_after": round(os.getloadavg()[0], 2)}
+        runs[numba.get_num_threads()] = {
+            **run,
+            "load_average_1min_before": round(load, 2),
+            "load_average_1min_after": round(os.getloadavg()[0], 2),
+        }
     sync = bench_sync_vector_env(config, names, args.sync_envs, args.seed)
 
     policies = list(per_episode)
-    max_diff = max(float(np.max(np.abs(sync["pnl"][n] - per_episode[n]["pnl"][:args.sync_envs]))) for n in policies)
+    max_diff = max(float(np.max(np.abs(sync["pnl"][n] - per_episode[n]["pnl"][: args.sync_envs]))) for n in policies)
     sync.pop("pnl")
     fastest = min(runs.values(), key=lambda r: r["wall_s"])
     # Projected time of the evaluation's stepping (both runs) through SyncVectorEnv at its measured rate.
@@ -119,8 +143,11 @@ def main(argv: list[str] | None = None) -> dict:
         return {k: round(v, 3) if isinstance(v, float) else v for k, v in d.items() if k != "policies"}
 
     record = {
-        "scenario": args.scenario, "episodes": args.episodes, "policies": policies,
-        "cpu_count": os.cpu_count(), "machine": platform.processor() or platform.machine(),
+        "scenario": args.scenario,
+        "episodes": args.episodes,
+        "policies": policies,
+        "cpu_count": os.cpu_count(),
+        "machine": platform.processor() or platform.machine(),
         "evaluate_by_numba_threads": {str(t): rounded(r) for t, r in runs.items()},
         "sync_vector_env": rounded(sync),
         "sync_vector_env_projected_wall_s": round(projected, 1),
@@ -130,21 +157,35 @@ def main(argv: list[str] | None = None) -> dict:
     }
     write_json_atomic(RESULTS, record)
 
-    table = Table(title=f"evaluate: {len(names)} baselines x {args.episodes:,} episodes of {args.scenario} "
-                        "(x2: agent impact on/off)")
+    table = Table(
+        title=f"evaluate: {len(names)} baselines x {args.episodes:,} episodes of {args.scenario} "
+        "(x2: agent impact on/off)"
+    )
     for col in ("engine", "env-steps", "wall s", "CPU s", "env-steps/s", "env-steps/CPU s", "load (1 min)"):
         table.add_column(col, justify="left" if col == "engine" else "right")
     rows = [(f"evaluate, numba threads {t}", r) for t, r in runs.items()]
     for label, r in rows + [(f"SyncVectorEnv x{args.sync_envs} HedgingEnv", sync)]:
-        load = (f"{r['load_average_1min_before']:.1f} -> {r['load_average_1min_after']:.1f}"
-                if "load_average_1min_before" in r else "")
-        table.add_row(label, f"{r['env_steps']:,}", f"{r['wall_s']:.1f}", f"{r['cpu_s']:.1f}",
-                      f"{r['steps_per_s']:,.0f}", f"{r['steps_per_cpu_s']:,.0f}", load)
+        load = (
+            f"{r['load_average_1min_before']:.1f} -> {r['load_average_1min_after']:.1f}"
+            if "load_average_1min_before" in r
+            else ""
+        )
+        table.add_row(
+            label,
+            f"{r['env_steps']:,}",
+            f"{r['wall_s']:.1f}",
+            f"{r['cpu_s']:.1f}",
+            f"{r['steps_per_s']:,.0f}",
+            f"{r['steps_per_cpu_s']:,.0f}",
+            load,
+        )
     console = Console(width=140)
     console.print(table)
-    console.print(f"SyncVectorEnv for the same work: ~{projected:,.0f} s projected; evaluate is "
-                  f"{record['speedup_wall']}x faster (wall), {record['speedup_per_cpu_s']}x per CPU-second. "
-                  f"Same P&L on the same seeds: max |difference| {max_diff:.3g} USD. Wrote {RESULTS}")
+    console.print(
+        f"SyncVectorEnv for the same work: ~{projected:,.0f} s projected; evaluate is "
+        f"{record['speedup_wall']}x faster (wall), {record['speedup_per_cpu_s']}x per CPU-second. "
+        f"Same P&L on the same seeds: max |difference| {max_diff:.3g} USD. Wrote {RESULTS}"
+    )
     return record
 
 

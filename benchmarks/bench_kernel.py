@@ -126,7 +126,7 @@ class TextbookNumpy:
         self.hedge += q
         self.cash -= q * spot
         z = self.rng.standard_normal(self.n)
-        self.log_spot += (self.mu - 0.5 * self.sigma ** 2) * self.dt + self.sigma * math.sqrt(self.dt) * z
+        self.log_spot += (self.mu - 0.5 * self.sigma**2) * self.dt + self.sigma * math.sqrt(self.dt) * z
         self.step_index += 1
         spot_new = np.exp(self.log_spot)
         value, _ = self.mark(spot_new)
@@ -175,8 +175,17 @@ def contender(config, fn: Callable, n: int) -> Callable[[float], tuple[float, fl
             m.reset(seeds=seeds, episodes=episode)
 
     def step(k: int) -> None:
-        fn(m.state, m.hedge, m.keys, trades[k % TRADE_BATCHES], m.params, m.venues, m.dealer_lines,
-           m.agent_lines, m.out)
+        fn(
+            m.state,
+            m.hedge,
+            m.keys,
+            trades[k % TRADE_BATCHES],
+            m.params,
+            m.venues,
+            m.dealer_lines,
+            m.agent_lines,
+            m.out,
+        )
 
     return timed_blocks(step, restart, n)
 
@@ -197,9 +206,11 @@ def throughput(scenario: str, sizes: list[int], seconds: float, repeats: int) ->
     config = load_scenario(scenario)
     rows = []
     for n in sizes:
-        runs = {"serial": contender(config, kernel.step_serial, n),
-                "parallel": contender(config, kernel.step_parallel, n),
-                "numpy": numpy_contender(config, n)}
+        runs = {
+            "serial": contender(config, kernel.step_serial, n),
+            "parallel": contender(config, kernel.step_parallel, n),
+            "numpy": numpy_contender(config, n),
+        }
         best = dict.fromkeys(runs, (0.0, 0.0))
         for _ in range(repeats):
             for name, run in runs.items():
@@ -225,12 +236,21 @@ def compile_times(scenario: str) -> dict:
         env = dict(os.environ, NUMBA_CACHE_DIR=cache)
         for label in ("cold", "cached"):
             start = time.perf_counter()
-            proc = subprocess.run([sys.executable, "-c", FIRST_STEP.format(scenario=scenario)], env=env,
-                                  capture_output=True, text=True, check=True)
+            proc = subprocess.run(
+                [sys.executable, "-c", FIRST_STEP.format(scenario=scenario)],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             wall = time.perf_counter() - start
             imported, first_step, with_parallel = (float(x) for x in proc.stdout.split())
-            out[label] = {"import_s": imported, "import_and_first_step_s": first_step,
-                          "with_first_parallel_step_s": with_parallel, "process_wall_s": wall}
+            out[label] = {
+                "import_s": imported,
+                "import_and_first_step_s": first_step,
+                "with_first_parallel_step_s": with_parallel,
+                "process_wall_s": wall,
+            }
             print(f"compile ({label}) done", flush=True)
     return out
 
@@ -240,30 +260,46 @@ def print_report(rows: list[dict], compile_s: dict | None, load: tuple[float, fl
     if load[0] > 0.5:
         # Other processes on the cores: numba's OpenMP threads spin-wait for each other at every
         # step, so one descheduled thread stalls the parallel kernel; the serial figures hold up.
-        print(f"\nwarning: load average {load[0]:.1f} on {cores} cores before the run (this run's own "
-              f"included, {load[1]:.1f} after): other processes depress the parallel figures")
+        print(
+            f"\nwarning: load average {load[0]:.1f} on {cores} cores before the run (this run's own "
+            f"included, {load[1]:.1f} after): other processes depress the parallel figures"
+        )
     print("\nenv-steps/s (best of runs; cpu: by process CPU time)")
     head = ("N", "serial", "serial cpu", "parallel", "numpy", "numpy cpu", "serial/numpy", "(cpu)", "par/serial")
     print("".join(f"{h:>13}" for h in head))
     for r in rows:
-        cells = (f"{r['n_envs']:,}", f"{r['serial']:,.0f}", f"{r['serial_cpu']:,.0f}", f"{r['parallel']:,.0f}",
-                 f"{r['numpy']:,.0f}", f"{r['numpy_cpu']:,.0f}", f"{r['serial_over_numpy']:.1f}x",
-                 f"{r['serial_over_numpy_cpu']:.1f}x", f"{r['parallel_over_serial']:.2f}x")
+        cells = (
+            f"{r['n_envs']:,}",
+            f"{r['serial']:,.0f}",
+            f"{r['serial_cpu']:,.0f}",
+            f"{r['parallel']:,.0f}",
+            f"{r['numpy']:,.0f}",
+            f"{r['numpy_cpu']:,.0f}",
+            f"{r['serial_over_numpy']:.1f}x",
+            f"{r['serial_over_numpy_cpu']:.1f}x",
+            f"{r['parallel_over_serial']:.2f}x",
+        )
         print("".join(f"{c:>13}" for c in cells))
     if compile_s:
         print("\nimport + first step in a fresh interpreter, s (first parallel step in brackets)")
         for label, c in compile_s.items():
-            print(f"  {label:>6}: {c['import_and_first_step_s']:.2f} ({c['with_first_parallel_step_s']:.2f}); "
-                  f"import alone {c['import_s']:.2f}; process {c['process_wall_s']:.2f}")
+            print(
+                f"  {label:>6}: {c['import_and_first_step_s']:.2f} ({c['with_first_parallel_step_s']:.2f}); "
+                f"import alone {c['import_s']:.2f}; process {c['process_wall_s']:.2f}"
+            )
     print("\ntargets")
     for r in rows:
         if r["n_envs"] == 1024:
-            print(f"  parallel at N=1024 >= {TARGET_PARALLEL_1024:,.0f}/s: {r['parallel']:,.0f} "
-                  f"{'met' if r['parallel'] >= TARGET_PARALLEL_1024 else 'MISSED'}")
+            print(
+                f"  parallel at N=1024 >= {TARGET_PARALLEL_1024:,.0f}/s: {r['parallel']:,.0f} "
+                f"{'met' if r['parallel'] >= TARGET_PARALLEL_1024 else 'MISSED'}"
+            )
     if compile_s:
         cached = compile_s["cached"]["import_and_first_step_s"]
-        print(f"  cached import-and-first-step < {TARGET_CACHED_FIRST_STEP_S:g} s: {cached:.2f} s "
-              f"{'met' if cached < TARGET_CACHED_FIRST_STEP_S else 'MISSED'}")
+        print(
+            f"  cached import-and-first-step < {TARGET_CACHED_FIRST_STEP_S:g} s: {cached:.2f} s "
+            f"{'met' if cached < TARGET_CACHED_FIRST_STEP_S else 'MISSED'}"
+        )
 
 
 def main() -> None:
@@ -280,26 +316,31 @@ def main() -> None:
     load_after = os.getloadavg()
     compile_s = None if args.no_compile else compile_times(args.scenario)
     print_report(rows, compile_s, (load_before[0], load_after[0]))
-    write_json_atomic(args.output, {
-        "scenario": args.scenario,
-        "seconds_per_run": args.seconds,
-        "repeats": args.repeats,
-        "rows": rows,
-        "compile": compile_s,
-        "targets": {"parallel_at_1024": TARGET_PARALLEL_1024,
-                    "cached_import_and_first_step_s": TARGET_CACHED_FIRST_STEP_S},
-        "machine": {
-            "python": platform.python_version(),
-            "cpu_count": os.cpu_count(),
-            "numba_threads": numba.get_num_threads(),
-            "threading_layer": numba.threading_layer(),
-            "load_average_before": load_before,
-            "load_average_after": load_after,
-            "numpy": np.__version__,
-            "numba": numba.__version__,
+    write_json_atomic(
+        args.output,
+        {
+            "scenario": args.scenario,
+            "seconds_per_run": args.seconds,
+            "repeats": args.repeats,
+            "rows": rows,
+            "compile": compile_s,
+            "targets": {
+                "parallel_at_1024": TARGET_PARALLEL_1024,
+                "cached_import_and_first_step_s": TARGET_CACHED_FIRST_STEP_S,
+            },
+            "machine": {
+                "python": platform.python_version(),
+                "cpu_count": os.cpu_count(),
+                "numba_threads": numba.get_num_threads(),
+                "threading_layer": numba.threading_layer(),
+                "load_average_before": load_before,
+                "load_average_after": load_after,
+                "numpy": np.__version__,
+                "numba": numba.__version__,
+            },
+            "unix_time": time.time(),
         },
-        "unix_time": time.time(),
-    })
+    )
     print(f"wrote {args.output}")
 
 

@@ -62,10 +62,13 @@ INSTALL = "pip install --no-deps pfhedge tqdm"
 
 def textbook_config():
     """``frictionless`` with one short ATM 7-day call, hedged on spot (the book pfhedge hedges)."""
-    config = resolve_config("frictionless", {
-        "agent.lines": [{"strike": 100_000.0, "expiry_days": STEPS / 24.0, "kind": "call", "quantity": -1.0}],
-        "agent.venues": ["spot"],
-    })
+    config = resolve_config(
+        "frictionless",
+        {
+            "agent.lines": [{"strike": 100_000.0, "expiry_days": STEPS / 24.0, "kind": "call", "quantity": -1.0}],
+            "agent.venues": ["spot"],
+        },
+    )
     assert config.market.sigma == SIGMA and config.episode_steps == STEPS and config.episode.dt_hours == 1.0
     assert config.market.rate == 0.0 and config.market.mu == 0.0 and not config.dealers.lines
     return config
@@ -132,15 +135,19 @@ def measure(runs: dict, repeats: int) -> dict:
 
 
 def pnl_summary(pnl: np.ndarray) -> dict:
-    return {"mean": float(pnl.mean()), "std": float(pnl.std(ddof=1)),
-            "std_error_of_std": float(pnl.std(ddof=1) / math.sqrt(2.0 * (pnl.size - 1)))}
+    return {
+        "mean": float(pnl.mean()),
+        "std": float(pnl.std(ddof=1)),
+        "std_error_of_std": float(pnl.std(ddof=1) / math.sqrt(2.0 * (pnl.size - 1))),
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--paths", type=int, default=10_000)
-    parser.add_argument("--threads", type=int, nargs="+", default=[2, 1],
-                        help="thread counts of numba and torch (the same for both)")
+    parser.add_argument(
+        "--threads", type=int, nargs="+", default=[2, 1], help="thread counts of numba and torch (the same for both)"
+    )
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per figure (the best is kept)")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -164,47 +171,68 @@ def main(argv: list[str] | None = None) -> dict:
         for name, b in best.items():
             row[name] = {**{k: v for k, v in b.items() if k != "pnl"}, "pnl_per_spot0": pnl_summary(b["pnl"])}
         if pf is not None:
-            row["pfhedge_over_hedgegym"] = best["pfhedge"]["path_steps_per_s"] / best["hedgegym run_policy"][
-                "path_steps_per_s"]
-            row["pfhedge_over_hedgegym_evaluate"] = best["pfhedge"]["path_steps_per_s"] / best["hedgegym evaluate"][
-                "path_steps_per_s"]
+            row["pfhedge_over_hedgegym"] = (
+                best["pfhedge"]["path_steps_per_s"] / best["hedgegym run_policy"]["path_steps_per_s"]
+            )
+            row["pfhedge_over_hedgegym_evaluate"] = (
+                best["pfhedge"]["path_steps_per_s"] / best["hedgegym evaluate"]["path_steps_per_s"]
+            )
         rows.append(row)
 
     tau = STEPS / HOURS_PER_YEAR
     greeks = bsm_greeks(1.0, 1.0, tau, 0.0, SIGMA, True)
     expected_std = math.sqrt(math.pi / 4.0) * float(greeks.vega) * SIGMA / math.sqrt(STEPS)
-    print(f"\ntextbook hedge: short 1 ATM call, 7 days, sigma {SIGMA:g}, BS delta on spot, {args.paths:,} paths "
-          f"x {STEPS} hourly steps\n")
-    print(f"{'threads':>8}{'contender':>22}{'path-steps/s':>16}{'wall s':>9}{'P&L mean':>11}{'P&L std':>10}"
-          f"{'load':>12}")
+    print(
+        f"\ntextbook hedge: short 1 ATM call, 7 days, sigma {SIGMA:g}, BS delta on spot, {args.paths:,} paths "
+        f"x {STEPS} hourly steps\n"
+    )
+    print(
+        f"{'threads':>8}{'contender':>22}{'path-steps/s':>16}{'wall s':>9}{'P&L mean':>11}{'P&L std':>10}{'load':>12}"
+    )
     for row in rows:
         for name in runs:
             r = row[name]
             s = r["pnl_per_spot0"]
-            print(f"{row['threads']:>8}{name:>22}{r['path_steps_per_s']:>16,.0f}{r['wall_s']:>9.3f}"
-                  f"{s['mean']:>11.5f}{s['std']:>10.5f}"
-                  f"{row['load_average_before'][0]:>6.1f}->{row['load_average_after'][0]:.1f}")
-    print(f"\nP&L in units of spot0; expected std ~ sqrt(pi/4) vega sigma / sqrt(N) = {expected_std:.5f}; "
-          f"call price {float(greeks.price):.5f} (pfhedge's mean is minus it: its P&L leaves the premium out)")
+            print(
+                f"{row['threads']:>8}{name:>22}{r['path_steps_per_s']:>16,.0f}{r['wall_s']:>9.3f}"
+                f"{s['mean']:>11.5f}{s['std']:>10.5f}"
+                f"{row['load_average_before'][0]:>6.1f}->{row['load_average_after'][0]:.1f}"
+            )
+    print(
+        f"\nP&L in units of spot0; expected std ~ sqrt(pi/4) vega sigma / sqrt(N) = {expected_std:.5f}; "
+        f"call price {float(greeks.price):.5f} (pfhedge's mean is minus it: its P&L leaves the premium out)"
+    )
     if pf is not None:
         best_pf = max(r["pfhedge"]["path_steps_per_s"] for r in rows)
         best_hg = max(r["hedgegym run_policy"]["path_steps_per_s"] for r in rows)
         ratio = best_pf / best_hg
-        print(f"\npfhedge / hedgegym (each at its best thread count): {ratio:.2f}x; per thread count: "
-              + ", ".join(f"{r['threads']}: {r['pfhedge_over_hedgegym']:.2f}x" for r in rows))
+        print(
+            f"\npfhedge / hedgegym (each at its best thread count): {ratio:.2f}x; per thread count: "
+            + ", ".join(f"{r['threads']}: {r['pfhedge_over_hedgegym']:.2f}x" for r in rows)
+        )
         print(f"target: within {TARGET_RATIO:g}x of pfhedge: {'met' if ratio <= TARGET_RATIO else 'MISSED'}")
     else:
         best_pf = ratio = None
     record = {
-        "case": {"scenario": "frictionless", "book": "short 1 ATM call, 7 days", "sigma": SIGMA, "steps": STEPS,
-                 "paths": args.paths, "hedge": "Black-Scholes delta on spot, every step"},
+        "case": {
+            "scenario": "frictionless",
+            "book": "short 1 ATM call, 7 days",
+            "sigma": SIGMA,
+            "steps": STEPS,
+            "paths": args.paths,
+            "hedge": "Black-Scholes delta on spot, every step",
+        },
         "pfhedge_installed": pf is not None,
         "rows": rows,
         "best_ratio_pfhedge_over_hedgegym": ratio,
         "target_ratio": TARGET_RATIO,
         "expected_pnl_std_per_spot0": expected_std,
-        "machine": {"python": platform.python_version(), "cpu_count": os.cpu_count(),
-                    "numba": numba.__version__, "threading_layer": numba.threading_layer()},
+        "machine": {
+            "python": platform.python_version(),
+            "cpu_count": os.cpu_count(),
+            "numba": numba.__version__,
+            "threading_layer": numba.threading_layer(),
+        },
         "unix_time": time.time(),
     }
     write_json_atomic(args.output, record)

@@ -92,8 +92,13 @@ def run(kind: str, scenario, n_envs: int, iterations: int, seed: int = 0) -> dic
     timer = EnvTimer(raw)
     env = VecNormalize(timer, gamma=0.99)
     rollout = N_STEPS * n_envs
-    model = sb3.build_model("ppo", env, {"n_steps": N_STEPS, "batch_size": rollout // MINIBATCHES,
-                                         "n_epochs": N_EPOCHS}, POLICY_KWARGS, seed=seed)
+    model = sb3.build_model(
+        "ppo",
+        env,
+        {"n_steps": N_STEPS, "batch_size": rollout // MINIBATCHES, "n_epochs": N_EPOCHS},
+        POLICY_KWARGS,
+        seed=seed,
+    )
     update = [0.0]
     train_epochs = model.train
 
@@ -145,18 +150,35 @@ def main(argv=None) -> dict:
         row["speedup"] = round(row["batched"]["timesteps_per_s"] / row["dummy"]["timesteps_per_s"], 2)
         row["timesteps_per_s_all_repeats"] = {k: [r["timesteps_per_s"] for r in v] for k, v in repeats.items()}
         rows.append(row)
-        print(f"n_envs={n:4d}  " + "  ".join(f"{k} {row[k]['timesteps_per_s']:7.0f}/s (env {row[k]['env_share']:.1%}, "
-                                             f"update {row[k]['update_share']:.1%})" for k in KINDS)
-              + f"  speedup x{row['speedup']:.2f}", flush=True)
+        print(
+            f"n_envs={n:4d}  "
+            + "  ".join(
+                f"{k} {row[k]['timesteps_per_s']:7.0f}/s (env {row[k]['env_share']:.1%}, "
+                f"update {row[k]['update_share']:.1%})"
+                for k in KINDS
+            )
+            + f"  speedup x{row['speedup']:.2f}",
+            flush=True,
+        )
     result = {
         "benchmark": "PPO training throughput, batched env vs DummyVecEnv of HedgingEnv",
         "scenario": args.scenario,
-        "ppo": {"n_steps": N_STEPS, "n_epochs": N_EPOCHS, "minibatches": MINIBATCHES, "policy_kwargs": POLICY_KWARGS,
-                "normalize": "VecNormalize(obs, reward)", "torch_threads": 1},
+        "ppo": {
+            "n_steps": N_STEPS,
+            "n_epochs": N_EPOCHS,
+            "minibatches": MINIBATCHES,
+            "policy_kwargs": POLICY_KWARGS,
+            "normalize": "VecNormalize(obs, reward)",
+            "torch_threads": 1,
+        },
         "iterations": args.iterations,
         "repeats": args.repeats,
-        "machine": {"cpus": _cpus(), "python": platform.python_version(), "torch": torch.__version__,
-                    "stable_baselines3": stable_baselines3.__version__},
+        "machine": {
+            "cpus": _cpus(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "stable_baselines3": stable_baselines3.__version__,
+        },
         "target": "env_share <= 0.15 at 64+ envs (batched)",
         "speedup": "batched / dummy timesteps per second",
         "results": rows,

@@ -32,8 +32,10 @@ def scenario(name: str, edit) -> object:
 
 
 def two_expiries(c: dict) -> None:
-    c["agent"]["lines"] = [{"strike": 5e4, "expiry_days": 1.0, "kind": "call", "quantity": 1.0},
-                           {"strike": 1e5, "expiry_days": 2.0, "kind": "call", "quantity": 1.0}]
+    c["agent"]["lines"] = [
+        {"strike": 5e4, "expiry_days": 1.0, "kind": "call", "quantity": 1.0},
+        {"strike": 1e5, "expiry_days": 2.0, "kind": "call", "quantity": 1.0},
+    ]
     c["episode"]["horizon_days"] = 3.0
 
 
@@ -41,8 +43,9 @@ def defect_1() -> None:
     market = Market(scenario("frictionless", two_expiries), 1)
     market.reset(seeds=np.array([0]))
     book_pnl = [market.step()[0, L.O_BOOK_PNL] for _ in range(72)]
-    print(f"defect 1: book P&L at steps 24, 25, 26: {np.round(book_pnl[23:26], 0)}; "
-          f"episode book P&L {sum(book_pnl):.0f}")
+    print(
+        f"defect 1: book P&L at steps 24, 25, 26: {np.round(book_pnl[23:26], 0)}; episode book P&L {sum(book_pnl):.0f}"
+    )
 
 
 def defect_2(n_rebalances: int, n_paths: int = 20000) -> None:
@@ -68,8 +71,10 @@ def defect_3() -> None:
             c["market"]["impact"]["permanent_share"] = 1.0
             c["market"]["smile"].update(skew=0.0, smile=0.0, vol_premium=0.0)
             spot0 = c["market"]["spot0"]
-            c["dealers"]["lines"] = [{"strike": spot0, "expiry_days": 365.0, "kind": kind, "quantity": quantity}
-                                     for kind in ("call", "put")]
+            c["dealers"]["lines"] = [
+                {"strike": spot0, "expiry_days": 365.0, "kind": kind, "quantity": quantity} for kind in ("call", "put")
+            ]
+
         return edit
 
     unit = Market(scenario("default", straddle(-1.0)), 1)
@@ -79,8 +84,10 @@ def defect_3() -> None:
     market.reset(seeds=np.array([4250]))
     for _ in range(20):
         out = market.step()
-    print(f"defect 3: seed 4250 step 20: log-move {out[0, L.O_RETURN]:+.4f}, crisis flag {out[0, L.O_CRISIS]:.0f}, "
-          f"phi {out[0, L.O_PHI]:.3f}")
+    print(
+        f"defect 3: seed 4250 step 20: log-move {out[0, L.O_RETURN]:+.4f}, crisis flag {out[0, L.O_CRISIS]:.0f}, "
+        f"phi {out[0, L.O_PHI]:.3f}"
+    )
 
 
 def defect_4(name: str, n_paths: int = 4000) -> None:
@@ -93,10 +100,12 @@ def defect_4(name: str, n_paths: int = 4000) -> None:
             before = market.episode_metrics()
     after = market.episode_metrics()
     paired = after["pin_distance"] - after["pin_distance_exo"]
-    print(f"defect 4: {name}: one step before expiry {100 * before['pin_distance'].mean():.2f}% vs exogenous "
-          f"{100 * before['pin_distance_exo'].mean():.2f}%; at expiry {100 * after['pin_distance'].mean():.2f}% vs "
-          f"{100 * after['pin_distance_exo'].mean():.2f}%, paired {100 * paired.mean():+.3f}% "
-          f"+- {196 * paired.std() / np.sqrt(n_paths):.3f}%")
+    print(
+        f"defect 4: {name}: one step before expiry {100 * before['pin_distance'].mean():.2f}% vs exogenous "
+        f"{100 * before['pin_distance_exo'].mean():.2f}%; at expiry {100 * after['pin_distance'].mean():.2f}% vs "
+        f"{100 * after['pin_distance_exo'].mean():.2f}%, paired {100 * paired.mean():+.3f}% "
+        f"+- {196 * paired.std() / np.sqrt(n_paths):.3f}%"
+    )
 
 
 if __name__ == "__main__":

@@ -165,8 +165,9 @@ class VenueConfig(StrictModel):
     fee: float = Field(0.0005, ge=0.0, lt=1.0, description="Fee as a fraction of traded notional.")
     half_spread: float = Field(0.0001, ge=0.0, lt=1.0, description="Half bid-ask spread, fraction of mid.")
     depth_usd_per_pct: float = Field(
-        100.0e6, gt=0.0, description=f"USD notional that moves this venue's price by 1 % (>= {MIN_DEPTH_USD:g}); "
-                                     ".inf: no impact."
+        100.0e6,
+        gt=0.0,
+        description=f"USD notional that moves this venue's price by 1 % (>= {MIN_DEPTH_USD:g}); .inf: no impact.",
     )
     eta: float = Field(1.0, ge=0.0, le=100.0, description="Temporary-impact coefficient of execution price.")
     transmission: float = Field(1.0, ge=0.0, le=1.0, description="Share of this venue's push reaching spot.")
@@ -186,8 +187,10 @@ class VenueConfig(StrictModel):
     @classmethod
     def _depth_is_a_market(cls, v: float) -> float:
         if math.isnan(v) or v < MIN_DEPTH_USD:
-            raise ValueError(f"must be >= {MIN_DEPTH_USD:g} USD per 1 % (a thinner book moves the price "
-                             f"by orders of magnitude per coin), or .inf for no impact (got {v!r})")
+            raise ValueError(
+                f"must be >= {MIN_DEPTH_USD:g} USD per 1 % (a thinner book moves the price "
+                f"by orders of magnitude per coin), or .inf for no impact (got {v!r})"
+            )
         return v
 
 
@@ -202,8 +205,9 @@ class PerpConfig(VenueConfig):
     premium_speed: float = Field(2000.0, ge=0.0, le=1.0e7, description="OU mean reversion of the premium, per year.")
     premium_vol: float = Field(0.03, ge=0.0, le=10.0, description="OU vol of the premium, per sqrt(year).")
     # From one minute (funding paid by the minute, the limit of continuous funding) to a year.
-    funding_interval_hours: float = Field(8.0, ge=1.0 / 60.0, le=HOURS_PER_YEAR,
-                                          description="Funding is paid every this many hours.")
+    funding_interval_hours: float = Field(
+        8.0, ge=1.0 / 60.0, le=HOURS_PER_YEAR, description="Funding is paid every this many hours."
+    )
     interest: float = Field(0.0001, ge=-0.01, le=0.01, description="Interest component per funding interval.")
     funding_cap: float = Field(0.0075, ge=0.0, le=0.1, description="Funding rate clamp per interval.")
 
@@ -227,8 +231,9 @@ class FutureConfig(VenueConfig):
 class VenuesConfig(StrictModel):
     """The three venues. Which of them the agent trades is ``agent.venues``."""
 
-    spot: VenueConfig = VenueConfig(fee=0.001, half_spread=0.0001, depth_usd_per_pct=100.0e6,
-                                    transmission=1.0, margin=1.0)
+    spot: VenueConfig = VenueConfig(
+        fee=0.001, half_spread=0.0001, depth_usd_per_pct=100.0e6, transmission=1.0, margin=1.0
+    )
     perp: PerpConfig = PerpConfig()
     future: FutureConfig = FutureConfig()
 
@@ -242,13 +247,17 @@ class OptionLine(StrictModel):
     strike: float = Field(ge=1.0e-6, le=1.0e12, description="Strike, USD.")
     expiry_days: float = Field(gt=0.0, le=36500.0, description="Expiry, days from the episode's start (> 0).")
     kind: Literal["call", "put"] = Field(description="call or put.")
-    quantity: float = Field(ge=-1.0e12, le=1.0e12,
-                            description="Coins, signed from the holder's side: negative = short.")
+    quantity: float = Field(
+        ge=-1.0e12, le=1.0e12, description="Coins, signed from the holder's side: negative = short."
+    )
 
 
 def _strip(quantity: float, expiry_days: float, strikes: tuple[float, ...]) -> list[OptionLine]:
-    return [OptionLine(strike=k, expiry_days=expiry_days, kind=kind, quantity=quantity)
-            for k in strikes for kind in ("call", "put")]
+    return [
+        OptionLine(strike=k, expiry_days=expiry_days, kind=kind, quantity=quantity)
+        for k in strikes
+        for kind in ("call", "put")
+    ]
 
 
 class VenueMix(StrictModel):
@@ -300,9 +309,13 @@ class AgentConfig(StrictModel):
     venues: list[Literal["spot", "perp", "future"]] = Field(
         default_factory=lambda: ["spot", "perp", "future"], description="Venues the agent may trade."
     )
-    max_trade: float = Field(20.0, gt=0.0, description="Coins traded (or targeted) at action +-1; at most "
-                                                        f"{MAX_TRADE_PER_GROSS:g} x max(the book's gross "
-                                                        "quantity, 1 coin).")
+    max_trade: float = Field(
+        20.0,
+        gt=0.0,
+        description="Coins traded (or targeted) at action +-1; at most "
+        f"{MAX_TRADE_PER_GROSS:g} x max(the book's gross "
+        "quantity, 1 coin).",
+    )
     action_mode: Literal["trade", "target", "delta"] = Field(
         "trade", description="Action is a trade, a target position, or a deviation from the full delta hedge."
     )
@@ -310,8 +323,11 @@ class AgentConfig(StrictModel):
     reward: Literal["mean_variance", "pnl", "terminal_pnl"] = Field("mean_variance")
     risk_aversion: float = Field(1.0, ge=0.0, le=1.0e4, description="Kolm-Ritter kappa, in units of pnl_scale_usd.")
     pnl_scale_usd: float | None = Field(
-        None, gt=0.0, le=1.0e15, description="USD per reward unit; default 1e-3 of the book's gross notional; at "
-                                             f"least {MIN_PNL_SCALE_PER_NOTIONAL:g} x max(that notional, 1 USD)."
+        None,
+        gt=0.0,
+        le=1.0e15,
+        description="USD per reward unit; default 1e-3 of the book's gross notional; at "
+        f"least {MIN_PNL_SCALE_PER_NOTIONAL:g} x max(that notional, 1 USD).",
     )
     funding_cost_of_capital: float = Field(0.05, ge=0.0, le=1.0, description="Cost of margin capital, per year.")
     initial_hedge: Literal["none", "delta"] = Field("none", description="Start flat or delta-hedged on spot.")
@@ -360,9 +376,7 @@ class EpisodeConfig(StrictModel):
     def _grid(self) -> EpisodeConfig:
         steps = self.horizon_days * 24.0 / self.dt_hours
         if abs(steps - round(steps)) > 1e-6 or round(steps) < 1:
-            raise ValueError(
-                f"horizon_days * 24 / dt_hours must be a whole number >= 1 (got {steps:g} steps)"
-            )
+            raise ValueError(f"horizon_days * 24 / dt_hours must be a whole number >= 1 (got {steps:g} steps)")
         return self
 
 
@@ -370,16 +384,22 @@ class BaselinesConfig(StrictModel):
     """The classical hedgers' parameters (:mod:`hedgegym.agents.baselines`); the envs ignore them."""
 
     venue: Literal["spot", "perp", "future", "cheapest"] | None = Field(
-        None, description="Venue the hedgers trade, or 'cheapest' to route each trade by expected cost "
-                          "per coin; default the first of agent.venues."
+        None,
+        description="Venue the hedgers trade, or 'cheapest' to route each trade by expected cost "
+        "per coin; default the first of agent.venues.",
     )
     band_width: float = Field(
-        0.05, ge=0.0, le=10.0, description="fixed_band: half-width of the no-trade band in net delta per coin "
-                                           "of gross book quantity (0.05 = 6 coins for a 120-coin book)."
+        0.05,
+        ge=0.0,
+        le=10.0,
+        description="fixed_band: half-width of the no-trade band in net delta per coin "
+        "of gross book quantity (0.05 = 6 coins for a 120-coin book).",
     )
     risk_aversion_usd: float | None = Field(
-        None, gt=0.0, description="whalley_wilmott: absolute risk aversion gamma, per USD; default "
-                                  "agent.risk_aversion / pnl_scale (the reward's kappa in USD)."
+        None,
+        gt=0.0,
+        description="whalley_wilmott: absolute risk aversion gamma, per USD; default "
+        "agent.risk_aversion / pnl_scale (the reward's kappa in USD).",
     )
     leland_interval_steps: int = Field(
         1, ge=1, description="leland: rebalance every this many steps (the interval of the Leland number)."
@@ -389,9 +409,11 @@ class BaselinesConfig(StrictModel):
     # legs whose basis risk doubles its P&L std (default scenario, 1,000 episodes: delta@cheapest
     # mean-variance -157k with the episode horizon, -78k with 8 h; whalley_wilmott@cheapest -86k vs -74k).
     route_horizon_hours: float | None = Field(
-        8.0, gt=0.0, le=24.0 * 3650.0,
+        8.0,
+        gt=0.0,
+        le=24.0 * 3650.0,
         description="cheapest routing: holding horizon of a hedge for funding, basis and capital "
-                    "carry, hours (8 = one funding interval, at most ten years); null: the time left in the episode."
+        "carry, hours (8 = one funding interval, at most ten years); null: the time left in the episode.",
     )
 
 
@@ -437,29 +459,37 @@ class ScenarioConfig(StrictModel):
         gross = sum(abs(line.quantity) for line in ag.lines)
         limit = MAX_TRADE_PER_GROSS * max(gross, 1.0)
         if ag.max_trade > limit:
-            raise ValueError(f"agent.max_trade={ag.max_trade:g} is more than {MAX_TRADE_PER_GROSS:g} x max(the "
-                             f"book's gross quantity {gross:g}, 1) = {limit:g} coins")
+            raise ValueError(
+                f"agent.max_trade={ag.max_trade:g} is more than {MAX_TRADE_PER_GROSS:g} x max(the "
+                f"book's gross quantity {gross:g}, 1) = {limit:g} coins"
+            )
         notional = gross * m.spot0
         floor = MIN_PNL_SCALE_PER_NOTIONAL * max(notional, 1.0)
         if ag.pnl_scale_usd is not None and ag.pnl_scale_usd < floor:
-            raise ValueError(f"agent.pnl_scale_usd={ag.pnl_scale_usd:g} is below {MIN_PNL_SCALE_PER_NOTIONAL:g} x "
-                             f"max(the book's gross notional {notional:g}, 1) = {floor:g} USD")
+            raise ValueError(
+                f"agent.pnl_scale_usd={ag.pnl_scale_usd:g} is below {MIN_PNL_SCALE_PER_NOTIONAL:g} x "
+                f"max(the book's gross notional {notional:g}, 1) = {floor:g} USD"
+            )
         if m.heston.enabled and m.heston.kappa_v * dt > 1.0:
             # The Euler step v + kappa_v (theta_v - v) dt overshoots theta_v, and oscillates ever wider past 2.
-            raise ValueError(f"market.heston.kappa_v={m.heston.kappa_v:g} is too fast for the step: kappa_v * dt "
-                             f"= {m.heston.kappa_v * dt:g} must be <= 1 (kappa_v <= {1.0 / dt:g} per year at "
-                             f"episode.dt_hours={self.episode.dt_hours:g})")
+            raise ValueError(
+                f"market.heston.kappa_v={m.heston.kappa_v:g} is too fast for the step: kappa_v * dt "
+                f"= {m.heston.kappa_v * dt:g} must be <= 1 (kappa_v <= {1.0 / dt:g} per year at "
+                f"episode.dt_hours={self.episode.dt_hours:g})"
+            )
         lam = m.jumps.intensity if m.jumps.enabled else 0.0
         if lam * dt > MAX_JUMPS_PER_STEP:
-            raise ValueError(f"market.jumps.intensity={lam:g} gives {lam * dt:g} expected jumps per step; at most "
-                             f"{MAX_JUMPS_PER_STEP:g} (intensity <= {MAX_JUMPS_PER_STEP / dt:g} per year at "
-                             f"episode.dt_hours={self.episode.dt_hours:g})")
-        var = m.sigma ** 2
+            raise ValueError(
+                f"market.jumps.intensity={lam:g} gives {lam * dt:g} expected jumps per step; at most "
+                f"{MAX_JUMPS_PER_STEP:g} (intensity <= {MAX_JUMPS_PER_STEP / dt:g} per year at "
+                f"episode.dt_hours={self.episode.dt_hours:g})"
+            )
+        var = m.sigma**2
         if m.heston.enabled:
             var = max(var, m.heston.theta_v, m.heston.v0 or 0.0)
         years = self.episode_steps * dt
         drift = abs(m.mu - 0.5 * var + lam * m.jumps.mean) * years
-        spread = 6.0 * math.sqrt((var + lam * (m.jumps.mean ** 2 + m.jumps.std ** 2)) * years)
+        spread = 6.0 * math.sqrt((var + lam * (m.jumps.mean**2 + m.jumps.std**2)) * years)
         if drift + spread > MAX_LOG_MOVE:
             raise ValueError(
                 f"market: the exogenous log-price's drift ({drift:.3g}) plus six standard deviations ({spread:.3g}) "
@@ -493,17 +523,26 @@ class ScenarioConfig(StrictModel):
 # --------------------------------------------------------------------------------------- loading
 # What a field of each pydantic type error allows, for the one-line message.
 _ALLOWED = {
-    "float_type": "a number", "float_parsing": "a number", "finite_number": "a finite number",
-    "int_type": "a whole number", "int_parsing": "a whole number", "int_from_float": "a whole number",
-    "bool_type": "true or false", "bool_parsing": "true or false",
-    "string_type": "a string", "list_type": "a list", "dict_type": "a mapping",
-    "model_type": "a mapping of fields", "model_attributes_type": "a mapping of fields",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "finite_number": "a finite number",
+    "int_type": "a whole number",
+    "int_parsing": "a whole number",
+    "int_from_float": "a whole number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "string_type": "a string",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+    "model_type": "a mapping of fields",
+    "model_attributes_type": "a mapping of fields",
 }
 _BOUNDS = (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="))
 
 
-def format_validation_error(err: ValidationError, source: str = "", what: str = "config",
-                            model: type[BaseModel] | None = None) -> str:
+def format_validation_error(
+    err: ValidationError, source: str = "", what: str = "config", model: type[BaseModel] | None = None
+) -> str:
     """One line per problem: the dotted field, what is wrong or what it allows, and the value given.
 
     Shared by every validated config (scenario, experiment, baselines) so that their messages read
@@ -525,8 +564,10 @@ def format_validation_error(err: ValidationError, source: str = "", what: str = 
         prefix = f"{loc}: " if loc else ""  # a cross-field check's message names its fields itself
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            lines.append(f"  {loc}: unknown field (check the spelling; see `{model.__module__}` for the fields) "
-                         f"(got {e.get('input')!r})")
+            lines.append(
+                f"  {loc}: unknown field (check the spelling; see `{model.__module__}` for the fields) "
+                f"(got {e.get('input')!r})"
+            )
         elif e["type"] == "value_error" and ("got " in msg or not loc):
             lines.append(f"  {prefix}{msg}")  # the validator's message names the value already
         elif e["type"] in _ALLOWED:
@@ -552,8 +593,12 @@ def _bounds(model: type[BaseModel], loc: tuple) -> str:
         node = field.annotation
     if field is None:
         return ""
-    found = [f"{op} {getattr(m, attr):g}" for m in field.metadata for attr, op in _BOUNDS
-             if isinstance(getattr(m, attr, None), (int, float))]
+    found = [
+        f"{op} {getattr(m, attr):g}"
+        for m in field.metadata
+        for attr, op in _BOUNDS
+        if isinstance(getattr(m, attr, None), (int, float))
+    ]
     return " " + " and ".join(found) if found else ""
 
 
@@ -617,14 +662,18 @@ def parse_yaml(data: bytes | str, source: str) -> Any:
         try:
             data = data.decode("utf-8")
         except UnicodeDecodeError as err:
-            line = data[:err.start].count(b"\n") + 1
-            raise ConfigError(f"{source} is not UTF-8 text: byte 0x{data[err.start]:02x} at line {line} "
-                              "cannot be decoded (save the file as UTF-8)") from None
+            line = data[: err.start].count(b"\n") + 1
+            raise ConfigError(
+                f"{source} is not UTF-8 text: byte 0x{data[err.start]:02x} at line {line} "
+                "cannot be decoded (save the file as UTF-8)"
+            ) from None
     try:
         return yaml.load(data, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
     except _DuplicateKey as err:
-        raise ConfigError(f"{source}: duplicate key {err.key!r} at line {err.line} (first at line "
-                          f"{err.first_line}): a repeated key would replace the first; merge them into one") from None
+        raise ConfigError(
+            f"{source}: duplicate key {err.key!r} at line {err.line} (first at line "
+            f"{err.first_line}): a repeated key would replace the first; merge them into one"
+        ) from None
     except yaml.YAMLError as err:
         raise ConfigError(f"malformed YAML in {source}: {' '.join(str(err).split())}") from None
 
@@ -736,8 +785,10 @@ def _scenario_data(name: str) -> dict[str, Any]:
     files = _scenario_files()
     if name not in files:
         known = ", ".join(files) or "(none found)"
-        raise ConfigError(f"unknown scenario {name!r}; known scenarios: {known} (a YAML file is given by its path, "
-                          "ending in .yaml or .yml)")
+        raise ConfigError(
+            f"unknown scenario {name!r}; known scenarios: {known} (a YAML file is given by its path, "
+            "ending in .yaml or .yml)"
+        )
     return _mapping(parse_yaml(files[name].read_bytes(), f"scenario {name!r}"), f"scenario {name!r}")
 
 
@@ -765,8 +816,10 @@ def export_scenarios(folder: str | os.PathLike) -> list[Path]:
     targets = {name: folder / f"{name}.yaml" for name in _scenario_files()}
     taken = [str(path) for path in targets.values() if path.exists()]
     if taken:
-        raise ConfigError(f"--export {str(folder)!r}: {', '.join(taken)} already exist(s); choose an empty folder "
-                          "(files you may have edited are never replaced)")
+        raise ConfigError(
+            f"--export {str(folder)!r}: {', '.join(taken)} already exist(s); choose an empty folder "
+            "(files you may have edited are never replaced)"
+        )
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"--export {str(folder)!r}: not a folder")
     for name, path in targets.items():
@@ -790,8 +843,9 @@ def load_config(path: str | os.PathLike, overrides: Mapping[str, Any] | None = N
 ConfigSource = ScenarioConfig | Mapping[str, Any] | str | os.PathLike | None
 
 
-def resolve_config(source: ConfigSource = None, overrides: Mapping[str, Any] | None = None, *,
-                   label: str | None = None) -> ScenarioConfig:
+def resolve_config(
+    source: ConfigSource = None, overrides: Mapping[str, Any] | None = None, *, label: str | None = None
+) -> ScenarioConfig:
     """The one way from what a user gives to a validated :class:`ScenarioConfig`.
 
     Every entry point comes through here: the CLI's ``--scenario``/``--config``/``--set``, the envs'
@@ -828,8 +882,10 @@ def resolve_config(source: ConfigSource = None, overrides: Mapping[str, Any] | N
     elif isinstance(source, (str, os.PathLike)):
         data, where = read_yaml(source), f" in {source}"
     else:
-        raise ConfigError(f"a scenario is a ScenarioConfig, a mapping of sections, a YAML path or a scenario name "
-                          f"(got {type(source).__name__})")
+        raise ConfigError(
+            f"a scenario is a ScenarioConfig, a mapping of sections, a YAML path or a scenario name "
+            f"(got {type(source).__name__})"
+        )
     if label is not None:
         where = label
     if overrides:
@@ -838,8 +894,9 @@ def resolve_config(source: ConfigSource = None, overrides: Mapping[str, Any] | N
     return validate_config(data, source=where)
 
 
-def resolve_scenario(scenario: str | None = None, config: str | os.PathLike | None = None,
-                     overrides: Mapping[str, Any] | None = None) -> ScenarioConfig:
+def resolve_scenario(
+    scenario: str | None = None, config: str | os.PathLike | None = None, overrides: Mapping[str, Any] | None = None
+) -> ScenarioConfig:
     """:func:`resolve_config` for the CLI's ``--scenario NAME`` / ``--config FILE`` pair (not both)."""
     if scenario is not None and config is not None:
         raise ConfigError("give either a scenario name or a config file, not both")

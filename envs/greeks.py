@@ -124,8 +124,16 @@ def strike_greeks(spot, strike, tau, rate, vol, call=True, put=True):
     if total_vol < _MIN_TOTAL_VOL:
         call_itm = spot > disc_strike
         put_itm = spot < disc_strike
-        return ((spot - disc_strike if call_itm else 0.0), (disc_strike - spot if put_itm else 0.0),
-                (1.0 if call_itm else 0.0), (-1.0 if put_itm else 0.0), 0.0, 0.0, 0.0, 0.0)
+        return (
+            (spot - disc_strike if call_itm else 0.0),
+            (disc_strike - spot if put_itm else 0.0),
+            (1.0 if call_itm else 0.0),
+            (-1.0 if put_itm else 0.0),
+            0.0,
+            0.0,
+            0.0,
+            0.0,
+        )
     d1 = bsm_d1(spot, strike, tau, rate, vol, total_vol)
     d2 = d1 - total_vol
     pdf = norm_pdf(d1)
@@ -142,16 +150,25 @@ def strike_greeks(spot, strike, tau, rate, vol, call=True, put=True):
         put_price = disc_strike * norm_cdf(-d2) - spot * norm_cdf(-d1)
         if put_price < 0.0:
             put_price = 0.0
-    return (call_price, put_price, call_delta, call_delta - 1.0, bsm_gamma(pdf, spot, total_vol), vega,
-            bsm_vanna(pdf, d2, vol), bsm_charm(pdf, d2, tau, rate, total_vol))
+    return (
+        call_price,
+        put_price,
+        call_delta,
+        call_delta - 1.0,
+        bsm_gamma(pdf, spot, total_vol),
+        vega,
+        bsm_vanna(pdf, d2, vol),
+        bsm_charm(pdf, d2, tau, rate, total_vol),
+    )
 
 
 @njit(cache=True)
 def line_greeks(spot, strike, tau, rate, vol, is_call):
     """(price, delta, gamma, vega, vanna, charm) of one European option: :func:`strike_greeks`' call
     or put."""
-    call, put, call_delta, put_delta, gamma, vega, vanna, charm = strike_greeks(spot, strike, tau, rate, vol,
-                                                                                is_call, not is_call)
+    call, put, call_delta, put_delta, gamma, vega, vanna, charm = strike_greeks(
+        spot, strike, tau, rate, vol, is_call, not is_call
+    )
     if is_call:
         return call, call_delta, gamma, vega, vanna, charm
     return put, put_delta, gamma, vega, vanna, charm
@@ -194,9 +211,12 @@ def bsm_greeks(spot, strike, tau, rate, vol, is_call) -> Greeks:
         ``charm`` per year of calendar time.
     """
     arrays = np.broadcast_arrays(
-        np.asarray(spot, dtype=np.float64), np.asarray(strike, dtype=np.float64),
-        np.asarray(tau, dtype=np.float64), np.asarray(rate, dtype=np.float64),
-        np.asarray(vol, dtype=np.float64), np.asarray(is_call, dtype=np.bool_),
+        np.asarray(spot, dtype=np.float64),
+        np.asarray(strike, dtype=np.float64),
+        np.asarray(tau, dtype=np.float64),
+        np.asarray(rate, dtype=np.float64),
+        np.asarray(vol, dtype=np.float64),
+        np.asarray(is_call, dtype=np.bool_),
     )
     shape = arrays[0].shape
     s, k, t, r, v, c = (np.ascontiguousarray(a).ravel() for a in arrays)

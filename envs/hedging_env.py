@@ -54,9 +54,17 @@ VECTOR_RENDER_MODES = ["ansi"]
 
 # The per-step info, shared by HedgingEnv (Python scalars) and HedgingVectorEnv (arrays): (key, out column).
 STEP_INFO_FLOATS = (
-    ("spot", O_SPOT), ("exo_spot", O_EXO_SPOT), ("phi", O_PHI), ("gex", O_GEX),
-    ("step_pnl", O_PNL), ("book_pnl", O_BOOK_PNL), ("hedge_pnl", O_HEDGE_PNL),
-    ("fees", O_FEES), ("slippage", O_SLIPPAGE), ("funding", O_FUNDING), ("carry", O_CARRY),
+    ("spot", O_SPOT),
+    ("exo_spot", O_EXO_SPOT),
+    ("phi", O_PHI),
+    ("gex", O_GEX),
+    ("step_pnl", O_PNL),
+    ("book_pnl", O_BOOK_PNL),
+    ("hedge_pnl", O_HEDGE_PNL),
+    ("fees", O_FEES),
+    ("slippage", O_SLIPPAGE),
+    ("funding", O_FUNDING),
+    ("carry", O_CARRY),
     ("interest", O_INTEREST),
 )
 STEP_INFO_FLAGS = (("liquidity_crisis", O_CRISIS), ("halted", O_HALTED))
@@ -276,8 +284,10 @@ class HedgingEnv(gym.Env):
         if terminated or truncated:
             info["episode_metrics"] = {k: v[0].item() for k, v in market.episode_metrics().items()}
         if not math.isfinite(reward):
-            raise RuntimeError(f"the simulator produced a non-finite reward ({reward}) at step "
-                               f"{int(market.state['step'][0])}; " + _NON_FINITE_HINT)
+            raise RuntimeError(
+                f"the simulator produced a non-finite reward ({reward}) at step "
+                f"{int(market.state['step'][0])}; " + _NON_FINITE_HINT
+            )
         self._needs_reset = "after the episode ended (terminated or truncated)" if terminated or truncated else None
         if self._trail is not None:
             self._trail.add(info["spot"], info["exo_spot"], info["hedge"], market.state["cum_pnl"][0].item())
@@ -288,8 +298,10 @@ class HedgingEnv(gym.Env):
     def render(self):
         """The current state per ``render_mode`` (see Arguments); without a render_mode: warns, returns None."""
         if self.render_mode is None:
-            gym.logger.warn("HedgingEnv.render() called without a render_mode; create the env with "
-                            "render_mode='ansi' (text) or 'rgb_array' (frames).")
+            gym.logger.warn(
+                "HedgingEnv.render() called without a render_mode; create the env with "
+                "render_mode='ansi' (text) or 'rgb_array' (frames)."
+            )
             return None
         if self.render_mode == "ansi":
             return render_rows(self.market, [0])[0]
@@ -298,8 +310,9 @@ class HedgingEnv(gym.Env):
         if self._frames is None:
             from hedgegym.envs.render import FrameRenderer
 
-            self._frames = FrameRenderer(self.episode_steps, self.config.episode.dt_hours, self.venues,
-                                         self.config.name)
+            self._frames = FrameRenderer(
+                self.episode_steps, self.config.episode.dt_hours, self.venues, self.config.name
+            )
         frame = self._frames.draw(self._trail)
         if self.render_mode == "rgb_array":
             return frame
@@ -318,14 +331,17 @@ class HedgingEnv(gym.Env):
 
 
 # ------------------------------------------------------------------------------ shared helpers
-_NON_FINITE_HINT = ("the scenario's parameters are probably outside the range where the model is "
-                    "numerically sound (e.g. extreme vol, depth or step); please report it with the "
-                    "config and seed.")
+_NON_FINITE_HINT = (
+    "the scenario's parameters are probably outside the range where the model is "
+    "numerically sound (e.g. extreme vol, depth or step); please report it with the "
+    "config and seed."
+)
 
 
 # The table is generated from layout.OBSERVATION, like the observation itself and README's table.
-HedgingEnv.__doc__ = HedgingEnv.__doc__.replace("{observation_table}", textwrap.indent(observation_table("rst"),
-                                                                                        "    ").lstrip())
+HedgingEnv.__doc__ = HedgingEnv.__doc__.replace(
+    "{observation_table}", textwrap.indent(observation_table("rst"), "    ").lstrip()
+)
 
 
 def resolve_env_config(config, scenario: str | None, overrides: Mapping[str, Any]) -> ScenarioConfig:
@@ -342,15 +358,17 @@ def resolve_env_config(config, scenario: str | None, overrides: Mapping[str, Any
         )
     bad = [k for k in overrides if "__" not in k]
     if bad:
-        hint = (" (the episode's length is the scenario's: set episode__horizon_days)"
-                if "max_episode_steps" in bad else "")
+        hint = (
+            " (the episode's length is the scenario's: set episode__horizon_days)" if "max_episode_steps" in bad else ""
+        )
         raise ConfigError(
             f"unknown argument(s) {', '.join(map(repr, bad))}: config overrides are keyword arguments "
             "named section__field (nested fields joined by '__'), e.g. market__sigma=0.8 or "
             f"agent__venues=['spot']{hint}"
         )
-    return resolve_config(config if config is not None else scenario,
-                          {key.replace("__", "."): value for key, value in overrides.items()})
+    return resolve_config(
+        config if config is not None else scenario, {key.replace("__", "."): value for key, value in overrides.items()}
+    )
 
 
 def check_render_mode(render_mode: str | None, allowed: list[str] = RENDER_MODES) -> str | None:
@@ -376,8 +394,10 @@ def check_int(name: str, value: Any, minimum: int, allow_none: bool = False) -> 
     if allow_none and value is None:
         return None
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer >= {minimum}{' or None' if allow_none else ''} "
-                        f"(got {value!r} of type {type(value).__name__})")
+        raise TypeError(
+            f"{name} must be an integer >= {minimum}{' or None' if allow_none else ''} "
+            f"(got {value!r} of type {type(value).__name__})"
+        )
     if value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum} (got {value})")
     return int(value)
@@ -386,8 +406,10 @@ def check_int(name: str, value: Any, minimum: int, allow_none: bool = False) -> 
 def check_no_options(options: Mapping[str, Any] | None) -> None:
     """The envs take no reset options (the vector env's ``reset_mask`` is handled before this)."""
     if options:
-        raise ValueError(f"unknown reset option(s) {sorted(options)}: hedgegym envs take no reset options "
-                         "(the vector env takes only 'reset_mask')")
+        raise ValueError(
+            f"unknown reset option(s) {sorted(options)}: hedgegym envs take no reset options "
+            "(the vector env takes only 'reset_mask')"
+        )
 
 
 def draw_stream_seed(rng: np.random.Generator, size: int | None = None):
@@ -401,11 +423,15 @@ def check_actions(action, shape: tuple[int, ...], venues: tuple[str, ...]) -> np
     try:
         arr = np.asarray(action, dtype=np.float64)
     except (TypeError, ValueError) as err:
-        raise ValueError(f"action must be an array of numbers of shape {shape} (one per venue "
-                         f"{list(venues)}); could not convert {action!r}: {err}") from None
+        raise ValueError(
+            f"action must be an array of numbers of shape {shape} (one per venue "
+            f"{list(venues)}); could not convert {action!r}: {err}"
+        ) from None
     if arr.shape != shape:
-        raise ValueError(f"action must have shape {shape}, one value in [-1, 1] per enabled venue "
-                         f"{list(venues)} (got shape {arr.shape})")
+        raise ValueError(
+            f"action must have shape {shape}, one value in [-1, 1] per enabled venue "
+            f"{list(venues)} (got shape {arr.shape})"
+        )
     # The common case, every entry in [-1, 1] (NaN fails both comparisons), costs one pass. A single
     # env's few entries are checked in Python: numpy's reductions cost microseconds on tiny arrays.
     if arr.size <= _SMALL:
@@ -419,8 +445,10 @@ def check_actions(action, shape: tuple[int, ...], venues: tuple[str, ...]) -> np
         where = np.argwhere(~finite)[0]
         kind = "NaN" if np.isnan(arr[tuple(where)]) else "inf"
         env = f"env {where[0]}, " if len(shape) == 2 else ""
-        raise ValueError(f"action contains {kind} at {env}venue {venues[where[-1]]!r} "
-                         f"(index {tuple(int(i) for i in where)}); actions must be finite numbers in [-1, 1]")
+        raise ValueError(
+            f"action contains {kind} at {env}venue {venues[where[-1]]!r} "
+            f"(index {tuple(int(i) for i in where)}); actions must be finite numbers in [-1, 1]"
+        )
     return np.minimum(np.maximum(arr, -1.0), 1.0)
 
 
@@ -433,8 +461,10 @@ def check_finite_obs(obs: np.ndarray, market) -> None:
         finite = bool(np.isfinite(obs).all())
     if not finite:
         row, col = (int(i) for i in np.argwhere(~np.isfinite(obs))[0])
-        raise RuntimeError(f"the simulator produced a non-finite observation {OBS_NAMES[col]}={obs[row, col]} "
-                           f"in env {row} at step {int(market.state['step'][row])}; " + _NON_FINITE_HINT)
+        raise RuntimeError(
+            f"the simulator produced a non-finite observation {OBS_NAMES[col]}={obs[row, col]} "
+            f"in env {row} at step {int(market.state['step'][row])}; " + _NON_FINITE_HINT
+        )
 
 
 def reset_info(market, row: int) -> dict[str, Any]:
@@ -447,10 +477,13 @@ def reset_info_arrays(market, rows) -> dict[str, np.ndarray]:
     rows = np.asarray(rows, dtype=np.int64)
     n = rows.shape[0]
     spot0 = market.params["spot0"][0]
-    start = {"spot": np.full(n, spot0), "exo_spot": np.full(n, spot0),
-             "phi": market.state["phi"][rows], "gex": market.state["gex"][rows]}
-    info: dict[str, np.ndarray] = {name: start[name] if name in start else np.zeros(n)
-                                   for name, _ in STEP_INFO_FLOATS}
+    start = {
+        "spot": np.full(n, spot0),
+        "exo_spot": np.full(n, spot0),
+        "phi": market.state["phi"][rows],
+        "gex": market.state["gex"][rows],
+    }
+    info: dict[str, np.ndarray] = {name: start[name] if name in start else np.zeros(n) for name, _ in STEP_INFO_FLOATS}
     for name, _ in STEP_INFO_FLAGS:
         info[name] = np.zeros(n, dtype=bool)
     info["hedge"] = market.hedge[rows]

@@ -333,8 +333,9 @@ def mark_book(state, i, lines, p, step, t, spot, sigma_atm):
         if strike != last_strike or expiry != last_expiry:
             vol = line_vol(p, sigma_atm, strike, spot)
             want_call, want_put = strike_kinds(lines, j, step)
-            call_p, put_p, call_d, put_d, g, _, va, ch = strike_greeks(spot, strike, expiry - t, rate, vol,
-                                                                       want_call, want_put)
+            call_p, put_p, call_d, put_d, g, _, va, ch = strike_greeks(
+                spot, strike, expiry - t, rate, vol, want_call, want_put
+            )
             last_strike = strike
             last_expiry = expiry
         value += q * (call_p if is_call else put_p)
@@ -440,8 +441,7 @@ def clear_market(s_pre, y_prev, h_prev, hedging, hold, dealer_lines, p, step, t,
     within one cell does; the root is then refined by bisection.
     """
     floor = p.phi_floor
-    f0, fp0, h0, phi0 = _clearing_residual(s_pre, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t,
-                                           sigma_atm)
+    f0, fp0, h0, phi0 = _clearing_residual(s_pre, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm)
     if f0 == 0.0:
         if 1.0 + phi0 > floor:
             return s_pre, h0, phi0, False
@@ -460,8 +460,7 @@ def clear_market(s_pre, y_prev, h_prev, hedging, hold, dealer_lines, p, step, t,
                 # H and phi of the last evaluation stand: it was that close in log-price.
                 converged = True
                 break
-            f, fp, h, phi = _clearing_residual(y, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t,
-                                               sigma_atm)
+            f, fp, h, phi = _clearing_residual(y, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm)
         if trusted and converged and 1.0 + phi > floor:
             return y, h, phi, False
         # The scan for the first root, in the direction of the flow.
@@ -474,8 +473,7 @@ def clear_market(s_pre, y_prev, h_prev, hedging, hold, dealer_lines, p, step, t,
         found = False
         for j in range(1, CLEARING_SCAN_CELLS + 1):
             cand = s_pre + cell * j if up else s_pre - cell * j
-            fc, fpc, _, _ = _clearing_residual(cand, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t,
-                                               sigma_atm)
+            fc, fpc, _, _ = _clearing_residual(cand, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm)
             if (fc >= 0.0) == up:
                 hi = cand
                 found = True
@@ -487,15 +485,17 @@ def clear_market(s_pre, y_prev, h_prev, hedging, hold, dealer_lines, p, step, t,
                 b = cand
                 for _ in range(CLEARING_BISECTIONS):
                     m = 0.5 * (a + b)
-                    _, fpm, _, _ = _clearing_residual(m, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t,
-                                                      sigma_atm)
+                    _, fpm, _, _ = _clearing_residual(
+                        m, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm
+                    )
                     if fpm > 0.0:
                         a = m
                     else:
                         b = m
                 turn = 0.5 * (a + b)
-                ft, _, _, _ = _clearing_residual(turn, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t,
-                                                 sigma_atm)
+                ft, _, _, _ = _clearing_residual(
+                    turn, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm
+                )
                 if (ft >= 0.0) == up:
                     hi = turn
                     found = True
@@ -506,15 +506,13 @@ def clear_market(s_pre, y_prev, h_prev, hedging, hold, dealer_lines, p, step, t,
             # f(lo) has the sign of f0, f(hi) the other one.
             for _ in range(CLEARING_BISECTIONS):
                 mid = 0.5 * (lo + hi)
-                fm, _, _, _ = _clearing_residual(mid, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t,
-                                                 sigma_atm)
+                fm, _, _, _ = _clearing_residual(mid, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm)
                 if (fm >= 0.0) == up:
                     hi = mid
                 else:
                     lo = mid
             y = 0.5 * (lo + hi)
-            f, fp, h, phi = _clearing_residual(y, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t,
-                                               sigma_atm)
+            f, fp, h, phi = _clearing_residual(y, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm)
             if 1.0 + phi > floor:
                 return y, h, phi, False
     y = y_prev + (s_pre - y_prev) / floor
@@ -574,8 +572,7 @@ def reset_rows(rows, seeds, episodes, state, hedge, keys, params, venues, dealer
     """Reset the listed rows; ``seeds`` and ``episodes`` (uint64) are per listed row."""
     p = params[0]
     for n in range(rows.shape[0]):
-        reset_row(rows[n], seeds[n], episodes[n], state, hedge, keys, p, venues, dealer_lines,
-                  agent_lines)
+        reset_row(rows[n], seeds[n], episodes[n], state, hedge, keys, p, venues, dealer_lines, agent_lines)
 
 
 # ------------------------------------------------------------------------------------ step phases
@@ -633,8 +630,7 @@ def exogenous_move(i, state, p, key, step):
     if p.jumps:
         n_jumps = poisson_inverse(p.jump_intensity * dt, step_uniform(key, step, U_JUMP_COUNT))
         if n_jumps > 0:
-            x_new += (n_jumps * p.jump_mean
-                      + math.sqrt(n_jumps) * p.jump_std * step_normal(key, step, Z_JUMP))
+            x_new += n_jumps * p.jump_mean + math.sqrt(n_jumps) * p.jump_std * step_normal(key, step, Z_JUMP)
     if heston:
         rho = p.rho_sv
         w = rho * z_price + math.sqrt(max(1.0 - rho * rho, 0.0)) * step_normal(key, step, Z_VAR)
@@ -673,8 +669,9 @@ def clearing(i, state, p, dealer_lines, halted, step_new, t_new, y_prev, sigma_a
     if rebalance:
         hold = state[i].dealer_hold if state[i].dealer_hold_step == step_new else 0.0
         if inv_d > 0.0:
-            y, h_new, phi, capped = clear_market(s_pre, y_prev, h_prev, True, hold, dealer_lines, p, step_new,
-                                                 t_new, sigma_atm)
+            y, h_new, phi, capped = clear_market(
+                s_pre, y_prev, h_prev, True, hold, dealer_lines, p, step_new, t_new, sigma_atm
+            )
         else:
             spot_pre = math.exp(s_pre)
             d_delta, d_gamma, _ = dealer_delta_gamma(dealer_lines, p, step_new, t_new, spot_pre, sigma_atm)
@@ -682,8 +679,7 @@ def clearing(i, state, p, dealer_lines, halted, step_new, t_new, y_prev, sigma_a
         # The part of the new hedge that hedges lines settling at the next rebalance.
         nxt = next_rebalance_step(step_new, p)
         state[i].dealer_hold_step = nxt
-        state[i].dealer_hold = -p.hedge_ratio * settling_delta(dealer_lines, p, nxt, t_new,
-                                                                          math.exp(y), sigma_atm)
+        state[i].dealer_hold = -p.hedge_ratio * settling_delta(dealer_lines, p, nxt, t_new, math.exp(y), sigma_atm)
         state[i].dealer_unwind = hold
     else:
         # Without dealer lines phi is 0 (their gamma is): the price and the empty book are skipped.
@@ -696,8 +692,9 @@ def clearing(i, state, p, dealer_lines, halted, step_new, t_new, y_prev, sigma_a
         if unwind != 0.0:
             state[i].dealer_unwind = 0.0
             if inv_d > 0.0:
-                y, h_new, _, capped = clear_market(s_pre, y_prev, h_prev, False, h_prev - unwind, dealer_lines,
-                                                   p, step_new, t_new, sigma_atm)
+                y, h_new, _, capped = clear_market(
+                    s_pre, y_prev, h_prev, False, h_prev - unwind, dealer_lines, p, step_new, t_new, sigma_atm
+                )
             else:
                 h_new = h_prev - unwind
     clearing_move = y - s_pre
@@ -734,8 +731,13 @@ def venue_dynamics(i, state, p, venues, key, step, dealer_flow, tau_f_prev):
     basis = p.basis_mean + (state[i].basis - p.basis_mean) * p.basis_decay
     if p.basis_sd > 0.0:
         basis += p.basis_sd * step_normal(key, step, Z_BASIS)
-    basis += ((1.0 - venues[FUTURE, V_TRANSMISSION]) * p.mix_future * flow_usd
-              * venues[FUTURE, V_INV_DEPTH] / max(tau_f_prev, dt))
+    basis += (
+        (1.0 - venues[FUTURE, V_TRANSMISSION])
+        * p.mix_future
+        * flow_usd
+        * venues[FUTURE, V_INV_DEPTH]
+        / max(tau_f_prev, dt)
+    )
     state[i].basis = min(max(basis, -BASIS_BOUND), BASIS_BOUND)
     return y_new, spot_new, crisis
 
@@ -765,8 +767,9 @@ def hedge_and_cash(i, state, hedge, p, venues, mids_prev, spot_new, t, t_new, ca
     funding_rate = min(max(state[i].premium + p.interest, -p.funding_cap), p.funding_cap)
     state[i].funding_rate = funding_rate
     funding = hedge[i, PERP] * mids_new[PERP] * funding_rate * n_funding
-    variation = hedge[i, PERP] * (mids_new[PERP] - mids_prev[PERP]) + hedge[i, FUTURE] * (mids_new[FUTURE]
-                                                                                       - mids_prev[FUTURE])
+    variation = hedge[i, PERP] * (mids_new[PERP] - mids_prev[PERP]) + hedge[i, FUTURE] * (
+        mids_new[FUTURE] - mids_prev[FUTURE]
+    )
     state[i].cash += interest + variation - funding - carry
     if t_new >= state[i].future_expiry - EXPIRY_TOLERANCE:
         hedge[i, FUTURE] = 0.0
@@ -813,8 +816,9 @@ def step_row(i, state, hedge, keys, trades, p, venues, dealer_lines, agent_lines
     crisis = crisis or band_hit
     state[i].t = t_new
     state[i].step = step_new
-    hedge_pnl, funding, carry, interest = hedge_and_cash(i, state, hedge, p, venues, mids_prev, spot_new, t,
-                                                         t_new, cash_after_trades)
+    hedge_pnl, funding, carry, interest = hedge_and_cash(
+        i, state, hedge, p, venues, mids_prev, spot_new, t, t_new, cash_after_trades
+    )
 
     # Circuit breaker.
     ret = y_new - y_prev

@@ -152,10 +152,32 @@ STATE = (
 STATE_DTYPE = np.dtype([(name, "f8") for name, _ in STATE])
 
 # Per-step outputs.
-(O_PNL, O_BOOK_PNL, O_HEDGE_PNL, O_FEES, O_SLIPPAGE, O_FUNDING, O_CARRY, O_REWARD,
- O_PHI, O_GEX, O_CRISIS, O_HALTED, O_NOTIONAL, O_SPOT, O_EXO_SPOT, O_TERMINATED, O_TRUNCATED,
- O_DEALER_FLOW, O_RETURN, O_EXO_RETURN, O_TRADE_SPOT, O_TRADE_PERP, O_TRADE_FUTURE, O_INTEREST,
- ) = range(24)
+(
+    O_PNL,
+    O_BOOK_PNL,
+    O_HEDGE_PNL,
+    O_FEES,
+    O_SLIPPAGE,
+    O_FUNDING,
+    O_CARRY,
+    O_REWARD,
+    O_PHI,
+    O_GEX,
+    O_CRISIS,
+    O_HALTED,
+    O_NOTIONAL,
+    O_SPOT,
+    O_EXO_SPOT,
+    O_TERMINATED,
+    O_TRUNCATED,
+    O_DEALER_FLOW,
+    O_RETURN,
+    O_EXO_RETURN,
+    O_TRADE_SPOT,
+    O_TRADE_PERP,
+    O_TRADE_FUTURE,
+    O_INTEREST,
+) = range(24)
 OUT_WIDTH = 24
 
 # The observation vector (float32), entry by entry: (name, unit, meaning, range). ``unit`` is the
@@ -195,8 +217,10 @@ def observation_table(style: str = "rst") -> str:
     >>> print(observation_table("markdown").splitlines()[2])
     | 0 | `time_to_expiry` | steps left / episode steps | [0, 1] |
     """
-    rows = [(str(j), name, meaning.format(unit=f"{unit:g}" if unit is not None else ""), rng)
-            for j, (name, unit, meaning, rng) in enumerate(OBSERVATION)]
+    rows = [
+        (str(j), name, meaning.format(unit=f"{unit:g}" if unit is not None else ""), rng)
+        for j, (name, unit, meaning, rng) in enumerate(OBSERVATION)
+    ]
     if style == "markdown":
         lines = ["| idx | name | meaning and scale | range |", "|---:|---|---|---|"]
         return "\n".join(lines + [f"| {j} | `{n}` | {m} | {r} |" for j, n, m, r in rows])

@@ -103,9 +103,11 @@ def dealer_effective_depth(config: ScenarioConfig) -> float:
 def _dealer_inv_depth(config: ScenarioConfig) -> float:
     mix = config.dealers.venue_mix
     venues = config.venues
-    return (mix.spot * venues.spot.transmission * _inv_depth(venues.spot.depth_usd_per_pct)
-            + mix.perp * venues.perp.transmission * _inv_depth(venues.perp.depth_usd_per_pct)
-            + mix.future * venues.future.transmission * _inv_depth(venues.future.depth_usd_per_pct))
+    return (
+        mix.spot * venues.spot.transmission * _inv_depth(venues.spot.depth_usd_per_pct)
+        + mix.perp * venues.perp.transmission * _inv_depth(venues.perp.depth_usd_per_pct)
+        + mix.future * venues.future.transmission * _inv_depth(venues.future.depth_usd_per_pct)
+    )
 
 
 def pin_strike(config: ScenarioConfig) -> float:
@@ -154,8 +156,9 @@ def ou_step(speed: float, vol: float, dt: float) -> tuple[float, float]:
 # The kernel parameters that are not a config field as it is (``source`` None in ``layout.PARAMS``).
 DERIVED_PARAMS = {
     "dt": lambda c: c.episode.dt,
-    "v0": lambda c: c.market.heston.v0 if (c.market.heston.enabled and c.market.heston.v0 is not None)
-    else c.market.sigma**2,
+    "v0": lambda c: (
+        c.market.heston.v0 if (c.market.heston.enabled and c.market.heston.v0 is not None) else c.market.sigma**2
+    ),
     "dealer_inv_depth": lambda c: _dealer_inv_depth(c),
     "funding_interval": lambda c: c.venues.perp.funding_interval_hours / HOURS_PER_YEAR,
     "future_expiry": lambda c: c.venues.future.expiry_days / DAYS_PER_YEAR,
@@ -251,8 +254,18 @@ class Market:
             raise ValueError(f"rows must be indices in [0, {self.n_envs}) (got {rows})")
         seeds = _as_uint64("seeds", seeds, rows.shape[0])
         episodes = _as_uint64("episodes", 0 if episodes is None else episodes, rows.shape[0])
-        kernel.reset_rows(rows, seeds, episodes, self.state, self.hedge, self.keys, self.params,
-                          self.venues, self.dealer_lines, self.agent_lines)
+        kernel.reset_rows(
+            rows,
+            seeds,
+            episodes,
+            self.state,
+            self.hedge,
+            self.keys,
+            self.params,
+            self.venues,
+            self.dealer_lines,
+            self.agent_lines,
+        )
 
     def step(self, trades=None, check: bool = True) -> np.ndarray:
         """Advance every row by one step. ``trades[N, 3]``: coins per venue (zeros: agent inactive).
@@ -269,8 +282,17 @@ class Market:
                 raise ValueError(f"trades must have shape ({self.n_envs}, {N_VENUES}) (got {trades.shape})")
             if not np.all(np.isfinite(trades)):
                 raise ValueError("trades must be finite (got NaN or inf)")
-        self._step_kernel(self.state, self.hedge, self.keys, trades, self.params, self.venues,
-                          self.dealer_lines, self.agent_lines, self.out)
+        self._step_kernel(
+            self.state,
+            self.hedge,
+            self.keys,
+            trades,
+            self.params,
+            self.venues,
+            self.dealer_lines,
+            self.agent_lines,
+            self.out,
+        )
         return self.out
 
     def observe(self) -> np.ndarray:
@@ -280,8 +302,12 @@ class Market:
 
     def net_delta(self) -> np.ndarray:
         """Net delta per row in coins: book delta + spot + perp + futures contracts x exp(r (T_f - t))."""
-        return self.state["book_delta"] + self.hedge[:, SPOT] + self.hedge[:, PERP] \
+        return (
+            self.state["book_delta"]
+            + self.hedge[:, SPOT]
+            + self.hedge[:, PERP]
             + self.hedge[:, FUTURE] * self.future_delta()
+        )
 
     def future_delta(self) -> np.ndarray:
         """Coins of delta per futures contract per row: exp(r (T_f - t)) (MODEL.md §4)."""
@@ -306,9 +332,17 @@ class Market:
         """
         agent = self.config.agent
         trades = np.empty((self.n_envs, N_VENUES))
-        kernel.actions_to_trades_rows(np.asarray(actions, dtype=np.float64).reshape(self.n_envs, -1),
-                                      self.enabled_venues, _ACTION_MODES[mode or agent.action_mode],
-                                      agent.max_trade, agent.min_trade, self.state, self.hedge, self.params, trades)
+        kernel.actions_to_trades_rows(
+            np.asarray(actions, dtype=np.float64).reshape(self.n_envs, -1),
+            self.enabled_venues,
+            _ACTION_MODES[mode or agent.action_mode],
+            agent.max_trade,
+            agent.min_trade,
+            self.state,
+            self.hedge,
+            self.params,
+            trades,
+        )
         return trades
 
     def trades_to_actions(self, delta_trades, mode: str | None = None) -> np.ndarray:

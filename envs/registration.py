@@ -74,8 +74,10 @@ def register_scenario(name: str, config: Any) -> str:
     from hedgegym.envs.config import resolve_config
 
     if not isinstance(name, str) or not _NAME.match(name):
-        raise ValueError(f"scenario name must be letters and digits, words joined by '-' or '_', starting "
-                         f"with a letter, e.g. 'MyCrash' or 'my-crash' (got {name!r})")
+        raise ValueError(
+            f"scenario name must be letters and digits, words joined by '-' or '_', starting "
+            f"with a letter, e.g. 'MyCrash' or 'my-crash' (got {name!r})"
+        )
     env_id = f"{NAMESPACE}/{_camel(name)}-v1"
     if env_id in SCENARIO_IDS.values():
         raise ValueError(f"{env_id} is a built-in id; choose another name for your scenario")
@@ -92,8 +94,13 @@ def register_scenario(name: str, config: Any) -> str:
 def _register(env_id: str, kwargs: Mapping[str, Any]) -> None:
     if env_id in gym.registry:
         return
-    gym.register(id=env_id, entry_point=ENTRY_POINT, vector_entry_point=VECTOR_ENTRY_POINT,
-                 kwargs=dict(kwargs), nondeterministic=False)
+    gym.register(
+        id=env_id,
+        entry_point=ENTRY_POINT,
+        vector_entry_point=VECTOR_ENTRY_POINT,
+        kwargs=dict(kwargs),
+        nondeterministic=False,
+    )
 
 
 def _camel(name: str) -> str:

@@ -62,18 +62,21 @@ class FrameRenderer:
         self.hours = np.arange(steps + 1) * dt_hours
         ax_price, ax_hedge, ax_pnl = self.fig.subplots(3, 1, sharex=True)
         self.axes = (ax_price, ax_hedge, ax_pnl)
-        self.spot_line, = ax_price.plot([], [], lw=1.3, color="C0", label="spot (with feedback)")
-        self.exo_line, = ax_price.plot([], [], lw=1.0, ls="--", color="C7", label="exogenous (no feedback)")
+        (self.spot_line,) = ax_price.plot([], [], lw=1.3, color="C0", label="spot (with feedback)")
+        (self.exo_line,) = ax_price.plot([], [], lw=1.0, ls="--", color="C7", label="exogenous (no feedback)")
         ax_price.legend(fontsize=7, loc="upper left")
         ax_price.set_ylabel("price (USD)", fontsize=8)
         self.venue_columns = [VENUE_NAMES.index(v) for v in venues]
-        self.hedge_lines = [ax_hedge.plot([], [], lw=1.2, color=f"C{c + 1}",
-                                          label=f"{VENUE_NAMES[c]} ({'contracts' if c == 2 else 'coins'})")[0]
-                            for c in self.venue_columns]
+        self.hedge_lines = [
+            ax_hedge.plot(
+                [], [], lw=1.2, color=f"C{c + 1}", label=f"{VENUE_NAMES[c]} ({'contracts' if c == 2 else 'coins'})"
+            )[0]
+            for c in self.venue_columns
+        ]
         ax_hedge.axhline(0.0, color="grey", lw=0.6)
         ax_hedge.legend(fontsize=7, loc="upper left")
         ax_hedge.set_ylabel("hedge", fontsize=8)
-        self.pnl_line, = ax_pnl.plot([], [], lw=1.3, color="C3")
+        (self.pnl_line,) = ax_pnl.plot([], [], lw=1.3, color="C3")
         ax_pnl.axhline(0.0, color="grey", lw=0.6)
         ax_pnl.set_ylabel("cumulative P&L (USD)", fontsize=8)
         ax_pnl.set_xlabel("hours", fontsize=8)
@@ -125,9 +128,11 @@ class FrameWindow:
             if not self.warned:
                 import gymnasium as gym
 
-                gym.logger.warn(f"render_mode='human': matplotlib's backend {matplotlib.get_backend()!r} cannot "
-                                "show a window (no display); nothing is shown. Use render_mode='rgb_array' "
-                                "to get the frames.")
+                gym.logger.warn(
+                    f"render_mode='human': matplotlib's backend {matplotlib.get_backend()!r} cannot "
+                    "show a window (no display); nothing is shown. Use render_mode='rgb_array' "
+                    "to get the frames."
+                )
                 self.warned = True
             return
         import matplotlib.pyplot as plt

@@ -65,8 +65,10 @@ class HedgingSB3VecEnv(VecEnv):
 
     def __init__(self, vector_env: HedgingVectorEnv, step_info: bool = True):
         if not isinstance(vector_env, HedgingVectorEnv):
-            raise TypeError(f"vector_env must be a HedgingVectorEnv (got {type(vector_env).__name__}); "
-                            "for other envs use stable_baselines3's DummyVecEnv")
+            raise TypeError(
+                f"vector_env must be a HedgingVectorEnv (got {type(vector_env).__name__}); "
+                "for other envs use stable_baselines3's DummyVecEnv"
+            )
         if vector_env.autoreset_mode != AutoresetMode.SAME_STEP:
             raise ValueError(
                 "SB3 resets an env in the step on which it ends: create the vector env with "
@@ -119,8 +121,9 @@ class HedgingSB3VecEnv(VecEnv):
                 self.reset_infos[i] = reset_infos[i]
         return obs, rewards.astype(np.float32), dones, infos
 
-    def _info_dicts(self, info: dict[str, Any], ended: np.ndarray,
-                    time_limit: list[bool] | None = None) -> list[dict[str, Any]]:
+    def _info_dicts(
+        self, info: dict[str, Any], ended: np.ndarray, time_limit: list[bool] | None = None
+    ) -> list[dict[str, Any]]:
         """Per-env dicts of the step keys (for ``ended`` envs the final step's, from ``final_info``),
         plus ``"TimeLimit.truncated"`` when ``time_limit`` is given."""
         keys: tuple[str, ...] = ()
@@ -128,8 +131,10 @@ class HedgingSB3VecEnv(VecEnv):
         if self.step_info:
             if ended.any():
                 final = info["final_info"]
-                info = {k: np.where(ended if info[k].ndim == 1 else ended[:, None], final[k], info[k])
-                        for k in _SCALAR_KEYS + ("hedge",)}
+                info = {
+                    k: np.where(ended if info[k].ndim == 1 else ended[:, None], final[k], info[k])
+                    for k in _SCALAR_KEYS + ("hedge",)
+                }
             keys = _SCALAR_KEYS + ("hedge",)
             columns = [info[k].tolist() for k in _SCALAR_KEYS] + [list(info["hedge"])]
         if time_limit is not None:
@@ -168,15 +173,16 @@ class HedgingSB3VecEnv(VecEnv):
 
     def get_images(self) -> Sequence[np.ndarray | None]:
         """The hedging envs render text, not images: warns and returns ``None`` per env (as DummyVecEnv)."""
-        warnings.warn(f"The render mode is {self.render_mode}; hedgegym envs have no rgb_array images.",
-                      stacklevel=2)
+        warnings.warn(f"The render mode is {self.render_mode}; hedgegym envs have no rgb_array images.", stacklevel=2)
         return [None for _ in range(self.num_envs)]
 
     def _require_all(self, indices: VecEnvIndices, what: str) -> None:
         idx = list(self._get_indices(indices))
         if sorted(idx) != list(range(self.num_envs)):
-            raise ValueError(f"{what}: the {self.num_envs} envs of a HedgingSB3VecEnv share one simulator, so "
-                             f"{what} applies to all of them; pass indices=None (got {idx[:10]})")
+            raise ValueError(
+                f"{what}: the {self.num_envs} envs of a HedgingSB3VecEnv share one simulator, so "
+                f"{what} applies to all of them; pass indices=None (got {idx[:10]})"
+            )
 
 
 def make_sb3_vec_env(

@@ -121,8 +121,10 @@ class HedgingVectorEnv(gym.vector.VectorEnv):
         try:
             self.autoreset_mode = AutoresetMode(autoreset_mode)
         except ValueError:
-            raise ValueError(f"autoreset_mode must be an AutoresetMode or one of "
-                             f"{[m.value for m in AutoresetMode]} (got {autoreset_mode!r})") from None
+            raise ValueError(
+                f"autoreset_mode must be an AutoresetMode or one of "
+                f"{[m.value for m in AutoresetMode]} (got {autoreset_mode!r})"
+            ) from None
         self.config: ScenarioConfig = resolve_env_config(config, scenario, overrides)
         self.render_mode = check_render_mode(render_mode, VECTOR_RENDER_MODES)
         self.market = Market(self.config, n_envs=num_envs, parallel=parallel, agent_impact=agent_impact)
@@ -165,8 +167,10 @@ class HedgingVectorEnv(gym.vector.VectorEnv):
         if mask is None:
             return np.ones(self.num_envs, dtype=bool)
         if not isinstance(mask, np.ndarray) or mask.dtype != np.bool_ or mask.shape != (self.num_envs,):
-            raise ValueError(f"options['reset_mask'] must be a bool numpy array of shape ({self.num_envs},) "
-                             f"(got {type(mask).__name__} {getattr(mask, 'dtype', '')} {np.shape(mask)})")
+            raise ValueError(
+                f"options['reset_mask'] must be a bool numpy array of shape ({self.num_envs},) "
+                f"(got {type(mask).__name__} {getattr(mask, 'dtype', '')} {np.shape(mask)})"
+            )
         if not mask.any():
             raise ValueError("options['reset_mask'] must select at least one env")
         return mask
@@ -214,8 +218,10 @@ class HedgingVectorEnv(gym.vector.VectorEnv):
         market = self.market
         pending = self._ended if mode == AutoresetMode.NEXT_STEP else None
         if mode == AutoresetMode.DISABLED and self._ended.any():
-            raise ResetNeeded(f"envs {np.flatnonzero(self._ended)[:10].tolist()} ended and autoreset_mode is "
-                              "DISABLED: reset them with reset(options={'reset_mask': mask}) before stepping.")
+            raise ResetNeeded(
+                f"envs {np.flatnonzero(self._ended)[:10].tolist()} ended and autoreset_mode is "
+                "DISABLED: reset them with reset(options={'reset_mask': mask}) before stepping."
+            )
         # Until this step completes, a failure inside it (non-finite output) leaves the envs needing a reset.
         self._needs_reset = "after a step that failed"
         trades = market.actions_to_trades(actions)
@@ -280,8 +286,10 @@ class HedgingVectorEnv(gym.vector.VectorEnv):
     def render(self) -> tuple[str, ...] | None:
         """``"ansi"``: one line of text per env; ``None``: warns and returns None."""
         if self.render_mode is None:
-            gym.logger.warn("HedgingVectorEnv.render() called without a render_mode; create the env with "
-                            "render_mode='ansi' to get a text summary per env.")
+            gym.logger.warn(
+                "HedgingVectorEnv.render() called without a render_mode; create the env with "
+                "render_mode='ansi' to get a text summary per env."
+            )
             return None
         return tuple(render_rows(self.market, range(self.num_envs)))
 

@@ -61,8 +61,12 @@ class _OneLineErrors(TyperGroup):
         sys.exit(code if isinstance(code, int) else 0)
 
 
-app = typer.Typer(cls=_OneLineErrors, add_completion=False, no_args_is_help=True,
-                  help="hedgegym: delta hedging with reflexive market impact.")
+app = typer.Typer(
+    cls=_OneLineErrors,
+    add_completion=False,
+    no_args_is_help=True,
+    help="hedgegym: delta hedging with reflexive market impact.",
+)
 # Piped or redirected output is not cut to 80 columns: tables and names print in full.
 console = Console() if sys.stdout.isatty() or "COLUMNS" in os.environ else Console(width=1000)
 _stderr = Console(stderr=True, soft_wrap=True, highlight=False)
@@ -136,8 +140,15 @@ def check_out(out: Path | None) -> None:
 
 def progress_bar() -> Progress:
     """The progress bar used by every long-running command; none when the output is not a terminal."""
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=console, transient=True, disable=not console.is_terminal)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    )
 
 
 @app.command()
@@ -213,8 +224,12 @@ def simulate(
 @app.command()
 def train(
     config: Path = typer.Argument(None, help="Experiment YAML (configs/*.yaml); optional with --resume."),
-    sets: list[str] = typer.Option(None, "--set", help="Override a field: --set training.total_timesteps=50000, "
-                                                       "--set scenario.overrides.market.sigma=0.8 (repeatable)."),
+    sets: list[str] = typer.Option(
+        None,
+        "--set",
+        help="Override a field: --set training.total_timesteps=50000, "
+        "--set scenario.overrides.market.sigma=0.8 (repeatable).",
+    ),
     out: Path = typer.Option(None, "--out", help="Run directory to create (must be new); default runs/<name>-<time>."),
     resume: Path = typer.Option(None, "--resume", help="Continue this run directory from its newest checkpoint."),
 ) -> None:
@@ -254,9 +269,15 @@ def train(
             bar.update(evaluating, completed=done)
 
         try:
-            result = run_training(cfg, out=out, resume=resume, progress=advance,
-                                  evaluation_progress=advance_evaluation, command=" ".join(["hedgegym", *sys.argv[1:]]),
-                                  notify=lambda line: console.print(line, highlight=False, soft_wrap=True))
+            result = run_training(
+                cfg,
+                out=out,
+                resume=resume,
+                progress=advance,
+                evaluation_progress=advance_evaluation,
+                command=" ".join(["hedgegym", *sys.argv[1:]]),
+                notify=lambda line: console.print(line, highlight=False, soft_wrap=True),
+            )
         except (ConfigError, RunDirError) as err:
             fail(str(err))
         except TrainingInterrupted as err:
@@ -281,26 +302,38 @@ def _print_run(result) -> None:
     if result.interrupted and result.timesteps < result.config.training.total_timesteps:
         console.print(f"interrupted: checkpoint saved; continue with `hedgegym train --resume {result.run_dir}`")
     elif result.interrupted:
-        console.print(f"training finished and saved; the final evaluation was interrupted: finish it with "
-                      f"`hedgegym train --resume {result.run_dir}`", highlight=False, soft_wrap=True)
+        console.print(
+            f"training finished and saved; the final evaluation was interrupted: finish it with "
+            f"`hedgegym train --resume {result.run_dir}`",
+            highlight=False,
+            soft_wrap=True,
+        )
     elif result.evaluation is not None:
         from hedgegym.train.report import rich_tables
 
         for eval_table in rich_tables(result.evaluation):
             console.print(eval_table)
-        console.print(f"best by the mean-variance objective: [bold]{result.evaluation.best.get('mean_variance')}[/]; "
-                      f"report: {result.run_dir / 'evaluation' / 'report.md'}", highlight=False)
+        console.print(
+            f"best by the mean-variance objective: [bold]{result.evaluation.best.get('mean_variance')}[/]; "
+            f"report: {result.run_dir / 'evaluation' / 'report.md'}",
+            highlight=False,
+        )
 
 
 @app.command()
 def evaluate(
     scenario: str = ScenarioOpt,
     config: Path = ConfigOpt,
-    policy: list[str] = typer.Option(None, "--policy", "-p",
-                                     help="A stable-baselines3 model .zip or a module:function (repeatable)."),
-    baselines: str = typer.Option("all", "--baselines", "-b",
-                                  help="all, none, or names separated by commas: no_hedge, delta, fixed_band, "
-                                       "whalley_wilmott, leland, each optionally @spot/@perp/@future/@cheapest."),
+    policy: list[str] = typer.Option(
+        None, "--policy", "-p", help="A stable-baselines3 model .zip or a module:function (repeatable)."
+    ),
+    baselines: str = typer.Option(
+        "all",
+        "--baselines",
+        "-b",
+        help="all, none, or names separated by commas: no_hedge, delta, fixed_band, "
+        "whalley_wilmott, leland, each optionally @spot/@perp/@future/@cheapest.",
+    ),
     episodes: int = typer.Option(1000, "--episodes", "-n", help="Episodes per policy.", min=1),
     seed: int = typer.Option(0, "--seed", help="Seed of episode 0 (episode j uses seed + j).", min=0),
     out: Path = typer.Option(None, "--out", help="Directory for the results; must be new or empty."),
@@ -340,11 +373,17 @@ def evaluate(
     steps = cfg.episode_steps
     with progress_bar() as bar:
         # Each policy runs twice: as is, and with its impact off (its own share of the amplification).
-        task = bar.add_task(f"evaluating {len(resolved)} policies on {cfg.name}",
-                            total=2 * len(resolved) * episodes * steps)
+        task = bar.add_task(
+            f"evaluating {len(resolved)} policies on {cfg.name}", total=2 * len(resolved) * episodes * steps
+        )
         try:
-            result = run_evaluation({name: p for name, (p, _) in resolved.items()}, cfg, episodes=episodes,
-                                    seed=seed, progress=lambda n: bar.advance(task, n))
+            result = run_evaluation(
+                {name: p for name, (p, _) in resolved.items()},
+                cfg,
+                episodes=episodes,
+                seed=seed,
+                progress=lambda n: bar.advance(task, n),
+            )
         except (PolicyError, ValueError) as err:
             fail(str(err))
     # The notes printed above, about the models as given (the library saw them loaded): the run's record.
@@ -353,12 +392,24 @@ def evaluate(
     for table in rich_tables(result):
         console.print(table)
     best = result.best.get("mean_variance")
-    console.print(f"best by the mean-variance objective: [bold]{best}[/]; reference for paired differences: "
-                  f"{result.reference}; {result.seconds:.1f} s", highlight=False)
+    console.print(
+        f"best by the mean-variance objective: [bold]{best}[/]; reference for paired differences: "
+        f"{result.reference}; {result.seconds:.1f} s",
+        highlight=False,
+    )
     source = f"--config {config}" if config is not None else f"--scenario {cfg.name}"
-    command = " ".join(["hedgegym evaluate", source, *(f"--set {s}" for s in sets or []),
-                        f"--baselines {baselines}", *(f"--policy {p}" for p in policy or []),
-                        f"--episodes {episodes}", f"--seed {seed}", f"--out {run_dir}"])
+    command = " ".join(
+        [
+            "hedgegym evaluate",
+            source,
+            *(f"--set {s}" for s in sets or []),
+            f"--baselines {baselines}",
+            *(f"--policy {p}" for p in policy or []),
+            f"--episodes {episodes}",
+            f"--seed {seed}",
+            f"--out {run_dir}",
+        ]
+    )
     result.write(run_dir, command=command)
     console.print(f"wrote {run_dir}")
 

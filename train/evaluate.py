@@ -53,9 +53,27 @@ runs exactly one episode per row and needs no autoreset."""
 
 N_SAMPLE_PATHS = 5
 # Per-episode columns kept from Market.episode_metrics (episodes.csv order).
-_EPISODE_KEYS = ("pnl", "book_pnl", "hedge_pnl", "fees", "slippage_usd", "slippage_bps", "funding", "carry",
-                 "turnover_usd", "n_trades", "realised_vol", "realised_vol_exo", "vol_amplification", "mean_phi",
-                 "crisis_steps", "halt_steps", "pin_distance", "pin_distance_exo", "reward")
+_EPISODE_KEYS = (
+    "pnl",
+    "book_pnl",
+    "hedge_pnl",
+    "fees",
+    "slippage_usd",
+    "slippage_bps",
+    "funding",
+    "carry",
+    "turnover_usd",
+    "n_trades",
+    "realised_vol",
+    "realised_vol_exo",
+    "vol_amplification",
+    "mean_phi",
+    "crisis_steps",
+    "halt_steps",
+    "pin_distance",
+    "pin_distance_exo",
+    "reward",
+)
 OBJECTIVE = "mean_variance"
 """The metric :func:`objective` computes: policies are ranked, and the best model kept, by it."""
 
@@ -77,16 +95,26 @@ def _actions(policy, obs: np.ndarray, market: Market, name: str, n_act: int) -> 
     if actions.shape == (market.n_envs,) and n_act == 1:
         actions = actions[:, None]
     if actions.shape != (market.n_envs, n_act):
-        raise PolicyError(f"policy {name!r} returned actions of shape {actions.shape}; expected "
-                          f"({market.n_envs}, {n_act}): one row per env, one column per venue of agent.venues")
+        raise PolicyError(
+            f"policy {name!r} returned actions of shape {actions.shape}; expected "
+            f"({market.n_envs}, {n_act}): one row per env, one column per venue of agent.venues"
+        )
     if not np.all(np.isfinite(actions)):
         raise PolicyError(f"policy {name!r} returned NaN or inf actions")
     return np.clip(actions, -1.0, 1.0)
 
 
-def run_policy(policy, config: ScenarioConfig, seeds: np.ndarray, *, name: str = "policy",
-               agent_impact: bool = True, batch_size: int = BATCH, n_sample_paths: int = N_SAMPLE_PATHS,
-               progress: Callable[[int], None] | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def run_policy(
+    policy,
+    config: ScenarioConfig,
+    seeds: np.ndarray,
+    *,
+    name: str = "policy",
+    agent_impact: bool = True,
+    batch_size: int = BATCH,
+    n_sample_paths: int = N_SAMPLE_PATHS,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Run one episode per seed (episode index 0) under ``policy``; returns ``(per_episode, sample)``.
 
     The one loop that steps a :class:`Market` for evaluation and for ``simulate`` (``policy=None``:
@@ -101,7 +129,7 @@ def run_policy(policy, config: ScenarioConfig, seeds: np.ndarray, *, name: str =
     per_batch: dict[str, list[np.ndarray]] = {}
     sample: dict[str, np.ndarray] = {}
     for start in range(0, len(seeds), batch_size):
-        batch = seeds[start:start + batch_size]
+        batch = seeds[start : start + batch_size]
         market = Market(config, n_envs=len(batch), agent_impact=agent_impact)
         market.reset(seeds=batch, episodes=0)
         m = min(n_sample_paths, len(batch)) if start == 0 else 0
@@ -184,25 +212,48 @@ class EvaluationResult:
             "steps_per_episode": self.config.episode_steps,
             "risk_aversion": self.config.agent.risk_aversion,
             "pnl_scale_usd": self.config.pnl_scale,
-            "bootstrap": {"method": "percentile, paired over episodes", "resamples": self.n_resamples,
-                          "confidence": M.CONFIDENCE, "seed": self.seed},
-            "metrics": {k: {"label": s.label, "unit": s.unit, "better": s.better, "description": s.description}
-                        for k, s in M.METRICS.items() if k in self.estimates[self.policies[0]]},
-            "policies": {name: {"source": self.sources[name],
-                                "metrics": {k: e.as_dict() for k, e in self.estimates[name].items()}}
-                         for name in self.policies},
+            "bootstrap": {
+                "method": "percentile, paired over episodes",
+                "resamples": self.n_resamples,
+                "confidence": M.CONFIDENCE,
+                "seed": self.seed,
+            },
+            "metrics": {
+                k: {"label": s.label, "unit": s.unit, "better": s.better, "description": s.description}
+                for k, s in M.METRICS.items()
+                if k in self.estimates[self.policies[0]]
+            },
+            "policies": {
+                name: {
+                    "source": self.sources[name],
+                    "metrics": {k: e.as_dict() for k, e in self.estimates[name].items()},
+                }
+                for name in self.policies
+            },
             "objective": {"metric": OBJECTIVE, "values": self.objectives},
             "best": self.best,
             "reference": self.reference,
             "notes": self.notes,
-            "paired_differences": {name: {k: e.as_dict() for k, e in self.paired[name].items()}
-                                   for name in self.policies if name != self.reference},
+            "paired_differences": {
+                name: {k: e.as_dict() for k, e in self.paired[name].items()}
+                for name in self.policies
+                if name != self.reference
+            },
         }
 
     def episodes_csv(self) -> str:
         """``episodes.csv``: one row per policy x episode."""
-        columns = [c for c in (*_EPISODE_KEYS, "vol_amplification_no_agent_impact", "agent_vol_amplification",
-                               "spot_final", "exo_spot_final") if c in self.per_episode[self.policies[0]]]
+        columns = [
+            c
+            for c in (
+                *_EPISODE_KEYS,
+                "vol_amplification_no_agent_impact",
+                "agent_vol_amplification",
+                "spot_final",
+                "exo_spot_final",
+            )
+            if c in self.per_episode[self.policies[0]]
+        ]
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(["policy", "episode", "seed", *columns])
@@ -227,19 +278,31 @@ class EvaluationResult:
         plot_slippage_vs_amplification(self, run_dir / "slippage_vs_amplification.png")
         plot_sample_paths(self, run_dir / "sample_paths.png")
         write_text_atomic(run_dir / "report.md", report_markdown(self, command))
-        write_json_atomic(run_dir / "run_info.json", {
-            "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "seconds": round(self.seconds, 3),
-            "command": command,
-            "git_commit": git_commit(),
-            "python": sys.version.split()[0],
-        })
+        write_json_atomic(
+            run_dir / "run_info.json",
+            {
+                "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "seconds": round(self.seconds, 3),
+                "command": command,
+                "git_commit": git_commit(),
+                "python": sys.version.split()[0],
+            },
+        )
         return run_dir
 
 
-def evaluate(policies, scenario="default", episodes: int = 1000, seed: int = 0, *, batch_size: int = BATCH,
-             n_resamples: int = M.N_RESAMPLES, n_sample_paths: int = N_SAMPLE_PATHS, agent_impact_rerun: bool = True,
-             progress: Callable[[int], None] | None = None) -> EvaluationResult:
+def evaluate(
+    policies,
+    scenario="default",
+    episodes: int = 1000,
+    seed: int = 0,
+    *,
+    batch_size: int = BATCH,
+    n_resamples: int = M.N_RESAMPLES,
+    n_sample_paths: int = N_SAMPLE_PATHS,
+    agent_impact_rerun: bool = True,
+    progress: Callable[[int], None] | None = None,
+) -> EvaluationResult:
     """Evaluate ``policies`` on ``episodes`` episodes of ``scenario`` (episode j on seed ``seed + j``).
 
     Args:
@@ -276,12 +339,20 @@ def evaluate(policies, scenario="default", episodes: int = 1000, seed: int = 0, 
     per_episode: dict[str, dict[str, np.ndarray]] = {}
     samples: dict[str, dict[str, np.ndarray]] = {}
     for name, (policy, _) in resolved.items():
-        data, sample = run_policy(policy, config, seeds, name=name, batch_size=batch_size,
-                                  n_sample_paths=n_sample_paths, progress=progress)
+        data, sample = run_policy(
+            policy, config, seeds, name=name, batch_size=batch_size, n_sample_paths=n_sample_paths, progress=progress
+        )
         if agent_impact_rerun:
-            without, sample_without = run_policy(policy, config, seeds, name=name, agent_impact=False,
-                                                 batch_size=batch_size, n_sample_paths=n_sample_paths,
-                                                 progress=progress)
+            without, sample_without = run_policy(
+                policy,
+                config,
+                seeds,
+                name=name,
+                agent_impact=False,
+                batch_size=batch_size,
+                n_sample_paths=n_sample_paths,
+                progress=progress,
+            )
             data["realised_vol_no_agent_impact"] = without["realised_vol"]
             data["vol_amplification_no_agent_impact"] = without["vol_amplification"]
             data["agent_vol_amplification"] = data["vol_amplification"] - without["vol_amplification"]
@@ -309,11 +380,23 @@ def evaluate(policies, scenario="default", episodes: int = 1000, seed: int = 0, 
             if winner is not None:
                 best[metric] = winner
     return EvaluationResult(
-        config=config, episodes=int(episodes), seed=int(seed), n_resamples=n_resamples, policies=names,
-        sources={n: src for n, (_, src) in resolved.items()}, per_episode=per_episode, estimates=estimates,
-        paired=paired, reference=reference, best=best, samples=samples, objectives=objectives, notes=notes,
+        config=config,
+        episodes=int(episodes),
+        seed=int(seed),
+        n_resamples=n_resamples,
+        policies=names,
+        sources={n: src for n, (_, src) in resolved.items()},
+        per_episode=per_episode,
+        estimates=estimates,
+        paired=paired,
+        reference=reference,
+        best=best,
+        samples=samples,
+        objectives=objectives,
+        notes=notes,
         seconds=time.perf_counter() - started,
-        point=point, draws=draws,
+        point=point,
+        draws=draws,
     )
 
 

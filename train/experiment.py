@@ -55,8 +55,9 @@ class ScenarioSpec(StrictModel):
 
     name: str | None = Field(None, description="Named scenario (`hedgegym scenarios`) or YAML path; default 'default'.")
     config: dict[str, Any] | None = Field(None, description="Inline scenario config: the sections of a scenario YAML.")
-    overrides: dict[str, Any] = Field(default_factory=dict,
-                                      description="Changes on top, dotted ({market.sigma: 0.8}) or nested.")
+    overrides: dict[str, Any] = Field(
+        default_factory=dict, description="Changes on top, dotted ({market.sigma: 0.8}) or nested."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -99,8 +100,7 @@ _RANGES: dict[str, tuple[str, Callable[[float], bool]]] = {
     "gamma": ("in (0, 1]", lambda v: 0 < v <= 1),
     "gae_lambda": ("in [0, 1]", lambda v: 0 <= v <= 1),
     "tau": ("in (0, 1]", lambda v: 0 < v <= 1),
-    "clip_range": ("in (0, 1]: the policy ratio is clipped to [1 - clip_range, 1 + clip_range]",
-                   lambda v: 0 < v <= 1),
+    "clip_range": ("in (0, 1]: the policy ratio is clipped to [1 - clip_range, 1 + clip_range]", lambda v: 0 < v <= 1),
     "clip_range_vf": ("> 0, or null for no value clipping", lambda v: v > 0),
     "ent_coef": (">= 0 (a negative entropy bonus rewards a collapsing policy)", lambda v: v >= 0),
     "vf_coef": (">= 0", lambda v: v >= 0),
@@ -123,9 +123,11 @@ class PolicyKwargs(StrictModel):
     """The policy network (SB3 ``policy_kwargs``); a field left unset takes SB3's default."""
 
     net_arch: list[int] | dict[str, list[int]] | None = Field(
-        None, description="Hidden layer sizes, shared ([64, 64]) or per head ({pi: [64], vf: [64]} / {pi, qf}).")
+        None, description="Hidden layer sizes, shared ([64, 64]) or per head ({pi: [64], vf: [64]} / {pi, qf})."
+    )
     activation_fn: Literal["tanh", "relu", "elu", "leaky_relu", "gelu", "silu"] | None = Field(
-        None, description="Activation of the hidden layers, by name.")
+        None, description="Activation of the hidden layers, by name."
+    )
     log_std_init: float | None = Field(None, description="Initial log std of the Gaussian policy (PPO, SAC).")
     ortho_init: bool | None = Field(None, description="Orthogonal weight initialisation (PPO).")
     n_critics: int | None = Field(None, ge=1, le=10, description="Number of Q networks (SAC, TD3).")
@@ -146,10 +148,12 @@ class AlgorithmConfig(StrictModel):
     name: Literal["ppo", "sac", "td3"] = Field(description="Algorithm: ppo (on-policy), sac or td3 (off-policy).")
     policy: Literal["MlpPolicy"] = Field("MlpPolicy", description="SB3 policy class (observations are a flat vector).")
     hyperparameters: dict[str, Any] = Field(
-        default_factory=dict, description="Keyword arguments of the SB3 algorithm (n_steps, learning_rate, ...).")
+        default_factory=dict, description="Keyword arguments of the SB3 algorithm (n_steps, learning_rate, ...)."
+    )
     policy_kwargs: PolicyKwargs = Field(PolicyKwargs(), description="The policy network.")
     action_noise_std: float | None = Field(
-        None, gt=0.0, le=1.0, description="Gaussian exploration noise std, fraction of the action range (sac, td3).")
+        None, gt=0.0, le=1.0, description="Gaussian exploration noise std, fraction of the action range (sac, td3)."
+    )
 
     @field_validator("hyperparameters")
     @classmethod
@@ -163,8 +167,9 @@ class AlgorithmConfig(StrictModel):
         out = {}
         for key, value in v.items():
             if key not in allowed:
-                raise ValueError(f"{sb3.ALGORITHMS[name]} has no hyperparameter {key!r}; "
-                                 f"allowed: {', '.join(sorted(allowed))}")
+                raise ValueError(
+                    f"{sb3.ALGORITHMS[name]} has no hyperparameter {key!r}; allowed: {', '.join(sorted(allowed))}"
+                )
             param = allowed[key]
             if isinstance(value, bool) != isinstance(param.default, bool):
                 # Strict both ways: YAML reads yes/no/true/false as booleans, so a string or number
@@ -173,11 +178,11 @@ class AlgorithmConfig(StrictModel):
                 raise ValueError(f"{key}={value!r}: expected {_type_name(param)}, got {got}")
             try:
                 # Lax mode on purpose: YAML reads 3e-4 (no dot) as a string; the adapter parses it.
-                value = TypeAdapter(param.annotation, config=ConfigDict(arbitrary_types_allowed=True)) \
-                    .validate_python(value)
+                value = TypeAdapter(param.annotation, config=ConfigDict(arbitrary_types_allowed=True)).validate_python(
+                    value
+                )
             except ValidationError as err:
-                raise ValueError(f"{key}={value!r}: expected {_type_name(param)} "
-                                 f"({err.errors()[0]['msg']})") from None
+                raise ValueError(f"{key}={value!r}: expected {_type_name(param)} ({err.errors()[0]['msg']})") from None
             _check_range(key, value)
             out[key] = value
         return out
@@ -187,16 +192,22 @@ class AlgorithmConfig(StrictModel):
         accepted = sb3.policy_parameters(self.name)
         for key, value in self.policy_kwargs:
             if value is not None and key not in accepted:
-                raise ValueError(f"policy_kwargs.{key}: the {sb3.ALGORITHMS[self.name]} policy does not take it; "
-                                 f"allowed: {', '.join(sorted(k for k in PolicyKwargs.model_fields if k in accepted))}")
+                raise ValueError(
+                    f"policy_kwargs.{key}: the {sb3.ALGORITHMS[self.name]} policy does not take it; "
+                    f"allowed: {', '.join(sorted(k for k in PolicyKwargs.model_fields if k in accepted))}"
+                )
         heads = {"pi", "vf"} if self.name in sb3.ON_POLICY else {"pi", "qf"}
         arch = self.policy_kwargs.net_arch
         if isinstance(arch, dict) and set(arch) - heads:
-            raise ValueError(f"policy_kwargs.net_arch: unknown head(s) {sorted(set(arch) - heads)} for "
-                             f"{self.name}; allowed: {sorted(heads)}")
+            raise ValueError(
+                f"policy_kwargs.net_arch: unknown head(s) {sorted(set(arch) - heads)} for "
+                f"{self.name}; allowed: {sorted(heads)}"
+            )
         if self.action_noise_std is not None and self.name in sb3.ON_POLICY:
-            raise ValueError(f"action_noise_std={self.action_noise_std}: only off-policy algorithms (sac, td3) "
-                             "take exploration noise; ppo explores through its Gaussian policy (log_std_init)")
+            raise ValueError(
+                f"action_noise_std={self.action_noise_std}: only off-policy algorithms (sac, td3) "
+                "take exploration noise; ppo explores through its Gaussian policy (log_std_init)"
+            )
         return self
 
     def hyperparameter(self, key: str) -> Any:
@@ -232,7 +243,7 @@ def _check_auto(key: str, value: str) -> None:
     allowed = "'auto', 'auto_<initial value > 0>' (e.g. auto_0.1) or a number >= 0"
     if key == "ent_coef" and value.startswith("auto_"):
         try:
-            initial = float(value[len("auto_"):])
+            initial = float(value[len("auto_") :])
         except ValueError:
             initial = math.nan
         if not (math.isfinite(initial) and initial > 0):
@@ -263,14 +274,19 @@ class TrainingConfig(StrictModel):
     """Length, seed, checkpoints and torch settings of the training run."""
 
     total_timesteps: int = Field(gt=0, description="Env steps to train for, summed over the parallel envs.")
-    seed: int = Field(0, ge=0, le=TRAINING_SEED_MAX,
-                      description="Seed of torch, SB3 and the training envs (env i starts at seed + i); < 2**32.")
+    seed: int = Field(
+        0,
+        ge=0,
+        le=TRAINING_SEED_MAX,
+        description="Seed of torch, SB3 and the training envs (env i starts at seed + i); < 2**32.",
+    )
     checkpoint_every: int = Field(100_000, ge=0, description="Timesteps between checkpoints (0: only at the end).")
     keep_checkpoints: int = Field(3, ge=1, description="Newest checkpoints kept; older ones are deleted.")
     torch_threads: int = Field(1, ge=1, le=256, description="torch.set_num_threads; 1 is fastest for small MLPs.")
     deterministic_torch: bool = Field(True, description="torch.use_deterministic_algorithms: reproducible runs.")
     save_replay_buffer: bool = Field(
-        True, description="Checkpoint the replay buffer too (sac, td3; ppo has none), so --resume continues it.")
+        True, description="Checkpoint the replay buffer too (sac, td3; ppo has none), so --resume continues it."
+    )
 
 
 class EvaluationConfig(StrictModel):
@@ -278,10 +294,12 @@ class EvaluationConfig(StrictModel):
 
     seed: int = Field(1_000_000, ge=0, description="First held-out seed; episode j uses seed + j.")
     every: int = Field(50_000, ge=0, description="Timesteps between periodic evaluations (0: none).")
-    episodes: int = Field(200, ge=1, le=MAX_EPISODES,
-                          description="Episodes of each periodic evaluation (best model by objective).")
-    final_episodes: int = Field(2000, ge=1, le=MAX_EPISODES,
-                                description="Episodes of the final evaluation against the baselines.")
+    episodes: int = Field(
+        200, ge=1, le=MAX_EPISODES, description="Episodes of each periodic evaluation (best model by objective)."
+    )
+    final_episodes: int = Field(
+        2000, ge=1, le=MAX_EPISODES, description="Episodes of the final evaluation against the baselines."
+    )
     baselines: list[str] = Field(default_factory=list, description="Baseline hedgers evaluated with the agent.")
 
     @field_validator("baselines")
@@ -295,8 +313,11 @@ class EvaluationConfig(StrictModel):
 class ExperimentConfig(StrictModel):
     """A whole experiment: what ``hedgegym train CONFIG`` runs."""
 
-    name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$",
-                             description="Experiment name, prefix of the run directory; default algorithm-scenario.")
+    name: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Experiment name, prefix of the run directory; default algorithm-scenario.",
+    )
     description: str = Field("", description="One line on what the experiment is for.")
     scenario: ScenarioSpec = Field(default_factory=ScenarioSpec, description="The market: a named or inline scenario.")
     algorithm: AlgorithmConfig = Field(description="Algorithm, hyperparameters, policy network.")
@@ -312,32 +333,45 @@ class ExperimentConfig(StrictModel):
             rollout = algo.hyperparameter("n_steps") * self.env.n_envs
             batch = algo.hyperparameter("batch_size")
             if batch > rollout:
-                raise ValueError(f"algorithm.hyperparameters.batch_size={batch} exceeds the rollout of n_steps * "
-                                 f"env.n_envs = {rollout} transitions; lower it or raise n_steps")
+                raise ValueError(
+                    f"algorithm.hyperparameters.batch_size={batch} exceeds the rollout of n_steps * "
+                    f"env.n_envs = {rollout} transitions; lower it or raise n_steps"
+                )
             if rollout % batch:
                 # SB3 would train on a truncated last minibatch each epoch (and only warn).
                 divisor = max(d for d in range(1, batch + 1) if rollout % d == 0)
-                raise ValueError(f"algorithm.hyperparameters.batch_size={batch} must divide the rollout of "
-                                 f"n_steps * env.n_envs = {rollout} transitions (e.g. {divisor})")
+                raise ValueError(
+                    f"algorithm.hyperparameters.batch_size={batch} must divide the rollout of "
+                    f"n_steps * env.n_envs = {rollout} transitions (e.g. {divisor})"
+                )
             if algo.hyperparameter("normalize_advantage") and batch < 2:
-                raise ValueError(f"algorithm.hyperparameters.batch_size={batch}: must be >= 2 with "
-                                 "normalize_advantage (the advantages of one transition have no std)")
+                raise ValueError(
+                    f"algorithm.hyperparameters.batch_size={batch}: must be >= 2 with "
+                    "normalize_advantage (the advantages of one transition have no std)"
+                )
         else:
             buffer = algo.hyperparameter("buffer_size")
             if buffer < self.env.n_envs:
-                raise ValueError(f"algorithm.hyperparameters.buffer_size={buffer}: must be >= env.n_envs = "
-                                 f"{self.env.n_envs} (SB3 keeps buffer_size // n_envs transitions per env)")
+                raise ValueError(
+                    f"algorithm.hyperparameters.buffer_size={buffer}: must be >= env.n_envs = "
+                    f"{self.env.n_envs} (SB3 keeps buffer_size // n_envs transitions per env)"
+                )
         train_seeds = range(self.training.seed, self.training.seed + self.env.n_envs)
-        held_out = range(self.evaluation.seed, self.evaluation.seed + max(self.evaluation.final_episodes,
-                                                                            self.evaluation.episodes))
+        held_out = range(
+            self.evaluation.seed, self.evaluation.seed + max(self.evaluation.final_episodes, self.evaluation.episodes)
+        )
         if held_out.stop > SEED_LIMIT:
-            raise ValueError(f"evaluation.seed={self.evaluation.seed}: must be <= 2**63 - {len(held_out)} "
-                             f"= {SEED_LIMIT - len(held_out)}, so the held-out seeds seed + j fit in 64-bit "
-                             "integers")
+            raise ValueError(
+                f"evaluation.seed={self.evaluation.seed}: must be <= 2**63 - {len(held_out)} "
+                f"= {SEED_LIMIT - len(held_out)}, so the held-out seeds seed + j fit in 64-bit "
+                "integers"
+            )
         if train_seeds.start < held_out.stop and held_out.start < train_seeds.stop:
-            raise ValueError(f"evaluation.seed={self.evaluation.seed}: held-out seeds {held_out.start}.."
-                             f"{held_out.stop - 1} overlap the training seeds {train_seeds.start}.."
-                             f"{train_seeds.stop - 1}; keep them apart")
+            raise ValueError(
+                f"evaluation.seed={self.evaluation.seed}: held-out seeds {held_out.start}.."
+                f"{held_out.stop - 1} overlap the training seeds {train_seeds.start}.."
+                f"{train_seeds.stop - 1}; keep them apart"
+            )
         _check_baselines(self.evaluation.baselines, self.scenario.resolved)
         return self
 

@@ -93,8 +93,9 @@ def check_new_dir(path: str | os.PathLike, what: str = "--out") -> Path:
     while not (ancestor.exists() or ancestor.is_symlink()) and ancestor != ancestor.parent:
         ancestor = ancestor.parent
     if not ancestor.is_dir():
-        raise RunDirError(f"{what} {str(path)!r}: {str(ancestor)!r} is not a directory, so nothing can be "
-                          "created under it")
+        raise RunDirError(
+            f"{what} {str(path)!r}: {str(ancestor)!r} is not a directory, so nothing can be created under it"
+        )
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise RunDirError(f"{what} {str(path)!r}: cannot create it, {str(ancestor)!r} is not writable")
     return path
@@ -140,8 +141,9 @@ def _claim(path: Path, created: bool, what: str = "run directory") -> Path:
     try:
         fd = os.open(path / CLAIM_FILE, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:
-        raise RunDirTaken(f"{what} {str(path)!r} was claimed by another run started at the same time; "
-                          "choose another --out") from None
+        raise RunDirTaken(
+            f"{what} {str(path)!r} was claimed by another run started at the same time; choose another --out"
+        ) from None
     except OSError as err:
         raise RunDirError(f"{what} {str(path)!r} is not writable ({_reason(err)}); choose another") from None
     with os.fdopen(fd, "w") as f:
@@ -171,8 +173,10 @@ def _check_empty(path: Path, what: str) -> None:
     except OSError as err:
         raise RunDirError(f"{what} {str(path)!r} cannot be read ({_reason(err)})") from None
     if not empty:
-        raise RunDirTaken(f"{what} {str(path)!r} already exists and is not empty; choose another --out "
-                          "(runs never overwrite an earlier run)")
+        raise RunDirTaken(
+            f"{what} {str(path)!r} already exists and is not empty; choose another --out "
+            "(runs never overwrite an earlier run)"
+        )
 
 
 def _reason(err: OSError) -> str:
@@ -197,10 +201,12 @@ def git_commit() -> str | None:
     """The checkout's commit hash (with ``-dirty`` if modified), or None outside a git checkout."""
     root = Path(__file__).resolve().parent.parent
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                              check=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True,
-                               check=True, timeout=10).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return head + ("-dirty" if dirty else "")

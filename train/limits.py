@@ -30,8 +30,10 @@ def check_count(value, name: str = "episodes", unit: str = "episode") -> None:
     if not _is_integer(value):
         raise ValueError(f"{name} must be an integer (got {value!r})")
     if not 1 <= value <= MAX_EPISODES:
-        raise ValueError(f"{name} {value}: must be in [1, {MAX_EPISODES:,}] (memory grows by about 7 KB per {unit}; "
-                         "the limit needs about 7 GB); split a larger study over several seed ranges")
+        raise ValueError(
+            f"{name} {value}: must be in [1, {MAX_EPISODES:,}] (memory grows by about 7 KB per {unit}; "
+            "the limit needs about 7 GB); split a larger study over several seed ranges"
+        )
 
 
 def check_seed(seed, count: int, name: str = "seed", what: str = "episodes") -> None:
@@ -39,5 +41,7 @@ def check_seed(seed, count: int, name: str = "seed", what: str = "episodes") -> 
     if not _is_integer(seed):
         raise ValueError(f"{name} must be an integer (got {seed!r})")
     if not 0 <= seed <= SEED_LIMIT - count:
-        raise ValueError(f"{name} {seed}: must be in [0, 2**63 - {what}] = [0, {SEED_LIMIT - count}] so that the "
-                         f"seeds seed + j of all {count:,} {what} fit in 64-bit integers")
+        raise ValueError(
+            f"{name} {seed}: must be in [0, 2**63 - {what}] = [0, {SEED_LIMIT - count}] so that the "
+            f"seeds seed + j of all {count:,} {what} fit in 64-bit integers"
+        )

@@ -95,8 +95,9 @@ METRICS: dict[str, MetricSpec] = {
     "turnover_usd": MetricSpec("turnover", "USD", "min", "traded notional per episode"),
     "n_trades": MetricSpec("trades", "", "min", "venue trades per episode"),
     "vol_amplification": MetricSpec("vol amp", "x", "min", "realised vol of spot / of exogenous price"),
-    "vol_amplification_no_agent_impact": MetricSpec("amp w/o agent", "x", None,
-                                                    "vol amplification with the agent's impact off"),
+    "vol_amplification_no_agent_impact": MetricSpec(
+        "amp w/o agent", "x", None, "vol amplification with the agent's impact off"
+    ),
     "agent_vol_amplification": MetricSpec("agent amp", "x", "min", "the agent's own share of the amplification"),
     "pin_distance": MetricSpec("pin dist", "", None, "|final spot - pin strike| / pin strike"),
     "pin_distance_exo": MetricSpec("pin dist exo", "", None, "the same for the exogenous price"),
@@ -106,8 +107,19 @@ METRICS: dict[str, MetricSpec] = {
 }
 """Every aggregate :func:`episode_statistics` returns, in report order."""
 
-_MEANS = ("slippage_usd", "fees", "funding", "carry", "turnover_usd", "n_trades", "pin_distance",
-          "pin_distance_exo", "crisis_steps", "halt_steps", "reward")
+_MEANS = (
+    "slippage_usd",
+    "fees",
+    "funding",
+    "carry",
+    "turnover_usd",
+    "n_trades",
+    "pin_distance",
+    "pin_distance_exo",
+    "crisis_steps",
+    "halt_steps",
+    "reward",
+)
 
 
 # ------------------------------------------------------------------------------------ statistics
@@ -147,8 +159,9 @@ def _exp_column(pnl: np.ndarray, lam: float) -> tuple[np.ndarray, float]:
     return np.exp(z - top), top
 
 
-def _entropic_from(mean_exp: np.ndarray, top: float, pnl: np.ndarray, lam: float,
-                   weights: np.ndarray | None) -> np.ndarray:
+def _entropic_from(
+    mean_exp: np.ndarray, top: float, pnl: np.ndarray, lam: float, weights: np.ndarray | None
+) -> np.ndarray:
     """``(top + log mean exp(-lam pnl - top)) / lam`` per resample, from the means of
     :func:`_exp_column`. A resample that misses the worst episodes by hundreds of e-folds underflows
     the shared shift to 0; those few are recomputed with their own shift."""
@@ -274,8 +287,9 @@ def vol_amplification(realised_vol, realised_vol_exo, weights=None):
     return np.sqrt(pooled_ratio(rv * rv, rx * rx, weights, empty=1.0))
 
 
-def episode_statistics(per_episode: Mapping[str, np.ndarray], risk_aversion: float, pnl_scale: float,
-                       weights=None, alpha: float = ALPHA) -> dict[str, np.ndarray | float]:
+def episode_statistics(
+    per_episode: Mapping[str, np.ndarray], risk_aversion: float, pnl_scale: float, weights=None, alpha: float = ALPHA
+) -> dict[str, np.ndarray | float]:
     """Every aggregate of :data:`METRICS` from per-episode values (keys of ``Market.episode_metrics``
     plus ``realised_vol_no_agent_impact`` from the rerun with the agent's impact off; without it
     the amplification metrics of that rerun are left out).
@@ -288,11 +302,15 @@ def episode_statistics(per_episode: Mapping[str, np.ndarray], risk_aversion: flo
     moments, centre = _moment_columns(pnl)
     exp_column, top = _exp_column(pnl, lam) if lam > 0.0 else (np.zeros_like(pnl), 0.0)
     columns = {"moment": moments[:, 0], "moment2": moments[:, 1], "exp": exp_column}
-    vols = {k: np.asarray(per_episode[k], dtype=np.float64) ** 2
-            for k in ("realised_vol", "realised_vol_exo", "realised_vol_no_agent_impact") if k in per_episode}
+    vols = {
+        k: np.asarray(per_episode[k], dtype=np.float64) ** 2
+        for k in ("realised_vol", "realised_vol_exo", "realised_vol_no_agent_impact")
+        if k in per_episode
+    }
     columns.update(vols)
-    columns.update({k: np.asarray(per_episode[k], dtype=np.float64) for k in ("turnover_usd", *_MEANS)
-                    if k in per_episode})
+    columns.update(
+        {k: np.asarray(per_episode[k], dtype=np.float64) for k in ("turnover_usd", *_MEANS) if k in per_episode}
+    )
     means = dict(zip(columns, _means(np.column_stack(list(columns.values())), weights).T, strict=True))
 
     mean, var = _moments_from(np.column_stack([means["moment"], means["moment2"]]), centre)
@@ -316,8 +334,9 @@ def episode_statistics(per_episode: Mapping[str, np.ndarray], risk_aversion: flo
 
 
 # ------------------------------------------------------------------------------------ bootstrap
-def bootstrap_counts(n: int, n_resamples: int = N_RESAMPLES, seed: int = 0,
-                     chunk: int = _CHUNK) -> Iterator[np.ndarray]:
+def bootstrap_counts(
+    n: int, n_resamples: int = N_RESAMPLES, seed: int = 0, chunk: int = _CHUNK
+) -> Iterator[np.ndarray]:
     """Resample weights in chunks ``[<= chunk, n]``: entry (b, i) counts how often episode i is
     drawn into resample b (n draws with replacement). The same ``seed`` gives the same resamples,
     which is what pairs two policies' bootstraps."""
@@ -332,8 +351,13 @@ def bootstrap_counts(n: int, n_resamples: int = N_RESAMPLES, seed: int = 0,
         done += b
 
 
-def bootstrap(per_episode: Mapping[str, np.ndarray], risk_aversion: float, pnl_scale: float,
-              n_resamples: int = N_RESAMPLES, seed: int = 0) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+def bootstrap(
+    per_episode: Mapping[str, np.ndarray],
+    risk_aversion: float,
+    pnl_scale: float,
+    n_resamples: int = N_RESAMPLES,
+    seed: int = 0,
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """``(point, draws)``: the statistics of :func:`episode_statistics` and their ``n_resamples``
     bootstrap replicates (resampled episodes seeded by ``seed``)."""
     n = len(per_episode["pnl"])
@@ -364,15 +388,20 @@ def estimate(value: float, draws: np.ndarray, confidence: float = CONFIDENCE) ->
     return Estimate(value, min(lo, value), max(hi, value))
 
 
-def summarize(point: Mapping[str, float], draws: Mapping[str, np.ndarray],
-              confidence: float = CONFIDENCE) -> dict[str, Estimate]:
+def summarize(
+    point: Mapping[str, float], draws: Mapping[str, np.ndarray], confidence: float = CONFIDENCE
+) -> dict[str, Estimate]:
     """Each statistic with its percentile interval (:func:`estimate`)."""
     return {k: estimate(point[k], draws[k], confidence) for k in point}
 
 
-def paired_difference(point_a: Mapping[str, float], draws_a: Mapping[str, np.ndarray],
-                      point_b: Mapping[str, float], draws_b: Mapping[str, np.ndarray],
-                      confidence: float = CONFIDENCE) -> dict[str, Estimate]:
+def paired_difference(
+    point_a: Mapping[str, float],
+    draws_a: Mapping[str, np.ndarray],
+    point_b: Mapping[str, float],
+    draws_b: Mapping[str, np.ndarray],
+    confidence: float = CONFIDENCE,
+) -> dict[str, Estimate]:
     """``a - b`` per statistic with the paired-bootstrap interval.
 
     ``draws_a`` and ``draws_b`` must come from the same resamples (:func:`bootstrap` with the same
@@ -384,8 +413,10 @@ def paired_difference(point_a: Mapping[str, float], draws_a: Mapping[str, np.nda
         if k not in point_b:
             continue
         if draws_a[k].shape != draws_b[k].shape:
-            raise ValueError(f"paired_difference: {k!r} has {draws_a[k].shape} vs {draws_b[k].shape} "
-                             "replicates; bootstrap both with the same seed and n_resamples")
+            raise ValueError(
+                f"paired_difference: {k!r} has {draws_a[k].shape} vs {draws_b[k].shape} "
+                "replicates; bootstrap both with the same seed and n_resamples"
+            )
         diff = draws_a[k] - draws_b[k]
         out[k] = estimate(point_a[k] - point_b[k], diff, confidence)
     return out

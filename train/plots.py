@@ -91,8 +91,16 @@ def plot_pnl_distributions(result: EvaluationResult, path: str | Path) -> None:
         ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
         below, above = int((pnl < lo).sum()), int((pnl > hi).sum())
         if below or above:
-            ax.text(0.99, 0.92, f"outside the axis: {below} below, {above} above", transform=ax.transAxes,
-                    ha="right", va="top", fontsize=7, color="dimgrey")
+            ax.text(
+                0.99,
+                0.92,
+                f"outside the axis: {below} below, {above} above",
+                transform=ax.transAxes,
+                ha="right",
+                va="top",
+                fontsize=7,
+                color="dimgrey",
+            )
     axes[-1, 0].set_xlabel("episode P&L (USD); black: mean, red dashed: -VaR95; each panel has its own axis")
     axes[0, 0].set_title(f"{result.config.name}: P&L per episode, {result.episodes} episodes")
     fig.tight_layout()
@@ -119,9 +127,17 @@ def plot_slippage_vs_amplification(result: EvaluationResult, path: str | Path) -
         values, widths = [], []
         for k, name in enumerate(result.policies):
             x, y = result.estimates[name]["slippage_usd"], result.estimates[name][metric]
-            ax.errorbar(x.value, y.value, xerr=[[x.value - x.low], [x.high - x.value]],
-                        yerr=[[y.value - y.low], [y.high - y.value]], ms=6, capsize=2, ls="none",
-                        label=name, **_style(k))
+            ax.errorbar(
+                x.value,
+                y.value,
+                xerr=[[x.value - x.low], [x.high - x.value]],
+                yerr=[[y.value - y.low], [y.high - y.value]],
+                ms=6,
+                capsize=2,
+                ls="none",
+                label=name,
+                **_style(k),
+            )
             values.append(y.value)
             widths.append(y.high - y.low)
         if neutral is not None:
@@ -130,8 +146,9 @@ def plot_slippage_vs_amplification(result: EvaluationResult, path: str | Path) -
         _usd_axis(ax.xaxis)
         ax.set_xlabel("slippage per episode (USD)")
         ax.set_ylabel(label)
-        ax.set_title(f"spread across policies {max(values) - min(values):.2g}, widest 95 % CI {max(widths):.2g}",
-                     fontsize=9)
+        ax.set_title(
+            f"spread across policies {max(values) - min(values):.2g}, widest 95 % CI {max(widths):.2g}", fontsize=9
+        )
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
     fig.suptitle(f"{result.config.name}: slippage vs volatility amplification ({result.episodes} episodes)")
@@ -163,14 +180,27 @@ def plot_sample_paths(result: EvaluationResult, path: str | Path) -> None:
         colour = f"C{j % 10}"
         first = j == 0
         ax_price.plot(hours, sample["spot"][j], lw=1.2, color=colour, label="spot (with feedback)" if first else None)
-        ax_price.plot(hours, sample["exo_spot"][j], lw=1.0, ls="--", color=colour, alpha=0.8,
-                      label="exogenous (no feedback)" if first else None)
+        ax_price.plot(
+            hours,
+            sample["exo_spot"][j],
+            lw=1.0,
+            ls="--",
+            color=colour,
+            alpha=0.8,
+            label="exogenous (no feedback)" if first else None,
+        )
         if ax_impact is not None:
             ax_impact.plot(hours, sample["spot"][j] - sample["spot_no_agent_impact"][j], lw=1.0, color=colour)
         for v in venues:
             unit = "contracts" if VENUE_NAMES[v] == "future" else "coins"
-            ax_hedge.plot(hours, sample["hedge"][j, :, v], lw=1.0, ls=styles[v], color=colour,
-                          label=f"{VENUE_NAMES[v]} ({unit})" if first else None)
+            ax_hedge.plot(
+                hours,
+                sample["hedge"][j, :, v],
+                lw=1.0,
+                ls=styles[v],
+                color=colour,
+                label=f"{VENUE_NAMES[v]} ({unit})" if first else None,
+            )
         ax_pnl.plot(hours, sample["pnl"][j], lw=1.1, color=colour)
     ax_price.axhline(pin_strike(result.config), color="grey", lw=0.8, ls=":", label="pin strike")
     ax_price.set_ylabel("price (USD)")
@@ -204,14 +234,21 @@ def plot_training_curve(history: dict, path: str | Path, title: str = "") -> Non
     if history["rollouts"]:
         t, r = np.array(history["rollouts"], dtype=np.float64).T
         ax_r.plot(t, r, lw=1.2)
-        late = r[len(r) // 5:]
+        late = r[len(r) // 5 :]
         lo, hi = float(late.min()), float(late.max())
         pad = 0.08 * (hi - lo) if hi > lo else max(abs(hi), 1.0) * 0.1
         ax_r.set_ylim(lo - pad, hi + pad)
         hidden = int(((r < lo - pad) | (r > hi + pad)).sum())
         if hidden:
-            ax_r.text(0.98, 0.04, f"{hidden} early rollout(s) off the axis (min {r.min():.3g})",
-                      transform=ax_r.transAxes, ha="right", fontsize=8, color="dimgrey")
+            ax_r.text(
+                0.98,
+                0.04,
+                f"{hidden} early rollout(s) off the axis (min {r.min():.3g})",
+                transform=ax_r.transAxes,
+                ha="right",
+                fontsize=8,
+                color="dimgrey",
+            )
     ax_r.set(xlabel="timesteps", ylabel="mean episode reward", title="training episodes")
     if history["evaluations"]:
         t = [e["timesteps"] for e in history["evaluations"]]
@@ -219,8 +256,15 @@ def plot_training_curve(history: dict, path: str | Path, title: str = "") -> Non
         ax_o.plot(t, o, marker="o", lw=1.2)
         best = history["best"]
         if best:
-            ax_o.plot([best["timesteps"]], [best["objective"]], marker="*", ms=14, color="tab:red",
-                      ls="none", label=f"best ({usd(best['objective'])} at {best['timesteps']:,})")
+            ax_o.plot(
+                [best["timesteps"]],
+                [best["objective"]],
+                marker="*",
+                ms=14,
+                color="tab:red",
+                ls="none",
+                label=f"best ({usd(best['objective'])} at {best['timesteps']:,})",
+            )
             ax_o.legend(fontsize=8)
     _usd_axis(ax_o.yaxis)
     ax_o.set(xlabel="timesteps", ylabel="mean-variance objective (USD)", title="held-out evaluation")

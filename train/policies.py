@@ -71,8 +71,13 @@ def action_shape(config: ScenarioConfig) -> tuple[int]:
 
 
 # ------------------------------------------------------------------------------------ interface
-def policy_interface(config: ScenarioConfig, algorithm: str, normalizer: bytes | None,
-                     normalize_observations: bool, normalizer_file: str | None) -> dict[str, Any]:
+def policy_interface(
+    config: ScenarioConfig,
+    algorithm: str,
+    normalizer: bytes | None,
+    normalize_observations: bool,
+    normalizer_file: str | None,
+) -> dict[str, Any]:
     """The interface record of a model trained on ``config``; ``normalizer``: the pickled statistics."""
     return {
         "format": INTERFACE_FORMAT,
@@ -80,8 +85,9 @@ def policy_interface(config: ScenarioConfig, algorithm: str, normalizer: bytes |
         "trained_on": config.name,
         "agent": {k: getattr(config.agent, k) for k in INTERFACE_FIELDS},
         "observation": {"names": list(OBS_NAMES), "normalized": bool(normalize_observations and normalizer)},
-        "normalizer": None if normalizer is None else {"file": normalizer_file,
-                                                       "sha256": hashlib.sha256(normalizer).hexdigest()},
+        "normalizer": None
+        if normalizer is None
+        else {"file": normalizer_file, "sha256": hashlib.sha256(normalizer).hexdigest()},
     }
 
 
@@ -103,13 +109,13 @@ def read_interface(path: str | Path) -> dict[str, Any] | None:
     except (OSError, zipfile.BadZipFile, ValueError) as err:
         raise PolicyError(f"{path} is not a stable-baselines3 model zip ({type(err).__name__}: {err})") from None
     if not isinstance(data, dict) or data.get("format") != INTERFACE_FORMAT or "agent" not in data:
-        raise PolicyError(f"{path}: {INTERFACE_MEMBER} is not a hedgegym interface record of format "
-                          f"{INTERFACE_FORMAT}")
+        raise PolicyError(f"{path}: {INTERFACE_MEMBER} is not a hedgegym interface record of format {INTERFACE_FORMAT}")
     return data
 
 
-def apply_interface(config: ScenarioConfig, interface: Mapping[str, Any] | None,
-                    source: str) -> tuple[ScenarioConfig, list[str]]:
+def apply_interface(
+    config: ScenarioConfig, interface: Mapping[str, Any] | None, source: str
+) -> tuple[ScenarioConfig, list[str]]:
     """``config`` with the agent fields of ``interface``; also the ``field=value`` items that changed.
 
     Raises :class:`PolicyError` if the policy observes another layout than this hedgegym's.
@@ -118,19 +124,25 @@ def apply_interface(config: ScenarioConfig, interface: Mapping[str, Any] | None,
         return config, []
     names = list(interface.get("observation", {}).get("names", []))
     if names != list(OBS_NAMES):
-        where = next((i for i, (a, b) in enumerate(zip(names, OBS_NAMES, strict=False)) if a != b),
-                     min(len(names), len(OBS_NAMES)))
+        where = next(
+            (i for i, (a, b) in enumerate(zip(names, OBS_NAMES, strict=False)) if a != b),
+            min(len(names), len(OBS_NAMES)),
+        )
         got = names[where] if where < len(names) else "(none)"
         want = OBS_NAMES[where] if where < len(OBS_NAMES) else "(none)"
-        raise PolicyError(f"{source}: observation layout mismatch: the policy was trained on {len(names)} "
-                          f"observations, this hedgegym has {len(OBS_NAMES)}; entry {where} is {got!r} for the "
-                          f"policy and {want!r} here; retrain it or evaluate it with the hedgegym it was trained on")
+        raise PolicyError(
+            f"{source}: observation layout mismatch: the policy was trained on {len(names)} "
+            f"observations, this hedgegym has {len(OBS_NAMES)}; entry {where} is {got!r} for the "
+            f"policy and {want!r} here; retrain it or evaluate it with the hedgegym it was trained on"
+        )
     agent = interface["agent"]
     changed = {f"agent.{k}": agent[k] for k in INTERFACE_FIELDS if k in agent and agent[k] != getattr(config.agent, k)}
     if not changed:
         return config, []
-    new = validate_config(apply_overrides(config.model_dump(), changed),
-                          source=f" (scenario {config.name!r} with the agent interface of {source})")
+    new = validate_config(
+        apply_overrides(config.model_dump(), changed),
+        source=f" (scenario {config.name!r} with the agent interface of {source})",
+    )
     return new, [f"{k}={_show(v)}" for k, v in changed.items()]
 
 
@@ -157,37 +169,57 @@ def with_policy_interface(config: ScenarioConfig, policies: Iterable[Any]) -> tu
             if policy.interface is not None:
                 found.append((policy.name, policy.interface))
             else:
-                plain.append((policy.name, "with its obs_normalizer" if policy.obs_normalizer is not None
-                              else "without a normaliser (it has no obs_normalizer)"))
+                plain.append(
+                    (
+                        policy.name,
+                        "with its obs_normalizer"
+                        if policy.obs_normalizer is not None
+                        else "without a normaliser (it has no obs_normalizer)",
+                    )
+                )
         elif isinstance(policy, str) and policy.endswith(".zip") and Path(policy).is_file():
             interface = read_interface(policy)
             if interface is not None:
                 found.append((policy, interface))
             else:
                 stats = _plain_normalizer(Path(policy))
-                plain.append((policy, f"with the normaliser {stats.name} found beside it" if stats
-                              else "without a normaliser (none found beside it)"))
+                plain.append(
+                    (
+                        policy,
+                        f"with the normaliser {stats.name} found beside it"
+                        if stats
+                        else "without a normaliser (none found beside it)",
+                    )
+                )
     notes = []
     for i, (source, interface) in enumerate(found):
         for other, other_interface in found[:i]:
             for k in INTERFACE_FIELDS:
                 a, b = other_interface["agent"].get(k), interface["agent"].get(k)
                 if a != b:
-                    raise PolicyError(f"{other} and {source} were trained for different agent interfaces "
-                                      f"(agent.{k}: {_show(a)} vs {_show(b)}); evaluate them separately")
+                    raise PolicyError(
+                        f"{other} and {source} were trained for different agent interfaces "
+                        f"(agent.{k}: {_show(a)} vs {_show(b)}); evaluate them separately"
+                    )
         config, changed = apply_interface(config, interface, source)
         if changed:
-            notes.append(f"{source}: evaluated with the agent interface it was trained for "
-                         f"({', '.join(changed)}) on scenario {config.name!r}")
+            notes.append(
+                f"{source}: evaluated with the agent interface it was trained for "
+                f"({', '.join(changed)}) on scenario {config.name!r}"
+            )
     agent = config.agent
-    settings = (f"action_mode={agent.action_mode}, venues={_show(agent.venues)}, max_trade={_show(agent.max_trade)}, "
-                f"min_trade={_show(agent.min_trade)}")
+    settings = (
+        f"action_mode={agent.action_mode}, venues={_show(agent.venues)}, max_trade={_show(agent.max_trade)}, "
+        f"min_trade={_show(agent.min_trade)}"
+    )
     whose = f"scenario {config.name!r}" + (f" under the interface of {found[0][0]}" if found else "")
     for source, normaliser in plain:
-        notes.append(f"{source}: the model carries no record of the agent interface it was trained for (no "
-                     f"{INTERFACE_MEMBER}: a plain stable-baselines3 zip or one saved before hedgegym recorded it), "
-                     f"so it is evaluated with the agent settings of {whose} ({settings}) and {normaliser}; "
-                     "if it was trained otherwise, its results are not its own")
+        notes.append(
+            f"{source}: the model carries no record of the agent interface it was trained for (no "
+            f"{INTERFACE_MEMBER}: a plain stable-baselines3 zip or one saved before hedgegym recorded it), "
+            f"so it is evaluated with the agent settings of {whose} ({settings}) and {normaliser}; "
+            "if it was trained otherwise, its results are not its own"
+        )
     return config, notes
 
 
@@ -199,8 +231,9 @@ class SB3Policy:
     (frozen) are applied first, as in training. ``interface``: the model's interface record, if any.
     """
 
-    def __init__(self, model, obs_normalizer=None, name: str = "sb3", source: str = "",
-                 interface: dict[str, Any] | None = None):
+    def __init__(
+        self, model, obs_normalizer=None, name: str = "sb3", source: str = "", interface: dict[str, Any] | None = None
+    ):
         self.model = model
         self.obs_normalizer = obs_normalizer
         self.name = name
@@ -229,8 +262,10 @@ def _sb3_algorithm(data: Mapping[str, Any], path: Path):
     for algo in ("sac", "td3", "ddpg"):
         if module.startswith(f"stable_baselines3.{algo}."):
             return {"sac": sb3.SAC, "td3": sb3.TD3, "ddpg": sb3.DDPG}[algo]
-    raise PolicyError(f"{path}: unsupported stable-baselines3 policy class {policy_class!r} "
-                      "(PPO, A2C, SAC, TD3 and DDPG are supported; wrap anything else as module:function)")
+    raise PolicyError(
+        f"{path}: unsupported stable-baselines3 policy class {policy_class!r} "
+        "(PPO, A2C, SAC, TD3 and DDPG are supported; wrap anything else as module:function)"
+    )
 
 
 def _normalizer_candidates(path: Path, interface: Mapping[str, Any] | None) -> list[Path]:
@@ -254,10 +289,12 @@ def _plain_normalizer(path: Path) -> Path | None:
     if stats is None:
         others = sorted(p.name for p in path.parent.glob("*vecnormalize*.pkl") if p.is_file())
         if others:
-            raise PolicyError(f"{path}: the model carries no record of the interface it was trained for, and "
-                              f"normaliser statistics beside it ({', '.join(others)}) are not named for it, so "
-                              f"it is unknown whether it was trained normalised: copy its own as "
-                              f"{candidates[0].name}, or move them away to evaluate it unnormalised")
+            raise PolicyError(
+                f"{path}: the model carries no record of the interface it was trained for, and "
+                f"normaliser statistics beside it ({', '.join(others)}) are not named for it, so "
+                f"it is unknown whether it was trained normalised: copy its own as "
+                f"{candidates[0].name}, or move them away to evaluate it unnormalised"
+            )
     return stats
 
 
@@ -270,22 +307,28 @@ def _load_normalizer(path: Path, interface: Mapping[str, Any] | None):
         return None, None  # trained without a normaliser: a stray vecnormalize.pkl beside it is not its own
     if stats is None:
         if interface is not None and interface["observation"]["normalized"]:
-            raise PolicyError(f"{path}: the normaliser is missing: the model was trained on normalised observations "
-                              f"and its statistics {saved['file']} are not beside it (looked for "
-                              f"{', '.join(c.name for c in candidates)}); copy the file next to the zip")
+            raise PolicyError(
+                f"{path}: the normaliser is missing: the model was trained on normalised observations "
+                f"and its statistics {saved['file']} are not beside it (looked for "
+                f"{', '.join(c.name for c in candidates)}); copy the file next to the zip"
+            )
         return None, None
     data = stats.read_bytes()
     if saved is not None and hashlib.sha256(data).hexdigest() != saved["sha256"]:
-        raise PolicyError(f"{stats}: not the normaliser saved with {path.name} (its SHA-256 differs from the one "
-                          f"recorded in the model); copy the model's own {saved['file']} beside it")
+        raise PolicyError(
+            f"{stats}: not the normaliser saved with {path.name} (its SHA-256 differs from the one "
+            f"recorded in the model); copy the model's own {saved['file']} beside it"
+        )
     try:
         normalizer = pickle.loads(data)
     except Exception as err:  # a damaged pickle fails in many ways; all mean the same to the user
         raise PolicyError(f"{stats}: not a readable VecNormalize file ({type(err).__name__}: {err})") from None
     mean = getattr(getattr(normalizer, "obs_rms", None), "mean", None)
     if mean is None or np.shape(mean) != OBSERVATION_SHAPE:
-        raise PolicyError(f"{stats}: observation statistics of shape {np.shape(mean)} do not match the "
-                          f"scenario's observations {OBSERVATION_SHAPE}")
+        raise PolicyError(
+            f"{stats}: observation statistics of shape {np.shape(mean)} do not match the "
+            f"scenario's observations {OBSERVATION_SHAPE}"
+        )
     normalizer.training = False
     return normalizer, stats
 
@@ -313,8 +356,10 @@ def load_sb3_policy(path: str | Path, config: ScenarioConfig) -> SB3Policy:
         raise PolicyError(f"{path} is not a stable-baselines3 model zip (no saved observation space)")
     _, changed = apply_interface(config, interface, str(path))
     if changed:
-        raise PolicyError(f"{path}: trained for another agent interface than scenario {config.name!r} "
-                          f"({', '.join(changed)}); evaluate it through with_policy_interface")
+        raise PolicyError(
+            f"{path}: trained for another agent interface than scenario {config.name!r} "
+            f"({', '.join(changed)}); evaluate it through with_policy_interface"
+        )
     _check_spaces(path, data["observation_space"], data["action_space"], config)
     model = _sb3_algorithm(data, path).load(path, device="cpu")
     normalizer, stats = _load_normalizer(path, interface)
@@ -323,9 +368,11 @@ def load_sb3_policy(path: str | Path, config: ScenarioConfig) -> SB3Policy:
         source += f", without an interface record (evaluated with scenario {config.name!r}'s agent settings)"
     else:
         agent = interface["agent"]
-        source += (f", trained on {interface.get('trained_on')!r} with action_mode={agent['action_mode']}, "
-                   f"venues={_show(agent['venues'])}, max_trade={_show(agent['max_trade'])}, "
-                   f"min_trade={_show(agent['min_trade'])}")
+        source += (
+            f", trained on {interface.get('trained_on')!r} with action_mode={agent['action_mode']}, "
+            f"venues={_show(agent['venues'])}, max_trade={_show(agent['max_trade'])}, "
+            f"min_trade={_show(agent['min_trade'])}"
+        )
     return SB3Policy(model, normalizer, name=path.stem, source=source, interface=interface)
 
 
@@ -336,12 +383,14 @@ def _check_spaces(path: Path, obs_space, act_space, config: ScenarioConfig) -> N
         raise PolicyError(
             f"{path}: the model was trained on a different observation space ({obs_space}); scenario "
             f"{config.name!r} observes {want_obs} (hedgegym.envs.layout.OBS_NAMES). Retrain on this "
-            "hedgegym version or evaluate it on the scenario it was trained on")
+            "hedgegym version or evaluate it on the scenario it was trained on"
+        )
     act_shape = getattr(act_space, "shape", None)
     if act_shape != want_act:
         raise PolicyError(
             f"{path}: the model acts on {act_space}, but scenario {config.name!r} expects one action per "
-            f"venue of agent.venues {config.agent.venues}, shape {want_act}")
+            f"venue of agent.venues {config.agent.venues}, shape {want_act}"
+        )
 
 
 # ------------------------------------------------------------------------------------ callables
@@ -378,8 +427,7 @@ def load_policy(spec: str, config: ScenarioConfig) -> Callable:
         return load_sb3_policy(spec, config)
     if ":" in spec:
         return load_callable(spec)
-    raise PolicyError(f"policy {spec!r}: no such file; expected a stable-baselines3 model .zip or "
-                      "module:function")
+    raise PolicyError(f"policy {spec!r}: no such file; expected a stable-baselines3 model .zip or module:function")
 
 
 def expand_baselines(spec: str | None, config: ScenarioConfig) -> list[str]:
@@ -418,9 +466,11 @@ def resolve_policies(policies, config: ScenarioConfig) -> dict[str, tuple[Callab
                 policy = load_policy(item, config)
                 name, source = item, _describe(policy)
             else:
-                raise PolicyError(f"unknown baseline or policy {item!r}; known baselines: "
-                                  f"{', '.join(BASELINES)} (optionally @spot, @perp, @future, @cheapest); "
-                                  "policies: a model .zip or module:function")
+                raise PolicyError(
+                    f"unknown baseline or policy {item!r}; known baselines: "
+                    f"{', '.join(BASELINES)} (optionally @spot, @perp, @future, @cheapest); "
+                    "policies: a model .zip or module:function"
+                )
         elif callable(item):
             policy = item
             name = getattr(item, "name", None) or getattr(item, "__name__", None) or type(item).__name__

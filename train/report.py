@@ -18,10 +18,14 @@ if TYPE_CHECKING:
     from hedgegym.train.evaluate import EvaluationResult
 
 TABLE_COLUMNS = (
-    ("hedging P&L and risk, USD per episode", ("mean_variance", "pnl_mean", "pnl_std", "var_95", "cvar_95",
-                                               "entropic_risk")),
-    ("trading costs per episode", ("slippage_usd", "slippage_bps", "fees", "funding", "carry", "turnover_usd",
-                                   "n_trades")),
+    (
+        "hedging P&L and risk, USD per episode",
+        ("mean_variance", "pnl_mean", "pnl_std", "var_95", "cvar_95", "entropic_risk"),
+    ),
+    (
+        "trading costs per episode",
+        ("slippage_usd", "slippage_bps", "fees", "funding", "carry", "turnover_usd", "n_trades"),
+    ),
     ("market impact", ("vol_amplification", "agent_vol_amplification", "pin_distance", "crisis_steps")),
 )
 """The report's tables: (title, metrics)."""
@@ -65,8 +69,11 @@ def rich_tables(result: EvaluationResult) -> list:
     tables = []
     for title, metric_names in TABLE_COLUMNS:
         metric_names = [m for m in metric_names if m in result.estimates[result.policies[0]]]
-        table = Table(title=f"{result.config.name}, {result.episodes} episodes, seed {result.seed}: {title} "
-                            "(value, 95 % CI; * best)", show_lines=True)
+        table = Table(
+            title=f"{result.config.name}, {result.episodes} episodes, seed {result.seed}: {title} "
+            "(value, 95 % CI; * best)",
+            show_lines=True,
+        )
         table.add_column("policy", style="bold")
         for m in metric_names:
             spec = M.METRICS[m]
@@ -84,8 +91,9 @@ def rich_tables(result: EvaluationResult) -> list:
     return tables
 
 
-def _markdown_table(result: EvaluationResult, metric_names: Sequence[str],
-                    rows: Mapping[str, Mapping[str, M.Estimate]], mark_best: bool) -> str:
+def _markdown_table(
+    result: EvaluationResult, metric_names: Sequence[str], rows: Mapping[str, Mapping[str, M.Estimate]], mark_best: bool
+) -> str:
     header = "| policy | " + " | ".join(M.METRICS[m].label for m in metric_names) + " |"
     lines = [header, "|---|" + "---:|" * len(metric_names)]
     for name, values in rows.items():
@@ -117,21 +125,51 @@ def report_markdown(result: EvaluationResult, command: str | None = None) -> str
         parts += ["", *(f"Note: {note}." for note in result.notes)]
     for title, metric_names in TABLE_COLUMNS:
         metric_names = [m for m in metric_names if m in present]
-        parts += ["", f"## {title[0].upper()}{title[1:]}", "",
-                  _markdown_table(result, metric_names, {n: result.estimates[n] for n in result.policies}, True)]
+        parts += [
+            "",
+            f"## {title[0].upper()}{title[1:]}",
+            "",
+            _markdown_table(result, metric_names, {n: result.estimates[n] for n in result.policies}, True),
+        ]
     others = [n for n in result.policies if n != result.reference]
     if others:
-        diff_metrics = [m for m in ("mean_variance", "pnl_mean", "pnl_std", "cvar_95", "entropic_risk",
-                                    "slippage_usd", "fees", "n_trades", "agent_vol_amplification") if m in present]
-        parts += ["", f"## Paired differences: policy - {result.reference}", "",
-                  f"Reference: the best baseline by the mean-variance objective. An interval that excludes 0 "
-                  f"is a significant difference on these {result.episodes} paths.", "",
-                  _markdown_table(result, diff_metrics, {n: result.paired[n] for n in others}, False)]
-    parts += ["", "## Plots", "",
-              "![P&L distributions](pnl_distribution.png)", "",
-              "![Slippage vs volatility amplification](slippage_vs_amplification.png)", "",
-              f"![Sample paths under {result.best.get(OBJECTIVE, result.reference)}](sample_paths.png)", "",
-              "## Definitions", ""]
+        diff_metrics = [
+            m
+            for m in (
+                "mean_variance",
+                "pnl_mean",
+                "pnl_std",
+                "cvar_95",
+                "entropic_risk",
+                "slippage_usd",
+                "fees",
+                "n_trades",
+                "agent_vol_amplification",
+            )
+            if m in present
+        ]
+        parts += [
+            "",
+            f"## Paired differences: policy - {result.reference}",
+            "",
+            f"Reference: the best baseline by the mean-variance objective. An interval that excludes 0 "
+            f"is a significant difference on these {result.episodes} paths.",
+            "",
+            _markdown_table(result, diff_metrics, {n: result.paired[n] for n in others}, False),
+        ]
+    parts += [
+        "",
+        "## Plots",
+        "",
+        "![P&L distributions](pnl_distribution.png)",
+        "",
+        "![Slippage vs volatility amplification](slippage_vs_amplification.png)",
+        "",
+        f"![Sample paths under {result.best.get(OBJECTIVE, result.reference)}](sample_paths.png)",
+        "",
+        "## Definitions",
+        "",
+    ]
     parts += [f"- `{k}` ({s.unit or '-'}): {s.description}" for k, s in M.METRICS.items() if k in present]
     parts += ["", "Per-episode values: `episodes.csv`; all numbers: `metrics.json`; the scenario: `config.yaml`.", ""]
     return "\n".join(parts)

@@ -73,7 +73,6 @@ class SimulationResult:
         d["pin_effect_ci"] = list(self.pin_effect_ci)
         return {k: _finite_or_none(v) for k, v in d.items()}
 
-
     def table_rows(self) -> list[tuple[str, str]]:
         """``(measure, value)`` rows of the ``hedgegym simulate`` table."""
         lo, hi = self.vol_amplification_ci
@@ -89,8 +88,10 @@ class SimulationResult:
             ("paths with a crisis step", f"{self.crisis_path_share:.1%}"),
             (f"pin distance to {self.pin_strike:,.0f}, with feedback", f"{self.pin_distance:.4%}"),
             ("pin distance, exogenous", f"{self.pin_distance_exo:.4%}"),
-            ("pinning: with feedback - exogenous, paired [95% CI]",
-             f"{self.pin_effect:+.4%} [{plo:+.4%}, {phi_:+.4%}]"),
+            (
+                "pinning: with feedback - exogenous, paired [95% CI]",
+                f"{self.pin_effect:+.4%} [{plo:+.4%}, {phi_:+.4%}]",
+            ),
         ]
 
 
@@ -129,11 +130,12 @@ def predicted_amplification(phi: float, permanent_share: float = 1.0, decay: flo
     g = -phi / (1.0 + phi)
     m = permanent_share + (1.0 - permanent_share) * decay
     transient = (1.0 - permanent_share) * decay * g
-    return float(np.sqrt((1.0 + m * g) ** 2 + (1.0 - decay) / (1.0 + decay) * transient ** 2))
+    return float(np.sqrt((1.0 + m * g) ** 2 + (1.0 - decay) / (1.0 + decay) * transient**2))
 
 
-def simulate(config: ScenarioConfig, paths: int = 1000, seed: int = 0, n_sample: int = 5,
-             progress=None) -> SimulationResult:
+def simulate(
+    config: ScenarioConfig, paths: int = 1000, seed: int = 0, n_sample: int = 5, progress=None
+) -> SimulationResult:
     """Run ``paths`` episodes with the agent inactive; path j uses seed ``seed + j`` (episode 0).
 
     ``paths`` in [1, 1,000,000] and ``seed`` in [0, 2**63 - paths] (every path's seed is an int64),
@@ -144,8 +146,14 @@ def simulate(config: ScenarioConfig, paths: int = 1000, seed: int = 0, n_sample:
     check_count(paths, "paths", "path")
     check_seed(seed, paths, "seed", "paths")
     steps = config.episode_steps
-    arrays, sample = run_policy(None, config, np.arange(seed, seed + paths, dtype=np.int64), batch_size=BATCH,
-                                n_sample_paths=n_sample, progress=progress)
+    arrays, sample = run_policy(
+        None,
+        config,
+        np.arange(seed, seed + paths, dtype=np.int64),
+        batch_size=BATCH,
+        n_sample_paths=n_sample,
+        progress=progress,
+    )
     # Pooled amplification: ratio of total realised variances; CI by bootstrap over paths.
     r2, x2 = arrays["sum_r2"], arrays["sum_x2"]
     amp = float(np.sqrt(r2.sum() / x2.sum()))
@@ -169,7 +177,8 @@ def simulate(config: ScenarioConfig, paths: int = 1000, seed: int = 0, n_sample:
         vol_amplification_ci=_interval(boot, amp),
         predicted_amplification=predicted_amplification(mean_phi),
         predicted_amplification_resilient=predicted_amplification(
-            mean_phi, config.market.impact.permanent_share, resilience_decay(config)),
+            mean_phi, config.market.impact.permanent_share, resilience_decay(config)
+        ),
         mean_phi=mean_phi,
         crisis_steps_per_path=float(arrays["crisis_steps"].mean()),
         crisis_path_share=float(np.mean(arrays["crisis_steps"] > 0)),
@@ -204,7 +213,7 @@ def plot_simulation(result: SimulationResult, path: str | Path) -> None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     steps = np.arange(result.sample["spot"].shape[1])
     for j in range(result.sample["spot"].shape[0]):
-        line, = ax1.plot(steps, result.sample["spot"][j], lw=1.2)
+        (line,) = ax1.plot(steps, result.sample["spot"][j], lw=1.2)
         ax1.plot(steps, result.sample["exo_spot"][j], lw=1.0, ls="--", color=line.get_color(), alpha=0.7)
     ax1.axhline(result.pin_strike, color="grey", lw=0.8, ls=":")
     ax1.set_title(f"{result.scenario}: spot with feedback (solid) vs exogenous (dashed)", fontsize=9)
@@ -217,17 +226,32 @@ def plot_simulation(result: SimulationResult, path: str | Path) -> None:
     grid = grid[1.0 + grid > 0.05]
     ax2.plot(grid, 1.0 / (1.0 + grid), color="black", lw=1.0, ls="--", label="1 / (1 + phi), permanent impact only")
     resilient = [predicted_amplification(g, result.permanent_share, result.resilience_decay) for g in grid]
-    ax2.plot(grid, resilient, color="tab:red", lw=1.6,
-             label=f"with permanent share {result.permanent_share:g} and resilience "
-                   f"(decay {result.resilience_decay:.3g} per step)")
-    ax2.plot([result.mean_phi], [result.vol_amplification], marker="*", ms=14, color="tab:red", ls="none",
-             label="measured, pooled over paths")
+    ax2.plot(
+        grid,
+        resilient,
+        color="tab:red",
+        lw=1.6,
+        label=f"with permanent share {result.permanent_share:g} and resilience "
+        f"(decay {result.resilience_decay:.3g} per step)",
+    )
+    ax2.plot(
+        [result.mean_phi],
+        [result.vol_amplification],
+        marker="*",
+        ms=14,
+        color="tab:red",
+        ls="none",
+        label="measured, pooled over paths",
+    )
     ax2.axhline(1.0, color="grey", lw=0.8, ls=":")
     ax2.set_xlabel("mean phi of the path (dealer GEX / depth)")
     ax2.set_ylabel("vol amplification")
-    ax2.set_title(f"amplification {result.vol_amplification:.4f}; predicted "
-                  f"{_law(result.predicted_amplification_resilient)} (resilience), "
-                  f"{_law(result.predicted_amplification)} (permanent only)", fontsize=9)
+    ax2.set_title(
+        f"amplification {result.vol_amplification:.4f}; predicted "
+        f"{_law(result.predicted_amplification_resilient)} (resilience), "
+        f"{_law(result.predicted_amplification)} (permanent only)",
+        fontsize=9,
+    )
     ax2.legend(fontsize=7)
     fig.tight_layout()
     save_figure_atomic(fig, path)

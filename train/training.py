@@ -115,10 +115,16 @@ class RunResult:
     status: str = "finished"
 
 
-def train(config: ExperimentConfig | dict | str | os.PathLike | None = None, out: str | os.PathLike | None = None,
-          resume: str | os.PathLike | None = None, progress: ProgressFn | None = None,
-          evaluation_progress: Callable[[int, int], None] | None = None, callbacks: list | None = None,
-          command: str | None = None, notify: Callable[[str], None] | None = None) -> RunResult:
+def train(
+    config: ExperimentConfig | dict | str | os.PathLike | None = None,
+    out: str | os.PathLike | None = None,
+    resume: str | os.PathLike | None = None,
+    progress: ProgressFn | None = None,
+    evaluation_progress: Callable[[int, int], None] | None = None,
+    callbacks: list | None = None,
+    command: str | None = None,
+    notify: Callable[[str], None] | None = None,
+) -> RunResult:
     """Train the agent of ``config`` and evaluate it; return the :class:`RunResult`.
 
     Args:
@@ -176,16 +182,34 @@ def train(config: ExperimentConfig | dict | str | os.PathLike | None = None, out
         os.close(lock)
 
 
-def _train(config: ExperimentConfig, run_dir: Path, checkpoint: dict | None, progress: ProgressFn | None,
-           evaluation_progress, extra_callbacks: list, started: float) -> RunResult:
+def _train(
+    config: ExperimentConfig,
+    run_dir: Path,
+    checkpoint: dict | None,
+    progress: ProgressFn | None,
+    evaluation_progress,
+    extra_callbacks: list,
+    started: float,
+) -> RunResult:
     resumed_from = None if checkpoint is None else int(checkpoint["timesteps"])
     if checkpoint is None:
-        env = sb3.make_vec_env(config.scenario.resolved, config.env.n_envs, config.training.seed,
-                               config.env.normalize.model_dump(), gamma=config.gamma, parallel=config.env.parallel)
-        model = sb3.build_model(config.algorithm.name, env, config.algorithm.hyperparameters,
-                                config.algorithm.policy_kwargs.model_dump(), seed=config.training.seed,
-                                action_noise_std=config.algorithm.action_noise_std,
-                                tensorboard_log=str(run_dir / "tb"))
+        env = sb3.make_vec_env(
+            config.scenario.resolved,
+            config.env.n_envs,
+            config.training.seed,
+            config.env.normalize.model_dump(),
+            gamma=config.gamma,
+            parallel=config.env.parallel,
+        )
+        model = sb3.build_model(
+            config.algorithm.name,
+            env,
+            config.algorithm.hyperparameters,
+            config.algorithm.policy_kwargs.model_dump(),
+            seed=config.training.seed,
+            action_noise_std=config.algorithm.action_noise_std,
+            tensorboard_log=str(run_dir / "tb"),
+        )
     else:
         env, model = checkpoint["loaded"]
         model.tensorboard_log = str(run_dir / "tb")
@@ -196,9 +220,14 @@ def _train(config: ExperimentConfig, run_dir: Path, checkpoint: dict | None, pro
     remaining = config.training.total_timesteps - (resumed_from or 0)
     if remaining > 0:
         with _sigint_sets(stop):
-            model.learn(remaining, callback=CallbackList([recorder, *extra_callbacks]), log_interval=1,
-                        tb_log_name=config.algorithm.name, reset_num_timesteps=checkpoint is None,
-                        progress_bar=False)
+            model.learn(
+                remaining,
+                callback=CallbackList([recorder, *extra_callbacks]),
+                log_interval=1,
+                tb_log_name=config.algorithm.name,
+                reset_num_timesteps=checkpoint is None,
+                progress_bar=False,
+            )
     interrupted = stop.is_set() and model.num_timesteps < config.training.total_timesteps
     recorder.checkpoint(model)
 
@@ -214,20 +243,39 @@ def _train(config: ExperimentConfig, run_dir: Path, checkpoint: dict | None, pro
     if not interrupted:
         _set_status(run_dir, "evaluating", timesteps=int(model.num_timesteps))
         try:
-            evaluation = final_evaluation(config, best or run_dir / MODEL_FILE, run_dir / "evaluation",
-                                          progress=evaluation_progress, command=_read_json(run_dir / "run_info.json")
-                                          .get("command"))
+            evaluation = final_evaluation(
+                config,
+                best or run_dir / MODEL_FILE,
+                run_dir / "evaluation",
+                progress=evaluation_progress,
+                command=_read_json(run_dir / "run_info.json").get("command"),
+            )
         except KeyboardInterrupt:
             # Training is complete and saved; `--resume` redoes the evaluation from scratch.
             shutil.rmtree(run_dir / "evaluation", ignore_errors=True)
             interrupted, status = True, "evaluation interrupted"
-    _set_status(run_dir, status, timesteps=int(model.num_timesteps), finished=_now(),
-                best_objective=history["best"].get("objective"))
+    _set_status(
+        run_dir,
+        status,
+        timesteps=int(model.num_timesteps),
+        finished=_now(),
+        best_objective=history["best"].get("objective"),
+    )
     env.close()
-    return RunResult(run_dir=run_dir, config=config, timesteps=int(model.num_timesteps), interrupted=interrupted,
-                     model_path=run_dir / MODEL_FILE, best_model_path=best,
-                     best_objective=history["best"].get("objective"), resumed_from=resumed_from,
-                     wall_time_s=time.monotonic() - started, evaluation=evaluation, history=history, status=status)
+    return RunResult(
+        run_dir=run_dir,
+        config=config,
+        timesteps=int(model.num_timesteps),
+        interrupted=interrupted,
+        model_path=run_dir / MODEL_FILE,
+        best_model_path=best,
+        best_objective=history["best"].get("objective"),
+        resumed_from=resumed_from,
+        wall_time_s=time.monotonic() - started,
+        evaluation=evaluation,
+        history=history,
+        status=status,
+    )
 
 
 def _interrupted(run_dir: Path, fresh: bool) -> TrainingInterrupted:
@@ -235,13 +283,16 @@ def _interrupted(run_dir: Path, fresh: bool) -> TrainingInterrupted:
     latest = run_dir / "checkpoints" / LATEST_CHECKPOINT
     if fresh and not latest.is_file():
         shutil.rmtree(run_dir, ignore_errors=True)
-        return TrainingInterrupted(f"interrupted before the first checkpoint: removed {run_dir} (nothing was "
-                                   "trained yet); start again with the same command")
+        return TrainingInterrupted(
+            f"interrupted before the first checkpoint: removed {run_dir} (nothing was "
+            "trained yet); start again with the same command"
+        )
     if (run_dir / "run_info.json").is_file():
         _set_status(run_dir, "interrupted")
     where = f"the checkpoint at {_read_json(latest)['timesteps']:,} timesteps" if latest.is_file() else "its files"
-    return TrainingInterrupted(f"interrupted: {run_dir} keeps {where}; continue with "
-                               f"`hedgegym train --resume {run_dir}`")
+    return TrainingInterrupted(
+        f"interrupted: {run_dir} keeps {where}; continue with `hedgegym train --resume {run_dir}`"
+    )
 
 
 # --------------------------------------------------------------------------------------- callbacks
@@ -252,8 +303,9 @@ class _Recorder(BaseCallback):
     the rest of the run replays exactly.
     """
 
-    def __init__(self, config: ExperimentConfig, run_dir: Path, history: dict, progress: ProgressFn | None,
-                 stop: threading.Event):
+    def __init__(
+        self, config: ExperimentConfig, run_dir: Path, history: dict, progress: ProgressFn | None, stop: threading.Event
+    ):
         super().__init__()
         self.config = config
         self.run_dir = run_dir
@@ -335,9 +387,14 @@ class _Recorder(BaseCallback):
         vecnorm = sb3.find_vecnormalize(model.get_env())
         _save_model(model, vecnorm, folder / f"{stem}.zip", self.config)
         write_bytes_atomic(folder / f"{stem}_state.pkl", pickle.dumps(_resume_snapshot(model, vecnorm)))
-        entry = {"timesteps": t, "model": f"{stem}.zip", "state": f"{stem}_state.pkl", "time": _now(),
-                 "vecnormalize": sb3.vecnormalize_path(folder / f"{stem}.zip").name if vecnorm else None,
-                 "replay_buffer": None}
+        entry = {
+            "timesteps": t,
+            "model": f"{stem}.zip",
+            "state": f"{stem}_state.pkl",
+            "time": _now(),
+            "vecnormalize": sb3.vecnormalize_path(folder / f"{stem}.zip").name if vecnorm else None,
+            "replay_buffer": None,
+        }
         if self.config.training.save_replay_buffer and hasattr(model, "replay_buffer"):
             buffer = f"{stem}{REPLAY_BUFFER_SUFFIX}"
             tmp = folder / f".{buffer}.tmp"
@@ -394,8 +451,14 @@ def _restore(config: ExperimentConfig, ckpt_dir: Path, entry: dict[str, Any]):
     snapshot = pickle.loads((ckpt_dir / entry["state"]).read_bytes())
     base_env = snapshot["env"]
     stats = ckpt_dir / entry["vecnormalize"] if entry.get("vecnormalize") else None
-    env = sb3.make_vec_env(config.scenario.resolved, config.env.n_envs, config.training.seed, stats_path=stats,
-                           parallel=config.env.parallel, base_env=base_env)
+    env = sb3.make_vec_env(
+        config.scenario.resolved,
+        config.env.n_envs,
+        config.training.seed,
+        stats_path=stats,
+        parallel=config.env.parallel,
+        base_env=base_env,
+    )
     vecnorm = sb3.find_vecnormalize(env)
     if vecnorm is not None:
         vecnorm.returns = snapshot["vecnormalize_returns"].copy()
@@ -446,8 +509,9 @@ def _load_checkpoint(config: ExperimentConfig, run_dir: Path, notify: Callable[[
             problems.append(f"step {entry['timesteps']:,} is damaged ({type(err).__name__}: {str(err)[:80]})")
             continue
         if problems:
-            notify(f"{run_dir}: {'; '.join(problems)}: resuming from the checkpoint at {entry['timesteps']:,} "
-                   "timesteps")
+            notify(
+                f"{run_dir}: {'; '.join(problems)}: resuming from the checkpoint at {entry['timesteps']:,} timesteps"
+            )
         return entry
     detail = f" ({'; '.join(problems)})" if problems else ""
     raise ConfigError(f"--resume {str(run_dir)!r}: no usable checkpoint in {ckpt_dir}{detail}")
@@ -466,15 +530,24 @@ def held_out_evaluation(model, vecnorm, config: ExperimentConfig) -> dict[str, f
 
     ev, scenario = config.evaluation, config.scenario.resolved
     seeds = np.arange(ev.seed + ev.final_episodes, ev.seed + ev.final_episodes + ev.episodes)
-    per_episode, _ = run_policy(SB3Policy(model, vecnorm, name=config.algorithm.name), scenario, seeds,
-                                name=config.algorithm.name, n_sample_paths=0)
+    per_episode, _ = run_policy(
+        SB3Policy(model, vecnorm, name=config.algorithm.name),
+        scenario,
+        seeds,
+        name=config.algorithm.name,
+        n_sample_paths=0,
+    )
     pnl = per_episode["pnl"]
-    return {"objective": objective(per_episode, scenario), "mean_pnl": float(pnl.mean()),
-            "std_pnl": float(pnl.std())}
+    return {"objective": objective(per_episode, scenario), "mean_pnl": float(pnl.mean()), "std_pnl": float(pnl.std())}
 
 
-def final_evaluation(config: ExperimentConfig, model_path: Path, out_dir: Path,
-                     progress: Callable[[int, int], None] | None = None, command: str | None = None):
+def final_evaluation(
+    config: ExperimentConfig,
+    model_path: Path,
+    out_dir: Path,
+    progress: Callable[[int, int], None] | None = None,
+    command: str | None = None,
+):
     """The trained agent against ``evaluation.baselines`` on the held-out seeds, written to ``out_dir``.
 
     Episode j uses seed ``evaluation.seed + j`` for the agent and every baseline alike (paired).
@@ -494,8 +567,9 @@ def final_evaluation(config: ExperimentConfig, model_path: Path, out_dir: Path,
         done += n
         progress(done, total)
 
-    result = evaluate(policies, scenario, episodes=ev.final_episodes, seed=ev.seed,
-                      progress=advance if progress is not None else None)
+    result = evaluate(
+        policies, scenario, episodes=ev.final_episodes, seed=ev.seed, progress=advance if progress is not None else None
+    )
     result.write(out_dir, command=command)
     return result
 
@@ -510,8 +584,9 @@ def _save_model(model, vecnorm, path: Path, config: ExperimentConfig) -> None:
     # VecNormalize pickles without its venv (__getstate__), exactly as VecNormalize.save does.
     stats = pickle.dumps(vecnorm) if vecnorm is not None else None
     stats_path = sb3.vecnormalize_path(path)
-    interface = policy_interface(config.scenario.resolved, config.algorithm.name, stats,
-                                 config.env.normalize.observations, stats_path.name)
+    interface = policy_interface(
+        config.scenario.resolved, config.algorithm.name, stats, config.env.normalize.observations, stats_path.name
+    )
     if stats is not None:
         write_bytes_atomic(stats_path, stats)
     write_bytes_atomic(path, embed_interface(buf.getvalue(), interface))
@@ -570,10 +645,17 @@ def _run_info(config: ExperimentConfig, command: str | None) -> dict:
         "pid": os.getpid(),
         "host": socket.gethostname(),
         "heartbeat": _now(),
-        "versions": {"python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__,
-                     "stable_baselines3": stable_baselines3.__version__, "gymnasium": gymnasium.__version__},
-        "torch": {"threads": config.training.torch_threads,
-                  "deterministic_algorithms": config.training.deterministic_torch},
+        "versions": {
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "torch": torch.__version__,
+            "stable_baselines3": stable_baselines3.__version__,
+            "gymnasium": gymnasium.__version__,
+        },
+        "torch": {
+            "threads": config.training.torch_threads,
+            "deterministic_algorithms": config.training.deterministic_torch,
+        },
         "resumes": [],
     }
 
@@ -598,9 +680,11 @@ def _lock_run(run_dir: Path, resume: bool) -> int:
     except BlockingIOError:
         os.close(fd)
         info = _run_info_or_empty(run_dir)
-        raise ConfigError(f"--resume {str(run_dir)!r}: the run is live (pid {info.get('pid')} on "
-                          f"{info.get('host')}, heartbeat {info.get('heartbeat')}); wait for it or stop it "
-                          "first") from None
+        raise ConfigError(
+            f"--resume {str(run_dir)!r}: the run is live (pid {info.get('pid')} on "
+            f"{info.get('host')}, heartbeat {info.get('heartbeat')}); wait for it or stop it "
+            "first"
+        ) from None
     return fd
 
 
@@ -638,28 +722,44 @@ def _resume_config(run_dir: Path, config) -> ExperimentConfig:
         a, b = flatten(saved.resolved_dict()), flatten(config.resolved_dict())
         differ = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k) and k != "training.total_timesteps")
         if differ:
-            raise ConfigError(f"--resume continues a run with its saved config; these fields differ from it: "
-                              f"{', '.join(differ)} (only training.total_timesteps may change)")
+            raise ConfigError(
+                f"--resume continues a run with its saved config; these fields differ from it: "
+                f"{', '.join(differ)} (only training.total_timesteps may change)"
+            )
     else:
         config = saved
     ckpt_dir = run_dir / "checkpoints"
     if not ckpt_dir.is_dir():
-        raise ConfigError(f"--resume {str(run_dir)!r}: the run has no checkpoint yet (no checkpoints/); "
-                          "start it again with a new --out")
+        raise ConfigError(
+            f"--resume {str(run_dir)!r}: the run has no checkpoint yet (no checkpoints/); "
+            "start it again with a new --out"
+        )
     # A record whose files are gone counts for nothing (the resume falls back to an older checkpoint).
-    latest = max((e["timesteps"] for e in _checkpoint_entries(ckpt_dir, [])
-                  if all(isinstance(e.get(k), str) and (ckpt_dir / e[k]).is_file() for k in ("model", "state"))),
-                 default=None)
+    latest = max(
+        (
+            e["timesteps"]
+            for e in _checkpoint_entries(ckpt_dir, [])
+            if all(isinstance(e.get(k), str) and (ckpt_dir / e[k]).is_file() for k in ("model", "state"))
+        ),
+        default=None,
+    )
     total = config.training.total_timesteps
     if latest is not None and total < latest and total != saved.training.total_timesteps:
-        raise ConfigError(f"--resume {str(run_dir)!r}: training.total_timesteps={total} is below the "
-                          f"{latest} timesteps of its newest checkpoint; a run cannot be trained back: give "
-                          f"at least {latest}")
-    if (_run_info_or_empty(run_dir).get("status") == "finished" and latest is not None
-            and latest >= config.training.total_timesteps):
-        raise ConfigError(f"--resume {str(run_dir)!r}: the checkpoint is at {latest} timesteps, "
-                          f"training.total_timesteps={config.training.total_timesteps}, and its evaluation is "
-                          "done: nothing left to train (raise it with --set training.total_timesteps=N)")
+        raise ConfigError(
+            f"--resume {str(run_dir)!r}: training.total_timesteps={total} is below the "
+            f"{latest} timesteps of its newest checkpoint; a run cannot be trained back: give "
+            f"at least {latest}"
+        )
+    if (
+        _run_info_or_empty(run_dir).get("status") == "finished"
+        and latest is not None
+        and latest >= config.training.total_timesteps
+    ):
+        raise ConfigError(
+            f"--resume {str(run_dir)!r}: the checkpoint is at {latest} timesteps, "
+            f"training.total_timesteps={config.training.total_timesteps}, and its evaluation is "
+            "done: nothing left to train (raise it with --set training.total_timesteps=N)"
+        )
     return config
 
 
@@ -668,9 +768,11 @@ def _resume_checkpoint(run_dir: Path, config: ExperimentConfig, notify: Callable
     info = _run_info_or_empty(run_dir)
     checkpoint = _load_checkpoint(config, run_dir, notify)
     if info.get("status") in ("running", "evaluating"):
-        notify(f"{run_dir}: its process (pid {info.get('pid')} on {info.get('host')}, last heartbeat "
-               f"{info.get('heartbeat')}) is gone; resuming from the checkpoint at {checkpoint['timesteps']:,} "
-               "timesteps")
+        notify(
+            f"{run_dir}: its process (pid {info.get('pid')} on {info.get('host')}, last heartbeat "
+            f"{info.get('heartbeat')}) is gone; resuming from the checkpoint at {checkpoint['timesteps']:,} "
+            "timesteps"
+        )
     write_text_atomic(run_dir / "config.yaml", experiment_yaml(config))
     if (run_dir / "evaluation").exists():
         if info.get("status") == "finished":
@@ -678,8 +780,9 @@ def _resume_checkpoint(run_dir: Path, config: ExperimentConfig, notify: Callable
             (run_dir / "evaluation").rename(run_dir / f"evaluation-{info.get('timesteps', checkpoint['timesteps'])}")
         else:
             shutil.rmtree(run_dir / "evaluation")  # a report cut short: it is redone
-    info.setdefault("resumes", []).append({"from_timesteps": checkpoint["timesteps"], "time": _now(),
-                                           "git_commit": git_commit()})
+    info.setdefault("resumes", []).append(
+        {"from_timesteps": checkpoint["timesteps"], "time": _now(), "git_commit": git_commit()}
+    )
     write_json_atomic(run_dir / "run_info.json", info)
     _set_status(run_dir, "running")
     return checkpoint

@@ -36,7 +36,8 @@ def test_whalley_wilmott_half_width_hand_computed():
     assert whalley_wilmott_half_width(0.0198, 100.0, 0.01, 1.0) == pytest.approx(0.08378004, rel=1e-6)
     # The sign of gamma does not matter (Gamma^2); exp(-r tau) = exp(-0.05 * 0.5) scales the cube.
     assert whalley_wilmott_half_width(-0.0198, 100.0, 0.01, 1.0, rate=0.05, tau=0.5) == pytest.approx(
-        0.08378004 * math.exp(-0.025) ** (1.0 / 3.0), rel=1e-6)
+        0.08378004 * math.exp(-0.025) ** (1.0 / 3.0), rel=1e-6
+    )
     # Book units: Gamma = 4e-3 coins^2/USD, S = 1e5, c = 11 bp, gamma = 1/12,000 per USD:
     # 1.5 * 0.0011 * 1e5 * 1.6e-5 * 12,000 = 31.68 coins^3 -> 3.1637 coins.
     assert whalley_wilmott_half_width(-4e-3, 1e5, 0.0011, 1.0 / 12_000) == pytest.approx(31.68 ** (1 / 3), rel=1e-9)
@@ -50,23 +51,25 @@ def test_whalley_wilmott_policy_uses_the_scenario_cost_and_risk_aversion():
     policy = make_baseline("whalley_wilmott", cfg)
     gamma, spot = market.state["book_gamma"], np.exp(market.state["log_spot"])
     # Spot venue: c = fee 10 bp + half spread 1 bp; gamma = risk_aversion 1 / pnl_scale 12,000 USD.
-    expected = np.cbrt(1.5 * 0.0011 * spot * gamma ** 2 * 12_000.0)
+    expected = np.cbrt(1.5 * 0.0011 * spot * gamma**2 * 12_000.0)
     np.testing.assert_allclose(policy.half_width(market), expected, rtol=1e-12)
     assert 1.0 < expected[0] < 10.0  # a few coins for the 120-coin book: trades rarely, not never
-    assert make_baseline("whalley_wilmott", cfg, risk_aversion_usd=8 / 12_000.0).half_width(market) == \
-        pytest.approx(expected / 2.0)
+    assert make_baseline("whalley_wilmott", cfg, risk_aversion_usd=8 / 12_000.0).half_width(market) == pytest.approx(
+        expected / 2.0
+    )
 
 
 def test_leland_number_and_volatility():
     # sqrt(2/pi) * 2 * 0.0011 / (0.6 * sqrt(1/8760)) = 0.27382
     assert leland_number(0.6, 0.0011, 1.0 / 8760.0) == pytest.approx(0.273819, rel=1e-5)
-    assert leland_volatility(0.6, 0.0011, 1.0 / 8760.0, gamma_sign=-1) == pytest.approx(0.6 * math.sqrt(1.273819),
-                                                                                      rel=1e-5)
-    assert leland_volatility(0.6, 0.0011, 1.0 / 8760.0, gamma_sign=+1) == pytest.approx(0.6 * math.sqrt(0.726181),
-                                                                                      rel=1e-5)
+    assert leland_volatility(0.6, 0.0011, 1.0 / 8760.0, gamma_sign=-1) == pytest.approx(
+        0.6 * math.sqrt(1.273819), rel=1e-5
+    )
+    assert leland_volatility(0.6, 0.0011, 1.0 / 8760.0, gamma_sign=+1) == pytest.approx(
+        0.6 * math.sqrt(0.726181), rel=1e-5
+    )
     assert leland_volatility(0.6, 0.0, 1.0 / 8760.0) == 0.6
     assert leland_volatility(0.2, 0.01, 1.0 / 8760.0, gamma_sign=+1) == 0.0  # Le > 1: Leland breaks down
-
 
 
 @pytest.mark.parametrize(("quantity", "factor"), [(-1.0, 1.0 + 0.273819), (+1.0, 1.0 - 0.273819)])
@@ -77,10 +80,19 @@ def test_leland_policy_hedges_at_the_leland_volatility_of_its_gamma_sign(quantit
     from scipy.stats import norm
 
     line = [{"strike": 100_000.0, "expiry_days": 7.0, "kind": "call", "quantity": quantity}]
-    cfg = load_scenario("frictionless", {"agent.lines": line, "agent.venues": ["spot"], "agent.max_trade": 10.0,
-                                         "venues.spot.fee": 0.001, "venues.spot.half_spread": 0.0001,
-                                         "market.smile.skew": 0.0, "market.smile.smile": 0.0,
-                                         "market.smile.vol_premium": 0.0})
+    cfg = load_scenario(
+        "frictionless",
+        {
+            "agent.lines": line,
+            "agent.venues": ["spot"],
+            "agent.max_trade": 10.0,
+            "venues.spot.fee": 0.001,
+            "venues.spot.half_spread": 0.0001,
+            "market.smile.skew": 0.0,
+            "market.smile.smile": 0.0,
+            "market.smile.vol_premium": 0.0,
+        },
+    )
     market = Market(cfg, n_envs=1)
     market.reset(seeds=[0])
     assert np.sign(market.state["book_gamma"][0]) == np.sign(quantity)
@@ -92,6 +104,7 @@ def test_leland_policy_hedges_at_the_leland_volatility_of_its_gamma_sign(quantit
     assert trade == pytest.approx(expected, rel=1e-9)
     # Not the plain BSM delta: the costs moved it by the Leland adjustment.
     assert abs(trade + quantity * norm.cdf(0.5 * 0.6 * math.sqrt(tau))) > 1e-3
+
 
 def test_band_trade_goes_to_the_band_edge():
     np.testing.assert_array_equal(band_trade(np.array([10.0, -10.0, 3.0, -6.0]), 6.0), [-4.0, 4.0, 0.0, 0.0])
@@ -134,10 +147,16 @@ def test_every_action_mode_reproduces_trade_mode():
             results[mode, name] = run_episodes(cfg, make_baseline(name, cfg), 8)
     for mode in ("target", "delta"):
         for name in names:
-            np.testing.assert_allclose(results[mode, name]["pnl"], results["trade", name]["pnl"], rtol=1e-9,
-                                       atol=1e-6, err_msg=f"{mode} {name}")
-            np.testing.assert_array_equal(results[mode, name]["n_trades"], results["trade", name]["n_trades"],
-                                          err_msg=f"{mode} {name}")
+            np.testing.assert_allclose(
+                results[mode, name]["pnl"],
+                results["trade", name]["pnl"],
+                rtol=1e-9,
+                atol=1e-6,
+                err_msg=f"{mode} {name}",
+            )
+            np.testing.assert_array_equal(
+                results[mode, name]["n_trades"], results["trade", name]["n_trades"], err_msg=f"{mode} {name}"
+            )
         assert np.all(results[mode, "no_hedge"]["n_trades"] == 0)
 
 
@@ -179,7 +198,7 @@ def test_delta_hedging_error_follows_the_discrete_hedging_law():
         predicted = math.sqrt(math.pi / 4.0) * vega * 0.6 / math.sqrt(n_steps)
         std = pnl.std()
         # Standard error of a sample std: std sqrt((kurtosis - 1) / (4 n)) (the P&L is fat-tailed).
-        kurtosis = np.mean((pnl - pnl.mean()) ** 4) / std ** 4
+        kurtosis = np.mean((pnl - pnl.mean()) ** 4) / std**4
         se = std * math.sqrt((kurtosis - 1.0) / (4.0 * n_episodes))
         assert abs(std - predicted) < 3.0 * se, (n_steps, std, predicted, se)
         assert abs(pnl.mean()) < 3.0 * std / math.sqrt(n_episodes)  # unbiased without costs
@@ -198,8 +217,9 @@ def test_leland_without_costs_is_delta():
 
 def test_whalley_wilmott_beats_delta_under_proportional_costs():
     cfg = load_scenario("frictionless", {"venues.spot.fee": 0.001, "venues.spot.half_spread": 0.0001})
-    result = evaluate(["delta", "whalley_wilmott"], cfg, episodes=800, seed=0, n_resamples=400,
-                      agent_impact_rerun=False)
+    result = evaluate(
+        ["delta", "whalley_wilmott"], cfg, episodes=800, seed=0, n_resamples=400, agent_impact_rerun=False
+    )
     ww, delta = result.estimates["whalley_wilmott@spot"], result.estimates["delta@spot"]
     assert ww["n_trades"].value < 0.6 * delta["n_trades"].value
     assert ww["fees"].value + ww["slippage_usd"].value < 0.6 * (delta["fees"].value + delta["slippage_usd"].value)

@@ -8,14 +8,16 @@ from hypothesis import strategies as st
 
 from hedgegym.agents.routing import split_cheapest
 
-linear_cost = st.one_of(st.floats(0.0, 1e4), st.just(np.inf))      # USD per coin; inf: venue not usable
-quadratic_cost = st.one_of(st.floats(1e-6, 1e3), st.just(0.0))     # USD per coin^2; 0: infinite depth
+linear_cost = st.one_of(st.floats(0.0, 1e4), st.just(np.inf))  # USD per coin; inf: venue not usable
+quadratic_cost = st.one_of(st.floats(1e-6, 1e3), st.just(0.0))  # USD per coin^2; 0: infinite depth
 
 
 @settings(max_examples=50, deadline=None)
-@given(demand=st.floats(-1e4, 1e4).filter(lambda q: abs(q) > 1e-6),
-       linear=st.lists(linear_cost, min_size=3, max_size=3).filter(lambda a: np.isfinite(a).any()),
-       quadratic=st.lists(quadratic_cost, min_size=3, max_size=3))
+@given(
+    demand=st.floats(-1e4, 1e4).filter(lambda q: abs(q) > 1e-6),
+    linear=st.lists(linear_cost, min_size=3, max_size=3).filter(lambda a: np.isfinite(a).any()),
+    quadratic=st.lists(quadratic_cost, min_size=3, max_size=3),
+)
 def test_split_is_optimal(demand, linear, quadratic):
     a, b = np.array([linear]), np.array([quadratic])
     x = split_cheapest(np.array([demand]), a, b)[0]
@@ -36,5 +38,5 @@ def test_split_is_optimal(demand, linear, quadratic):
     cost = float(np.sum(a[0][used] * size[used] + b[0][used] * size[used] ** 2))
     usable = np.isfinite(a[0])
     w = np.random.default_rng(int(q * 1e3) % 2**32).dirichlet(np.ones(usable.sum())) * q
-    other = float(np.sum(a[0][usable] * w + b[0][usable] * w ** 2))
+    other = float(np.sum(a[0][usable] * w + b[0][usable] * w**2))
     assert cost <= other + tol * q

@@ -40,8 +40,9 @@ def test_normalised_env_and_model():
     normalize = {"observations": True, "rewards": True, "clip_observations": 5.0, "clip_rewards": 5.0}
     env = sb3.make_vec_env(load_scenario("default"), n_envs=3, seed=0, normalize=normalize, gamma=0.9)
     assert isinstance(sb3.find_vecnormalize(env), VecNormalize) and env.gamma == 0.9
-    model = sb3.build_model("td3", env, {"learning_starts": 8, "batch_size": 8}, {"net_arch": [16]}, seed=0,
-                            action_noise_std=0.2)
+    model = sb3.build_model(
+        "td3", env, {"learning_starts": 8, "batch_size": 8}, {"net_arch": [16]}, seed=0, action_noise_std=0.2
+    )
     assert np.allclose(model.action_noise._sigma, 0.2) and model.action_noise._sigma.shape == (3,)
     model.learn(48)
     assert np.abs(env.obs_rms.mean).sum() > 0  # statistics were updated while training

@@ -58,10 +58,12 @@ def write(tmp_path: Path, text: str) -> Path:
         ({"agent": {"venues": ["spot", "options"]}}, "agent.venues.1", "'spot', 'perp' or 'future'"),
         ({"agent": {"lines": []}}, "agent.lines", "at least one option line"),
         ({"agent": {"lines": [LINE | {"kind": "straddle"}]}}, "agent.lines.0.kind", "'call' or 'put'"),
-        ({"agent": {"lines": [LINE | {"expiry_days": 7.01}]}}, "agent.lines.0.expiry_days=7.01",
-         "not on the step grid"),
-        ({"dealers": {"venue_mix": {"spot": 0.5, "perp": 0.6, "future": 0.1}}}, "dealers.venue_mix",
-         "must sum to 1"),
+        (
+            {"agent": {"lines": [LINE | {"expiry_days": 7.01}]}},
+            "agent.lines.0.expiry_days=7.01",
+            "not on the step grid",
+        ),
+        ({"dealers": {"venue_mix": {"spot": 0.5, "perp": 0.6, "future": 0.1}}}, "dealers.venue_mix", "must sum to 1"),
         ({"episode": {"horizon_days": 1.0, "dt_hours": 7.0}}, "episode", "whole number"),
         ({"market": {"impact": {"phi_floor": 1.0}}}, "market.impact.phi_floor", "less than 1"),
         ({"market": {"impact": {"newton_iterations": 2.5}}}, "market.impact.newton_iterations", "whole number"),
@@ -205,7 +207,8 @@ def test_saved_config_loads_back_identical(tmp_path):
 def test_named_scenarios_are_listed_with_descriptions():
     scenarios = list_scenarios()
     assert {"default", "short-gamma-crash", "long-gamma-pin", "zero-dte", "vault-epoch", "frictionless"} <= set(
-        scenarios)
+        scenarios
+    )
     assert all(desc.strip() for desc in scenarios.values())
 
 
@@ -251,8 +254,15 @@ def test_unknown_scenario_lists_the_known_ones():
 
 # --------------------------------------------------------------------------------------- overrides
 def test_overrides_set_nested_fields_and_parse_yaml_scalars():
-    cfg = load_scenario("default", {"market.sigma": "0.8", "market.impact.circuit_breaker.enabled": "true",
-                                    "venues.spot.depth_usd_per_pct": "5e7", "agent.venues": "[spot]"})
+    cfg = load_scenario(
+        "default",
+        {
+            "market.sigma": "0.8",
+            "market.impact.circuit_breaker.enabled": "true",
+            "venues.spot.depth_usd_per_pct": "5e7",
+            "agent.venues": "[spot]",
+        },
+    )
     assert cfg.market.sigma == 0.8
     assert cfg.market.impact.circuit_breaker.enabled is True
     assert cfg.venues.spot.depth_usd_per_pct == 5e7
@@ -346,8 +356,9 @@ def test_overrides_are_strictly_typed(overrides, message):
 
 def test_numbers_spelled_as_strings_still_reach_float_fields():
     # PyYAML reads 5.0e7 and 1e-3 as strings; float fields take them (and only float fields).
-    cfg = validate_config({"venues": {"spot": {"depth_usd_per_pct": "5.0e7", "fee": "1e-3"}},
-                           "agent": {"venues": ("spot", "perp")}})
+    cfg = validate_config(
+        {"venues": {"spot": {"depth_usd_per_pct": "5.0e7", "fee": "1e-3"}}, "agent": {"venues": ("spot", "perp")}}
+    )
     assert cfg.venues.spot.depth_usd_per_pct == 5.0e7 and cfg.venues.spot.fee == 1e-3
     assert cfg.agent.venues == ["spot", "perp"]
     assert "must be a number" in config_error({"market": {"sigma": "0.6x"}})
@@ -374,8 +385,13 @@ def test_one_resolver_for_every_kind_of_source(tmp_path):
 def test_cli_rejects_a_boolean_for_a_number_in_one_line(tmp_path):
     import subprocess
 
-    run = subprocess.run(["hedgegym", "simulate", "--paths", "1", "--set", "market.sigma=true"],
-                         capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    run = subprocess.run(
+        ["hedgegym", "simulate", "--paths", "1", "--set", "market.sigma=true"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert run.returncode == 2, run.stderr
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and "market.sigma: must be a number > 0 and <= 10 (got True)" in lines[0], run.stderr
@@ -386,8 +402,9 @@ def test_scenarios_are_package_data_and_export_as_loadable_copies(tmp_path):
 
     from hedgegym.envs.config import export_scenarios, scenario_text
 
-    shipped = sorted(f.name for f in (resources.files("hedgegym.envs") / "scenarios").iterdir()
-                     if f.name.endswith(".yaml"))
+    shipped = sorted(
+        f.name for f in (resources.files("hedgegym.envs") / "scenarios").iterdir() if f.name.endswith(".yaml")
+    )
     assert shipped == [f"{name}.yaml" for name in SCENARIOS]
     assert scenario_text("zero-dte").startswith("# zero-dte")  # the file itself, comments included
     paths = export_scenarios(tmp_path / "mine")

@@ -12,32 +12,38 @@ from hedgegym.envs.sb3_vec_env import HedgingSB3VecEnv, make_sb3_vec_env
 SHORT = {"episode__horizon_days": 1}
 
 
-@pytest.mark.parametrize(("make", "name", "value"), [
-    (lambda v: HedgingVectorEnv(4, parallel=v, **SHORT), "parallel", "no"),
-    (lambda v: HedgingVectorEnv(4, parallel=v, **SHORT), "parallel", 1),
-    (lambda v: HedgingVectorEnv(4, agent_impact=v, **SHORT), "agent_impact", "no"),
-    (lambda v: HedgingVectorEnv(4, agent_impact=v, **SHORT), "agent_impact", 0),
-    (lambda v: HedgingEnv(agent_impact=v, **SHORT), "agent_impact", "no"),
-    (lambda v: HedgingEnv(agent_impact=v, **SHORT), "agent_impact", None),
-    (lambda v: gym.make("hedgegym/Hedging-v1", agent_impact=v), "agent_impact", "false"),
-    (lambda v: make_sb3_vec_env("default", n_envs=2, step_info=v, **SHORT), "step_info", "off"),
-    (lambda v: make_sb3_vec_env("default", n_envs=2, parallel=v, **SHORT), "parallel", "yes"),
-    (lambda v: HedgingVectorEnv(v, **SHORT), "num_envs", 4.0),
-    (lambda v: HedgingVectorEnv(v, **SHORT), "num_envs", "4"),
-    (lambda v: HedgingVectorEnv(v, **SHORT), "num_envs", True),
-    (lambda v: make_sb3_vec_env("default", n_envs=v, **SHORT), "num_envs", 2.5),
-    (lambda v: make_sb3_vec_env("default", n_envs=2, seed=v, **SHORT), "seed", 1.5),
-    (lambda v: make_sb3_vec_env("default", n_envs=2, seed=v, **SHORT), "seed", "0"),
-])
+@pytest.mark.parametrize(
+    ("make", "name", "value"),
+    [
+        (lambda v: HedgingVectorEnv(4, parallel=v, **SHORT), "parallel", "no"),
+        (lambda v: HedgingVectorEnv(4, parallel=v, **SHORT), "parallel", 1),
+        (lambda v: HedgingVectorEnv(4, agent_impact=v, **SHORT), "agent_impact", "no"),
+        (lambda v: HedgingVectorEnv(4, agent_impact=v, **SHORT), "agent_impact", 0),
+        (lambda v: HedgingEnv(agent_impact=v, **SHORT), "agent_impact", "no"),
+        (lambda v: HedgingEnv(agent_impact=v, **SHORT), "agent_impact", None),
+        (lambda v: gym.make("hedgegym/Hedging-v1", agent_impact=v), "agent_impact", "false"),
+        (lambda v: make_sb3_vec_env("default", n_envs=2, step_info=v, **SHORT), "step_info", "off"),
+        (lambda v: make_sb3_vec_env("default", n_envs=2, parallel=v, **SHORT), "parallel", "yes"),
+        (lambda v: HedgingVectorEnv(v, **SHORT), "num_envs", 4.0),
+        (lambda v: HedgingVectorEnv(v, **SHORT), "num_envs", "4"),
+        (lambda v: HedgingVectorEnv(v, **SHORT), "num_envs", True),
+        (lambda v: make_sb3_vec_env("default", n_envs=v, **SHORT), "num_envs", 2.5),
+        (lambda v: make_sb3_vec_env("default", n_envs=2, seed=v, **SHORT), "seed", 1.5),
+        (lambda v: make_sb3_vec_env("default", n_envs=2, seed=v, **SHORT), "seed", "0"),
+    ],
+)
 def test_wrong_type_is_a_type_error_naming_the_argument(make, name, value):
     with pytest.raises(TypeError, match=rf"^{name} must be .*\(got {value!r:.4} ?.*of type {type(value).__name__}\)"):
         make(value)
 
 
-@pytest.mark.parametrize(("make", "name"), [
-    (lambda: HedgingVectorEnv(0, **SHORT), "num_envs"),
-    (lambda: make_sb3_vec_env("default", n_envs=2, seed=-1, **SHORT), "seed"),
-])
+@pytest.mark.parametrize(
+    ("make", "name"),
+    [
+        (lambda: HedgingVectorEnv(0, **SHORT), "num_envs"),
+        (lambda: make_sb3_vec_env("default", n_envs=2, seed=-1, **SHORT), "seed"),
+    ],
+)
 def test_out_of_range_integer_is_a_value_error(make, name):
     with pytest.raises(ValueError, match=rf"^{name} must be an integer >= "):
         make()

@@ -14,8 +14,13 @@ from hedgegym.envs.greeks import bsm_greeks
 
 # A grid of (spot, strike, tau, rate, vol, is_call) over moneyness, maturity, vol, rate, calls and puts.
 _S, _K, _T, _R, _V, _C = np.meshgrid(
-    [60.0, 85.0, 97.0, 100.0, 103.0, 120.0, 160.0], [100.0], [0.01, 0.1, 0.5, 2.0], [-0.02, 0.0, 0.05],
-    [0.1, 0.3, 0.8], [True, False], indexing="ij",
+    [60.0, 85.0, 97.0, 100.0, 103.0, 120.0, 160.0],
+    [100.0],
+    [0.01, 0.1, 0.5, 2.0],
+    [-0.02, 0.0, 0.05],
+    [0.1, 0.3, 0.8],
+    [True, False],
+    indexing="ij",
 )
 GRID = tuple(a.ravel() for a in (_S, _K, _T, _R, _V, _C))
 
@@ -194,4 +199,3 @@ def test_bad_inputs_raise_naming_the_argument(kwargs, message):
     args = {"spot": 100.0, "strike": 100.0, "tau": 0.5, "rate": 0.0, "vol": 0.4, "is_call": True} | kwargs
     with pytest.raises(ValueError, match=message):
         bsm_greeks(**args)
-

@@ -14,10 +14,37 @@ from hedgegym.envs.layout import O_REWARD, O_SPOT, OBS_BOUND, OBS_DIM, OBS_NAMES
 
 SHORT = {"episode__horizon_days": 0.25}  # 6 hourly steps, truncated (the book expires in 7 days)
 ENDS_AT_EXPIRY = {"agent__lines": [{"strike": 100_000.0, "expiry_days": 0.25, "kind": "call", "quantity": -20.0}]}
-STEP_KEYS = {"spot", "exo_spot", "phi", "gex", "step_pnl", "book_pnl", "hedge_pnl", "fees", "slippage", "funding",
-             "carry", "interest", "hedge", "book_delta", "liquidity_crisis", "halted"}
-METRIC_KEYS = {"pnl", "slippage_usd", "slippage_bps", "fees", "funding", "turnover_usd", "realised_vol",
-               "realised_vol_exo", "vol_amplification", "steps", "reward"}
+STEP_KEYS = {
+    "spot",
+    "exo_spot",
+    "phi",
+    "gex",
+    "step_pnl",
+    "book_pnl",
+    "hedge_pnl",
+    "fees",
+    "slippage",
+    "funding",
+    "carry",
+    "interest",
+    "hedge",
+    "book_delta",
+    "liquidity_crisis",
+    "halted",
+}
+METRIC_KEYS = {
+    "pnl",
+    "slippage_usd",
+    "slippage_bps",
+    "fees",
+    "funding",
+    "turnover_usd",
+    "realised_vol",
+    "realised_vol_exo",
+    "vol_amplification",
+    "steps",
+    "reward",
+}
 
 
 def run_episode(env: HedgingEnv, actions: np.ndarray, seed: int | None = None):
@@ -81,8 +108,15 @@ def test_info_keys_and_the_pnl_identity():
     total = 0.0
     for a in np.random.default_rng(1).uniform(-1, 1, (6, 3)):
         _, _, terminated, truncated, info = env.step(a)
-        parts = (info["book_pnl"] + info["hedge_pnl"] - info["fees"] - info["slippage"] - info["funding"]
-                 - info["carry"] + info["interest"])
+        parts = (
+            info["book_pnl"]
+            + info["hedge_pnl"]
+            - info["fees"]
+            - info["slippage"]
+            - info["funding"]
+            - info["carry"]
+            + info["interest"]
+        )
         assert info["step_pnl"] == pytest.approx(parts, rel=1e-12, abs=1e-6)
         assert isinstance(info["liquidity_crisis"], bool) and info["fees"] > 0
         total += info["step_pnl"]
@@ -100,8 +134,7 @@ def test_reward_modes(reward):
     scale = env.config.pnl_scale
     x = np.array([s[4]["step_pnl"] for s in steps]) / scale
     rewards = np.array([s[1] for s in steps])
-    expected = {"mean_variance": x - 0.5 * 2.0 * x**2, "pnl": x,
-                "terminal_pnl": np.r_[np.zeros(5), x.sum()]}[reward]
+    expected = {"mean_variance": x - 0.5 * 2.0 * x**2, "pnl": x, "terminal_pnl": np.r_[np.zeros(5), x.sum()]}[reward]
     np.testing.assert_allclose(rewards, expected, rtol=1e-12, atol=1e-12)
 
 
@@ -159,14 +192,17 @@ def env():
     return env
 
 
-@pytest.mark.parametrize(("action", "message"), [
-    (np.zeros(2), r"action must have shape \(3,\).*\['spot', 'perp', 'future'\].*got shape \(2,\)"),
-    (np.zeros((1, 3)), r"got shape \(1, 3\)"),
-    (0.5, r"got shape \(\)"),
-    (np.array([0.0, np.nan, 0.0]), r"action contains NaN at venue 'perp'"),
-    (np.array([0.0, 0.0, -np.inf]), r"action contains inf at venue 'future'"),
-    (["a", "b", "c"], r"action must be an array of numbers"),
-])
+@pytest.mark.parametrize(
+    ("action", "message"),
+    [
+        (np.zeros(2), r"action must have shape \(3,\).*\['spot', 'perp', 'future'\].*got shape \(2,\)"),
+        (np.zeros((1, 3)), r"got shape \(1, 3\)"),
+        (0.5, r"got shape \(\)"),
+        (np.array([0.0, np.nan, 0.0]), r"action contains NaN at venue 'perp'"),
+        (np.array([0.0, 0.0, -np.inf]), r"action contains inf at venue 'future'"),
+        (["a", "b", "c"], r"action must be an array of numbers"),
+    ],
+)
 def test_bad_actions_raise_value_error_naming_the_problem(env, action, message):
     with pytest.raises(ValueError, match=message):
         env.step(action)
@@ -183,10 +219,13 @@ def test_step_before_reset_and_after_the_end_raise():
     env.step(np.zeros(3))
 
 
-@pytest.mark.parametrize(("corrupt", "message"), [
-    (lambda m: m.out.__setitem__((0, O_REWARD), np.inf), r"non-finite reward \(inf\) at step 1"),
-    (lambda m: m.state["last_return"].__setitem__(0, np.nan), r"non-finite observation last_return=nan in env 0"),
-])
+@pytest.mark.parametrize(
+    ("corrupt", "message"),
+    [
+        (lambda m: m.out.__setitem__((0, O_REWARD), np.inf), r"non-finite reward \(inf\) at step 1"),
+        (lambda m: m.state["last_return"].__setitem__(0, np.nan), r"non-finite observation last_return=nan in env 0"),
+    ],
+)
 def test_non_finite_simulator_output_raises_and_the_env_needs_a_reset(env, monkeypatch, corrupt, message):
     market_step = env.market.step
 
@@ -228,8 +267,12 @@ def test_config_sources_agree(tmp_path):
     cfg = load_scenario("zero-dte")
     path = tmp_path / "zdte.yaml"
     save_config(cfg, path)
-    for env in (HedgingEnv(scenario="zero-dte"), HedgingEnv(config=cfg), HedgingEnv(config=cfg.model_dump()),
-                HedgingEnv(config=str(path))):
+    for env in (
+        HedgingEnv(scenario="zero-dte"),
+        HedgingEnv(config=cfg),
+        HedgingEnv(config=cfg.model_dump()),
+        HedgingEnv(config=str(path)),
+    ):
         assert env.config == cfg
     assert HedgingEnv(config=cfg, market__sigma="0.7").config.market.sigma == 0.7
 
@@ -251,8 +294,9 @@ def test_each_observation_entry_is_what_its_name_says():
     # observation tuple against layout.OBSERVATION, or a wrong scale, fails here.
     from hedgegym.envs.layout import OBS_UNIT, OBSERVATION
 
-    cfg = resolve_config("default", {"market.impact.circuit_breaker.enabled": True,
-                                     "market.impact.circuit_breaker.halt_threshold": 0.01})
+    cfg = resolve_config(
+        "default", {"market.impact.circuit_breaker.enabled": True, "market.impact.circuit_breaker.halt_threshold": 0.01}
+    )
     market = Market(cfg, n_envs=8)
     market.reset(seeds=np.arange(8))
     rng = np.random.default_rng(5)
@@ -287,8 +331,13 @@ def test_each_observation_entry_is_what_its_name_says():
         "halted": (st["halt_left"] > 0).astype(float),
     }
     assert [name for name, *_ in OBSERVATION] == list(want)
-    assert OBS_UNIT == {"book_gamma": 0.01, "book_vanna": 0.1, "perp_premium": 1e-3, "funding_rate": 1e-4,
-                        "futures_basis": 0.1}
+    assert OBS_UNIT == {
+        "book_gamma": 0.01,
+        "book_vanna": 0.1,
+        "perp_premium": 1e-3,
+        "funding_rate": 1e-4,
+        "futures_basis": 0.1,
+    }
     obs = market.observe()
     for j, name in enumerate(want):
         np.testing.assert_allclose(obs[:, j], np.clip(want[name], -50, 50), rtol=1e-6, atol=1e-6, err_msg=name)

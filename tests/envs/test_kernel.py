@@ -116,8 +116,10 @@ def test_random_numbers_are_splitmix64_box_muller_and_standard():
     keys = [int(kernel.episode_key(np.uint64(s), np.uint64(e))) for s in range(40) for e in range(40)]
     # The key itself: SplitMix64 of the seed, mixed with the episode.
     seed, episode = 12345, 678
-    want_key = splitmix64(splitmix64((seed * 0xD1B54A32D192ED03 + 0x9E3779B97F4A7C15) & _M64)
-                          ^ ((episode * 0x9E3779B97F4A7C15 + 0xBF58476D1CE4E5B9) & _M64))
+    want_key = splitmix64(
+        splitmix64((seed * 0xD1B54A32D192ED03 + 0x9E3779B97F4A7C15) & _M64)
+        ^ ((episode * 0x9E3779B97F4A7C15 + 0xBF58476D1CE4E5B9) & _M64)
+    )
     assert int(kernel.episode_key(np.uint64(seed), np.uint64(episode))) == want_key
     normals = np.empty((len(keys), 5))
     uniforms = np.empty(len(keys))
@@ -156,8 +158,17 @@ def test_clearing_derivative_is_the_derivative_of_the_residual(name):
     # crisis test (f' below the floor) would look at the wrong slope.
     market = make(name)
     s_pre, h_prev, step, sigma_atm = math.log(1e5), 300.0, 12, 0.63
-    args = (s_pre, h_prev, True, 0.0, market.dealer_lines, market.params[0], step, step * market.config.episode.dt,
-            sigma_atm)
+    args = (
+        s_pre,
+        h_prev,
+        True,
+        0.0,
+        market.dealer_lines,
+        market.params[0],
+        step,
+        step * market.config.episode.dt,
+        sigma_atm,
+    )
     for spot in (8e4, 9.5e4, 1e5, 1.07e5):
         y = math.log(spot)
         _, fprime, _, _ = kernel._clearing_residual(y, *args)
@@ -171,8 +182,10 @@ def feedback_scenario(phi: float, **overrides):
     """Dealers hold a one-year at-the-money straddle sized for ``phi`` at the start: long-dated, so
     that phi stays near its start over a week; flat smile, so that it is the only gamma; all impact
     permanent, so that the law holds at every horizon."""
-    base = load_scenario("default", {"market.smile.skew": 0.0, "market.smile.smile": 0.0,
-                                     "market.impact.permanent_share": 1.0, **overrides})
+    base = load_scenario(
+        "default",
+        {"market.smile.skew": 0.0, "market.smile.smile": 0.0, "market.impact.permanent_share": 1.0, **overrides},
+    )
     spot = base.market.spot0
     vol = base.market.sigma * (1.0 + base.market.smile.vol_premium)
     gamma = float(bsm_greeks(spot, spot, 1.0, base.market.rate, vol, True).gamma)
@@ -181,13 +194,16 @@ def feedback_scenario(phi: float, **overrides):
     return validate_config(apply_overrides(base, {"dealers.lines": lines}))
 
 
-@pytest.mark.parametrize(("vol_premium", "phi", "move"), [
-    # Issue 9's example: a root at +0.1775 with 1 + phi = 0.17 was flagged, the move capped at +0.3075.
-    (0.0, -0.8, 0.1775),
-    # Two roots 0.001 apart (+0.18281, +0.18379; found by an independent fine scan): a pair within one
-    # of the scan's cells, seen from the turn of the residual between them.
-    (0.05, -0.7965975, 0.1828),
-])
+@pytest.mark.parametrize(
+    ("vol_premium", "phi", "move"),
+    [
+        # Issue 9's example: a root at +0.1775 with 1 + phi = 0.17 was flagged, the move capped at +0.3075.
+        (0.0, -0.8, 0.1775),
+        # Two roots 0.001 apart (+0.18281, +0.18379; found by an independent fine scan): a pair within one
+        # of the scan's cells, seen from the turn of the residual between them.
+        (0.05, -0.7965975, 0.1828),
+    ],
+)
 def test_a_stressed_step_with_an_admissible_root_is_not_a_crisis(vol_premium, phi, move):
     market = Market(feedback_scenario(phi, **{"market.smile.vol_premium": vol_premium}), n_envs=1)
     market.reset(seeds=np.array([4250]))
@@ -240,11 +256,14 @@ def test_volatility_amplification_is_one_over_one_plus_mean_phi(phi):
     assert (amplification > 1.3) if phi < 0 else (amplification < 0.8)
 
 
-@pytest.mark.parametrize(("name", "overrides", "trading"), [
-    ("default", {"dealers.lines": []}, False),
-    ("default", depth(math.inf), True),
-    ("short-gamma-crash", depth(math.inf), True),
-])
+@pytest.mark.parametrize(
+    ("name", "overrides", "trading"),
+    [
+        ("default", {"dealers.lines": []}, False),
+        ("default", depth(math.inf), True),
+        ("short-gamma-crash", depth(math.inf), True),
+    ],
+)
 def test_without_dealers_or_depth_spot_is_exactly_the_exogenous_path(name, overrides, trading):
     rng = np.random.default_rng(3)
     market = make(name, 16, overrides)
@@ -275,14 +294,17 @@ def test_expiry_step_is_the_first_step_reaching_the_expiry_in_exact_arithmetic(d
 def test_lines_of_several_expiries_each_settle_once():
     # Defect: the clock was a running sum of dt, which at hourly steps reaches day 1 ~1e-18 below
     # 1/365, so the 1-day line settled at step 24 and again at step 25 (+55k USD of phantom P&L).
-    lines = [{"strike": 5e4, "expiry_days": 1.0, "kind": "call", "quantity": 1.0},
-             {"strike": 1e5, "expiry_days": 2.0, "kind": "call", "quantity": 1.0}]
+    lines = [
+        {"strike": 5e4, "expiry_days": 1.0, "kind": "call", "quantity": 1.0},
+        {"strike": 1e5, "expiry_days": 2.0, "kind": "call", "quantity": 1.0},
+    ]
     market = make("frictionless", 4, {"agent.lines": lines, "episode.horizon_days": 3.0})
     traj = run(market, np.arange(4))
     out = traj[..., OUT0:]
     spot = out[..., O_SPOT]
-    value0 = sum(float(bsm_greeks(1e5, line["strike"], line["expiry_days"] / DAYS, 0.0, 0.6, True).price)
-                 for line in lines)
+    value0 = sum(
+        float(bsm_greeks(1e5, line["strike"], line["expiry_days"] / DAYS, 0.0, 0.6, True).price) for line in lines
+    )
     payoff = np.maximum(spot[23] - 5e4, 0.0) + np.maximum(spot[47] - 1e5, 0.0)
     np.testing.assert_allclose(out[..., O_BOOK_PNL].sum(axis=0), payoff - value0, rtol=1e-9)
     np.testing.assert_array_equal(out[48:, :, O_BOOK_PNL], 0.0)
@@ -293,8 +315,13 @@ def test_lines_of_several_expiries_each_settle_once():
 
 # --------------------------------------------------------------------------------------- venues
 def test_future_converges_to_spot_settles_at_expiry_and_rolls():
-    overrides = {"market.rate": 0.05, "venues.future.basis_mean": 0.2, "venues.future.basis_vol": 0.5,
-                 "venues.future.expiry_days": 2.0, "venues.future.roll_days": 3.0}
+    overrides = {
+        "market.rate": 0.05,
+        "venues.future.basis_mean": 0.2,
+        "venues.future.basis_vol": 0.5,
+        "venues.future.expiry_days": 2.0,
+        "venues.future.roll_days": 3.0,
+    }
     market = make("frictionless", 8, overrides)
     market.reset(seeds=np.arange(8))
     future0 = np.array([kernel.venue_mids(market.state, i, market.params[0])[FUTURE] for i in range(8)])
@@ -321,18 +348,30 @@ def test_future_converges_to_spot_settles_at_expiry_and_rolls():
             np.testing.assert_array_equal(out[:, O_HEDGE_PNL], 0.0)
     assert abs(future0[0] / 1e5 - math.exp(0.25 * 2.0 / DAYS)) < 1e-12
     # The new contract trades at a premium again: three days of r + basis (~0.25 a year).
-    premium = np.array([kernel.venue_mids(market.state, i, market.params[0])[FUTURE] for i in range(8)]) / np.exp(
-        market.state["log_spot"]) - 1.0
+    premium = (
+        np.array([kernel.venue_mids(market.state, i, market.params[0])[FUTURE] for i in range(8)])
+        / np.exp(market.state["log_spot"])
+        - 1.0
+    )
     assert np.all(premium > 0.0) and np.all(premium < 0.01)
 
 
-@pytest.mark.parametrize(("interval_hours", "dt_hours", "period"), [(8.0, 1.0, 8), (4.0, 0.5, 8), (8.0, 2.0, 4),
-                                                                      (1.0, 1.0, 1)])
+@pytest.mark.parametrize(
+    ("interval_hours", "dt_hours", "period"), [(8.0, 1.0, 8), (4.0, 0.5, 8), (8.0, 2.0, 4), (1.0, 1.0, 1)]
+)
 @pytest.mark.parametrize(("position", "interest"), [(2.0, 2e-4), (-3.0, 2e-4), (2.0, -2e-4)])
-def test_funding_is_paid_every_interval_and_longs_pay_positive_rates(interval_hours, dt_hours, period, position,
-                                                                    interest):
-    market = make("frictionless", 4, {"venues.perp.interest": interest, "venues.perp.funding_interval_hours":
-                                      interval_hours, "episode.dt_hours": dt_hours})
+def test_funding_is_paid_every_interval_and_longs_pay_positive_rates(
+    interval_hours, dt_hours, period, position, interest
+):
+    market = make(
+        "frictionless",
+        4,
+        {
+            "venues.perp.interest": interest,
+            "venues.perp.funding_interval_hours": interval_hours,
+            "episode.dt_hours": dt_hours,
+        },
+    )
     market.reset(seeds=np.arange(4))
     trade = np.zeros((4, N_VENUES))
     trade[:, PERP] = position
@@ -344,8 +383,9 @@ def test_funding_is_paid_every_interval_and_longs_pay_positive_rates(interval_ho
             # position * mark * rate; no premium in this scenario, so the perp marks at spot.
             np.testing.assert_allclose(out[:, O_FUNDING], position * out[:, O_SPOT] * interest, rtol=1e-12)
             assert np.all(np.sign(out[:, O_FUNDING]) == np.sign(position * interest))
-        np.testing.assert_allclose(out[:, O_PNL], out[:, O_BOOK_PNL] + out[:, O_HEDGE_PNL] - out[:, O_FUNDING],
-                                   rtol=1e-12, atol=1e-9)
+        np.testing.assert_allclose(
+            out[:, O_PNL], out[:, O_BOOK_PNL] + out[:, O_HEDGE_PNL] - out[:, O_FUNDING], rtol=1e-12, atol=1e-9
+        )
 
 
 def test_funding_follows_the_premium_with_its_sign():
@@ -357,8 +397,9 @@ def test_funding_follows_the_premium_with_its_sign():
         out = market.step(trade if k == 0 else None)
         rate = market.state["funding_rate"]
         cap = market.config.venues.perp.funding_cap
-        np.testing.assert_allclose(rate, np.clip(market.state["premium"] + market.config.venues.perp.interest,
-                                                 -cap, cap), rtol=1e-15)
+        np.testing.assert_allclose(
+            rate, np.clip(market.state["premium"] + market.config.venues.perp.interest, -cap, cap), rtol=1e-15
+        )
         perp_mid = out[:, O_SPOT] * (1.0 + market.state["premium"])
         paid = market.hedge[:, PERP] * perp_mid * rate if (k + 1) % 8 == 0 else 0.0
         np.testing.assert_allclose(out[:, O_FUNDING], paid, rtol=1e-12, atol=0.0)
@@ -394,7 +435,7 @@ def test_trades_on_disabled_venues_are_ignored():
     market.reset(seeds=np.arange(4))
     out = market.step(np.full((4, N_VENUES), 5.0))
     np.testing.assert_array_equal(market.hedge, [[0.0, 5.0, 0.0]] * 4)
-    np.testing.assert_array_equal(out[:, O_TRADE_SPOT:O_TRADE_SPOT + 3], [[0.0, 5.0, 0.0]] * 4)
+    np.testing.assert_array_equal(out[:, O_TRADE_SPOT : O_TRADE_SPOT + 3], [[0.0, 5.0, 0.0]] * 4)
 
 
 def test_circuit_breaker_halts_agent_and_dealers_for_halt_steps():
@@ -427,7 +468,7 @@ def test_a_row_does_not_depend_on_the_rows_stepped_with_it(name):
     seeds, episodes = np.arange(7) * 13 + 1, np.arange(7) % 3
     batch = run(make(name, 7), seeds, steps=60, trades=row_trades, episodes=episodes)
     for i in (0, 3, 6):
-        single = run(make(name, 1), seeds[i:i + 1], steps=60, trades=row_trades, episodes=episodes[i:i + 1])
+        single = run(make(name, 1), seeds[i : i + 1], steps=60, trades=row_trades, episodes=episodes[i : i + 1])
         assert np.array_equal(batch[:, i], single[:, 0]), f"row {i}"
 
 
@@ -479,17 +520,37 @@ EXTREMES = {
     # case: (scenario, overrides, what makes it extreme: checked, so that the case keeps its point)
     "thin books, phi near -1": ("default", depth(1.7e7), phi_near_minus_one),
     "phi far below -1": ("default", depth(2.0e6), crises),
-    "huge dealer book": ("default", {"dealers.lines": [
-        {"strike": k, "expiry_days": 30.0, "kind": c, "quantity": -1.0e6} for k in (95e3, 1e5, 105e3)
-        for c in ("call", "put")]}, crises),
-    "huge down-jumps": ("short-gamma-crash", {"market.jumps.mean": -1.0, "market.jumps.std": 1.0,
-                                              "market.jumps.intensity": 500.0}, jumps_beyond_half),
-    "huge up-jumps": ("short-gamma-crash", {"market.jumps.mean": 1.0, "market.jumps.std": 1.0,
-                                            "market.jumps.intensity": 500.0}, crises),
+    "huge dealer book": (
+        "default",
+        {
+            "dealers.lines": [
+                {"strike": k, "expiry_days": 30.0, "kind": c, "quantity": -1.0e6}
+                for k in (95e3, 1e5, 105e3)
+                for c in ("call", "put")
+            ]
+        },
+        crises,
+    ),
+    "huge down-jumps": (
+        "short-gamma-crash",
+        {"market.jumps.mean": -1.0, "market.jumps.std": 1.0, "market.jumps.intensity": 500.0},
+        jumps_beyond_half,
+    ),
+    "huge up-jumps": (
+        "short-gamma-crash",
+        {"market.jumps.mean": 1.0, "market.jumps.std": 1.0, "market.jumps.intensity": 500.0},
+        crises,
+    ),
     "coin trades on a $100k book": ("default", depth(1.0e5), at_price_band),
-    "zero-dte gamma into expiry": ("zero-dte", {"dealers.lines": [
-        {"strike": 1e5, "expiry_days": 1.0, "kind": c, "quantity": -3.0e3} for c in ("call", "put")]},
-        phi_near_minus_one),
+    "zero-dte gamma into expiry": (
+        "zero-dte",
+        {
+            "dealers.lines": [
+                {"strike": 1e5, "expiry_days": 1.0, "kind": c, "quantity": -3.0e3} for c in ("call", "put")
+            ]
+        },
+        phi_near_minus_one,
+    ),
     "long gamma, thin books": ("long-gamma-pin", depth(1.0e6), phi_far_above_zero),
 }
 
@@ -507,8 +568,12 @@ def test_extreme_legal_inputs_stay_finite_and_flag_crises(case):
     traded = out[..., O_HALTED] == 0.0
     assert np.all((out[traded, O_CRISIS] == 1.0) | (1.0 + out[traded, O_PHI] > market.config.market.impact.phi_floor))
     # s = X + I_perm + I_trans holds through crises and the price band.
-    np.testing.assert_allclose(traj[..., ST["log_spot"]], traj[..., ST["x"]] + traj[..., ST["i_perm"]] + traj[..., ST["i_trans"]],
-                               rtol=0, atol=1e-12 * np.abs(traj[..., ST["i_perm"]]).max() + 1e-12)
+    np.testing.assert_allclose(
+        traj[..., ST["log_spot"]],
+        traj[..., ST["x"]] + traj[..., ST["i_perm"]] + traj[..., ST["i_trans"]],
+        rtol=0,
+        atol=1e-12 * np.abs(traj[..., ST["i_perm"]]).max() + 1e-12,
+    )
     band = kernel.LOG_PRICE_BAND * (1 + 1e-12)
     assert np.all(np.abs(traj[..., ST["log_spot"]] - math.log(market.config.market.spot0)) <= band)
 
@@ -521,23 +586,49 @@ def test_pnl_is_the_sum_of_its_parts_and_accumulators_sum_the_steps(name):
     traj = run(market, np.arange(8), trades=lambda m, k: random_trades(m, rng))
     out = traj[..., OUT0:]
     pnl = out[..., O_PNL]
-    parts = out[..., O_BOOK_PNL] + out[..., O_HEDGE_PNL] - out[..., O_FEES] - out[..., O_SLIPPAGE] \
-        - out[..., O_FUNDING] - out[..., O_CARRY] + out[..., O_INTEREST]
+    parts = (
+        out[..., O_BOOK_PNL]
+        + out[..., O_HEDGE_PNL]
+        - out[..., O_FEES]
+        - out[..., O_SLIPPAGE]
+        - out[..., O_FUNDING]
+        - out[..., O_CARRY]
+        + out[..., O_INTEREST]
+    )
     np.testing.assert_allclose(pnl, parts, rtol=1e-12, atol=1e-9)
     scale = market.params["pnl_scale"][0]
-    np.testing.assert_allclose(out[..., O_REWARD], pnl / scale - 0.5 * market.params["risk_aversion"][0]
-                               * (pnl / scale) ** 2, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(
+        out[..., O_REWARD],
+        pnl / scale - 0.5 * market.params["risk_aversion"][0] * (pnl / scale) ** 2,
+        rtol=1e-12,
+        atol=1e-15,
+    )
     final = traj[-1]
-    sums = {ST["cum_pnl"]: O_PNL, ST["cum_book_pnl"]: O_BOOK_PNL, ST["cum_hedge_pnl"]: O_HEDGE_PNL, ST["cum_fees"]: O_FEES,
-            ST["cum_slippage"]: O_SLIPPAGE, ST["cum_funding"]: O_FUNDING, ST["cum_carry"]: O_CARRY, ST["cum_reward"]: O_REWARD,
-            ST["cum_interest"]: O_INTEREST,
-            ST["turnover_usd"]: O_NOTIONAL, ST["sum_phi"]: O_PHI, ST["crisis_steps"]: O_CRISIS}
+    sums = {
+        ST["cum_pnl"]: O_PNL,
+        ST["cum_book_pnl"]: O_BOOK_PNL,
+        ST["cum_hedge_pnl"]: O_HEDGE_PNL,
+        ST["cum_fees"]: O_FEES,
+        ST["cum_slippage"]: O_SLIPPAGE,
+        ST["cum_funding"]: O_FUNDING,
+        ST["cum_carry"]: O_CARRY,
+        ST["cum_reward"]: O_REWARD,
+        ST["cum_interest"]: O_INTEREST,
+        ST["turnover_usd"]: O_NOTIONAL,
+        ST["sum_phi"]: O_PHI,
+        ST["crisis_steps"]: O_CRISIS,
+    }
     for s_col, o_col in sums.items():
-        np.testing.assert_allclose(final[:, s_col], out[..., o_col].sum(axis=0), rtol=1e-10,
-                                   atol=1e-10 * np.abs(out[..., o_col]).sum(axis=0).max(), err_msg=COLUMNS[s_col])
+        np.testing.assert_allclose(
+            final[:, s_col],
+            out[..., o_col].sum(axis=0),
+            rtol=1e-10,
+            atol=1e-10 * np.abs(out[..., o_col]).sum(axis=0).max(),
+            err_msg=COLUMNS[s_col],
+        )
     np.testing.assert_allclose(final[:, ST["sum_r2"]], (out[..., O_RETURN] ** 2).sum(axis=0), rtol=1e-10)
     np.testing.assert_allclose(final[:, ST["sum_x2"]], (out[..., O_EXO_RETURN] ** 2).sum(axis=0), rtol=1e-10)
-    trades = out[..., O_TRADE_SPOT:O_TRADE_SPOT + N_VENUES]
+    trades = out[..., O_TRADE_SPOT : O_TRADE_SPOT + N_VENUES]
     np.testing.assert_array_equal(final[:, ST["n_trades"]], (trades != 0).sum(axis=(0, 2)))
     assert np.all(out[-1, :, O_TERMINATED] == 1.0)
     # At termination every line has settled into cash; the P&L is the change of wealth from 0:
@@ -553,8 +644,7 @@ def test_hedge_pnl_marks_positions_to_the_new_mid():
     traj = run(market, np.arange(8), steps=30, trades=lambda m, k: random_trades(m, rng))
     spot = np.concatenate([np.full((1, 8), market.config.market.spot0), traj[:, :, OUT0 + O_SPOT]])
     position = traj[:, :, HEDGE0 + SPOT]
-    np.testing.assert_allclose(traj[:, :, OUT0 + O_HEDGE_PNL], position * np.diff(spot, axis=0),
-                               rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(traj[:, :, OUT0 + O_HEDGE_PNL], position * np.diff(spot, axis=0), rtol=1e-9, atol=1e-9)
 
 
 def test_delta_hedging_removes_most_of_the_risk_in_the_frictionless_market():

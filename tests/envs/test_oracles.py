@@ -38,7 +38,7 @@ YEAR_HOURS = 8760.0
 def smile_vol(cfg: ScenarioConfig, strike, spot, variance=None):
     """MODEL.md §5: sigma_atm (1 + skew m + smile m^2), m = ln(K/S), floored; sigma_atm = sqrt(v)(1 + premium)."""
     sm = cfg.market.smile
-    v = cfg.market.sigma ** 2 if variance is None else variance
+    v = cfg.market.sigma**2 if variance is None else variance
     atm = max(math.sqrt(v) * (1.0 + sm.vol_premium), sm.vol_floor)
     m = np.log(np.asarray(strike, dtype=float) / spot)
     return np.maximum(atm * (1.0 + sm.skew * m + sm.smile * m * m), sm.vol_floor)
@@ -80,8 +80,14 @@ class Book:
             out = (zero, zero, zero)
         else:
             strike = self.strike[mask][None, :]
-            price, delta, gamma = bsm(spot_arr, strike, self.expiry[mask][None, :] - k * dt, cfg.market.rate,
-                                      smile_vol(cfg, strike, spot_arr), self.is_call[mask][None, :])
+            price, delta, gamma = bsm(
+                spot_arr,
+                strike,
+                self.expiry[mask][None, :] - k * dt,
+                cfg.market.rate,
+                smile_vol(cfg, strike, spot_arr),
+                self.is_call[mask][None, :],
+            )
             q = self.qty[mask]
             out = (price @ q, delta @ q, gamma @ q)
         return tuple(float(a[0]) for a in out) if np.ndim(spot) == 0 else out
@@ -89,8 +95,9 @@ class Book:
     def payoff(self, k: int, spot: float) -> float:
         """Cash paid by the lines settling at step k, at intrinsic value."""
         m = self.settle_step == k
-        intrinsic = np.where(self.is_call[m], np.maximum(spot - self.strike[m], 0.0),
-                             np.maximum(self.strike[m] - spot, 0.0))
+        intrinsic = np.where(
+            self.is_call[m], np.maximum(spot - self.strike[m], 0.0), np.maximum(self.strike[m] - spot, 0.0)
+        )
         return float(self.qty[m] @ intrinsic)
 
 
@@ -98,8 +105,10 @@ class Book:
 def dealer_inv_depth(cfg: ScenarioConfig) -> float:
     """1 / D_eff = sum_v mix_v transmission_v / D_v (MODEL.md §3)."""
     mix, ven = cfg.dealers.venue_mix, cfg.venues
-    return sum(getattr(mix, v) * getattr(ven, v).transmission / getattr(ven, v).depth_usd_per_pct
-               for v in ("spot", "perp", "future"))
+    return sum(
+        getattr(mix, v) * getattr(ven, v).transmission / getattr(ven, v).depth_usd_per_pct
+        for v in ("spot", "perp", "future")
+    )
 
 
 class ClearingOracle:
@@ -161,8 +170,14 @@ class ClearingOracle:
         crossed = np.flatnonzero((f >= 0.0) == up)
         if crossed.size:
             j = crossed[0]
-            root = brentq(lambda yy: self._residual(k, yy, s_pre, hedging, const)[0][0], ys[j - 1], ys[j],
-                          xtol=1e-15, rtol=1e-15, maxiter=200)
+            root = brentq(
+                lambda yy: self._residual(k, yy, s_pre, hedging, const)[0][0],
+                ys[j - 1],
+                ys[j],
+                xtol=1e-15,
+                rtol=1e-15,
+                maxiter=200,
+            )
             _, h, phi = (a[0] for a in self._residual(k, root, s_pre, hedging, const))
             if 1.0 + phi > self.floor:
                 return root, h, phi, False
@@ -208,16 +223,24 @@ def run_env(cfg: ScenarioConfig, seed: int, steps: int | None = None, actions=No
 def stressed_config(phi0: float = -0.8) -> ScenarioConfig:
     """Issue 9's stressed market: default scenario, all impact permanent, a flat smile, dealers short a
     one-year ATM straddle sized so that phi = phi0 at the start."""
-    base = load_scenario("default", {"market.impact.permanent_share": 1.0, "market.smile.skew": 0.0,
-                                     "market.smile.smile": 0.0})
+    base = load_scenario(
+        "default", {"market.impact.permanent_share": 1.0, "market.smile.skew": 0.0, "market.smile.smile": 0.0}
+    )
     s0 = base.market.spot0
     vol = float(smile_vol(base, s0, s0))
     _, _, gamma = bsm(s0, s0, 1.0, base.market.rate, vol, True)
     per_coin = 0.01 * base.dealers.hedge_ratio * 2.0 * float(gamma) * s0 * s0 * dealer_inv_depth(base)
     q = phi0 / per_coin
     lines = [{"strike": s0, "expiry_days": 365.0, "kind": kind, "quantity": q} for kind in ("call", "put")]
-    return load_scenario("default", {"market.impact.permanent_share": 1.0, "market.smile.skew": 0.0,
-                                     "market.smile.smile": 0.0, "dealers.lines": lines})
+    return load_scenario(
+        "default",
+        {
+            "market.impact.permanent_share": 1.0,
+            "market.smile.skew": 0.0,
+            "market.smile.smile": 0.0,
+            "dealers.lines": lines,
+        },
+    )
 
 
 def check_clearing(cfg: ScenarioConfig, seed: int, steps: int | None = None):
@@ -261,19 +284,30 @@ def test_stressed_clearing_without_a_root_is_a_crisis_capped_at_the_floor():
     assert move == pytest.approx(0.3075, abs=1e-3)
 
 
-@pytest.mark.parametrize(("scenario", "overrides", "seed", "steps"), [
-    ("default", {}, 1, 168),
-    ("default", {"market.rate": 0.05, "dealers.hedge_ratio": 1.5}, 2, 80),
-    # Long-gamma dealers whose lines settle at the last step (they hold the hedge through it).
-    ("long-gamma-pin", {}, 3, 168),
-    # ... and lines that settle mid-episode, whose hedge is unwound on the next step.
-    ("long-gamma-pin", {"dealers.lines": [
-        {"strike": 100_000.0, "expiry_days": 2.0, "kind": "call", "quantity": 2000.0},
-        {"strike": 100_000.0, "expiry_days": 2.0, "kind": "put", "quantity": 2000.0},
-        {"strike": 105_000.0, "expiry_days": 5.0, "kind": "call", "quantity": 1500.0}]}, 4, 144),
-    ("vault-epoch", {}, 5, 100),
-    ("zero-dte", {}, 6, 288),
-])
+@pytest.mark.parametrize(
+    ("scenario", "overrides", "seed", "steps"),
+    [
+        ("default", {}, 1, 168),
+        ("default", {"market.rate": 0.05, "dealers.hedge_ratio": 1.5}, 2, 80),
+        # Long-gamma dealers whose lines settle at the last step (they hold the hedge through it).
+        ("long-gamma-pin", {}, 3, 168),
+        # ... and lines that settle mid-episode, whose hedge is unwound on the next step.
+        (
+            "long-gamma-pin",
+            {
+                "dealers.lines": [
+                    {"strike": 100_000.0, "expiry_days": 2.0, "kind": "call", "quantity": 2000.0},
+                    {"strike": 100_000.0, "expiry_days": 2.0, "kind": "put", "quantity": 2000.0},
+                    {"strike": 105_000.0, "expiry_days": 5.0, "kind": "call", "quantity": 1500.0},
+                ]
+            },
+            4,
+            144,
+        ),
+        ("vault-epoch", {}, 5, 100),
+        ("zero-dte", {}, 6, 288),
+    ],
+)
 def test_clearing_path_recomputed(scenario, overrides, seed, steps):
     check_clearing(load_scenario(scenario, overrides), seed, steps)
 
@@ -349,14 +383,28 @@ def pnl_oracle(cfg: ScenarioConfig, infos, check_parts=True):
         cash += payoff
         new_value, _, _ = book.greeks(cfg, k, dt, spot)
         book_pnl = payoff + new_value - value
-        parts = {"book_pnl": book_pnl, "hedge_pnl": hedge_pnl, "fees": fees, "slippage": slippage,
-                 "funding": funding, "carry": carry, "interest": interest}
+        parts = {
+            "book_pnl": book_pnl,
+            "hedge_pnl": hedge_pnl,
+            "fees": fees,
+            "slippage": slippage,
+            "funding": funding,
+            "carry": carry,
+            "interest": interest,
+        }
         scale = 1e-9 * max(abs(book.qty).sum() * s0, 1.0) + 1e-9 * float(np.abs(after_trades).sum()) * s0
         if check_parts:
             for name, mine in parts.items():
                 assert info[name] == pytest.approx(mine, rel=1e-8, abs=scale), (k, name)
-        total = (info["book_pnl"] + info["hedge_pnl"] - info["fees"] - info["slippage"] - info["funding"]
-                 - info["carry"] + info["interest"])
+        total = (
+            info["book_pnl"]
+            + info["hedge_pnl"]
+            - info["fees"]
+            - info["slippage"]
+            - info["funding"]
+            - info["carry"]
+            + info["interest"]
+        )
         assert info["step_pnl"] == pytest.approx(total, rel=1e-12, abs=1e-9 * scale / 1e-9 * 1e-3)
         for name in totals:
             totals[name] += info[name]
@@ -390,12 +438,24 @@ def random_actions(n_steps: int, n_venues: int, seed: int, scale: float = 0.3):
 def test_pnl_recomputed_frictionless_three_venues(horizon_days, dt_hours):
     # Infinite depth, so perp premium and basis stay put; but r != 0, funding, margin carry and a
     # futures expiry (day 28) inside the 30-day episode.
-    cfg = load_scenario("frictionless", {
-        "market.rate": 0.05, "market.sigma": 0.7, "market.smile.skew": -0.1, "market.smile.smile": 0.5,
-        "market.smile.vol_premium": 0.05, "agent.funding_cost_of_capital": 0.08, "agent.max_trade": 10.0,
-        "venues.perp.interest": 0.0002, "venues.perp.funding_cap": 0.001,
-        "venues.future.basis_mean": 0.04, "agent.lines": MULTI_EXPIRY,
-        "episode.horizon_days": horizon_days, "episode.dt_hours": dt_hours})
+    cfg = load_scenario(
+        "frictionless",
+        {
+            "market.rate": 0.05,
+            "market.sigma": 0.7,
+            "market.smile.skew": -0.1,
+            "market.smile.smile": 0.5,
+            "market.smile.vol_premium": 0.05,
+            "agent.funding_cost_of_capital": 0.08,
+            "agent.max_trade": 10.0,
+            "venues.perp.interest": 0.0002,
+            "venues.perp.funding_cap": 0.001,
+            "venues.future.basis_mean": 0.04,
+            "agent.lines": MULTI_EXPIRY,
+            "episode.horizon_days": horizon_days,
+            "episode.dt_hours": dt_hours,
+        },
+    )
     n = cfg.episode_steps
     infos = run_env(cfg, 11, actions=random_actions(n, 3, 11))
     totals = pnl_oracle(cfg, infos)
@@ -407,10 +467,19 @@ def test_pnl_recomputed_frictionless_three_venues(horizon_days, dt_hours):
 @pytest.mark.parametrize(("horizon_days", "dt_hours", "initial_hedge"), [(7.0, 1.0, "none"), (1.0, 24.0, "delta")])
 def test_pnl_recomputed_with_costs_and_dealers_on_spot(horizon_days, dt_hours, initial_hedge):
     # The default market (dealers, impact, fees, spread, temporary impact) with r != 0, on spot only.
-    cfg = load_scenario("default", {
-        "market.rate": -0.03, "agent.venues": ["spot"], "agent.lines": MULTI_EXPIRY,
-        "agent.initial_hedge": initial_hedge, "venues.perp.premium_vol": 0.0, "venues.future.basis_vol": 0.0,
-        "episode.horizon_days": horizon_days, "episode.dt_hours": dt_hours})
+    cfg = load_scenario(
+        "default",
+        {
+            "market.rate": -0.03,
+            "agent.venues": ["spot"],
+            "agent.lines": MULTI_EXPIRY,
+            "agent.initial_hedge": initial_hedge,
+            "venues.perp.premium_vol": 0.0,
+            "venues.future.basis_vol": 0.0,
+            "episode.horizon_days": horizon_days,
+            "episode.dt_hours": dt_hours,
+        },
+    )
     infos = run_env(cfg, 12, actions=random_actions(cfg.episode_steps, 1, 12, 1.0))
     totals = pnl_oracle(cfg, infos)
     assert totals["fees"] > 0.0 and totals["slippage"] > 0.0 and totals["interest"] != 0.0
@@ -423,11 +492,20 @@ def test_derman_kamal_delta_hedged_put(rebalances, expected_std):
     P&L mean ~ 0 per option and std ~ sqrt(pi / 4) vega sigma / sqrt(N) (Derman & Kamal: 0.443 / 0.222
     at N = 21 / 84; the exact financed hedge gives 0.424 / 0.218)."""
     month = YEAR_DAYS / 12.0
-    cfg = load_scenario("frictionless", {
-        "market.spot0": 100.0, "market.sigma": 0.2, "market.rate": 0.05,
-        "agent.venues": ["spot"], "agent.action_mode": "delta", "agent.max_trade": 1.0,
-        "agent.lines": [{"strike": 100.0, "expiry_days": month, "kind": "put", "quantity": -1.0}],
-        "episode.horizon_days": month, "episode.dt_hours": month * 24.0 / rebalances})
+    cfg = load_scenario(
+        "frictionless",
+        {
+            "market.spot0": 100.0,
+            "market.sigma": 0.2,
+            "market.rate": 0.05,
+            "agent.venues": ["spot"],
+            "agent.action_mode": "delta",
+            "agent.max_trade": 1.0,
+            "agent.lines": [{"strike": 100.0, "expiry_days": month, "kind": "put", "quantity": -1.0}],
+            "episode.horizon_days": month,
+            "episode.dt_hours": month * 24.0 / rebalances,
+        },
+    )
     assert cfg.episode_steps == rebalances
     n = 20_000
     market = Market(cfg, n_envs=n)
@@ -454,10 +532,11 @@ def test_derman_kamal_delta_hedged_put(rebalances, expected_std):
 @pytest.mark.parametrize("dt_hours", [1.0, 1.0 / 12.0, 24.0])
 @pytest.mark.parametrize("rate", [0.0, 0.05])
 def test_two_expiries_settle_once_against_the_closed_form(dt_hours, rate):
-    lines = [{"strike": 50_000.0, "expiry_days": 1.0, "kind": "call", "quantity": 1.0},
-             {"strike": 100_000.0, "expiry_days": 2.0, "kind": "call", "quantity": 1.0}]
-    cfg = load_scenario("frictionless", {"agent.lines": lines, "market.rate": rate,
-                                         "episode.dt_hours": dt_hours})
+    lines = [
+        {"strike": 50_000.0, "expiry_days": 1.0, "kind": "call", "quantity": 1.0},
+        {"strike": 100_000.0, "expiry_days": 2.0, "kind": "call", "quantity": 1.0},
+    ]
+    cfg = load_scenario("frictionless", {"agent.lines": lines, "market.rate": rate, "episode.dt_hours": dt_hours})
     steps_per_day = round(24.0 / dt_hours)
     assert cfg.episode_steps == 2 * steps_per_day and cfg.terminates
     infos = run_env(cfg, 3)

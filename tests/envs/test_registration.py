@@ -22,8 +22,14 @@ IDS = list(SCENARIO_IDS.values())
 
 def test_every_named_scenario_has_an_id_with_both_entry_points():
     assert set(SCENARIO_IDS) == set(list_scenarios())
-    assert {"hedgegym/Hedging-v1", "hedgegym/ShortGammaCrash-v1", "hedgegym/LongGammaPin-v1",
-            "hedgegym/ZeroDTE-v1", "hedgegym/VaultEpoch-v1", "hedgegym/Frictionless-v1"} == set(IDS)
+    assert {
+        "hedgegym/Hedging-v1",
+        "hedgegym/ShortGammaCrash-v1",
+        "hedgegym/LongGammaPin-v1",
+        "hedgegym/ZeroDTE-v1",
+        "hedgegym/VaultEpoch-v1",
+        "hedgegym/Frictionless-v1",
+    } == set(IDS)
     for env_id in IDS:
         spec = gym.spec(env_id)
         assert spec.entry_point == ENTRY_POINT and spec.vector_entry_point == VECTOR_ENTRY_POINT
@@ -54,13 +60,17 @@ def test_make_and_make_vec_build_the_scenario(env_id, scenario):
 
 
 def test_overrides_as_keyword_arguments():
-    env = gym.make("hedgegym/ShortGammaCrash-v1", market__sigma=0.8, agent__venues=["spot"],
-                   market__heston__xi="1.5")
+    env = gym.make("hedgegym/ShortGammaCrash-v1", market__sigma=0.8, agent__venues=["spot"], market__heston__xi="1.5")
     config = env.unwrapped.config
     assert config.market.sigma == 0.8 and config.market.heston.xi == 1.5 and config.agent.venues == ["spot"]
     assert env.action_space.shape == (1,)
-    vec = gym.make_vec("hedgegym/ShortGammaCrash-v1", num_envs=2, vectorization_mode="vector_entry_point",
-                       agent__venues=["perp"], autoreset_mode=AutoresetMode.SAME_STEP)
+    vec = gym.make_vec(
+        "hedgegym/ShortGammaCrash-v1",
+        num_envs=2,
+        vectorization_mode="vector_entry_point",
+        agent__venues=["perp"],
+        autoreset_mode=AutoresetMode.SAME_STEP,
+    )
     assert vec.single_action_space.shape == (1,) and vec.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP
     with pytest.raises(ConfigError, match=r"market\.sigma: Input should be greater than 0"):
         gym.make("hedgegym/Hedging-v1", market__sigma=0.0)
@@ -76,16 +86,20 @@ def test_config_replaces_the_default_scenario_of_hedging_v0():
 
 
 def test_module_prefix_imports_the_package_in_a_fresh_interpreter():
-    code = ("import gymnasium as gym, sys; env = gym.make('hedgegym.envs:hedgegym/Hedging-v1'); "
-            "print(type(env.unwrapped).__name__)")
+    code = (
+        "import gymnasium as gym, sys; env = gym.make('hedgegym.envs:hedgegym/Hedging-v1'); "
+        "print(type(env.unwrapped).__name__)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "HedgingEnv"
 
 
 def test_import_registers_without_loading_numba():
-    code = ("import sys, gymnasium as gym, hedgegym.envs; "
-            "assert 'hedgegym/Hedging-v1' in gym.registry; "
-            "print(sorted(m for m in ('numba', 'hedgegym.envs.kernel', 'pydantic') if m in sys.modules))")
+    code = (
+        "import sys, gymnasium as gym, hedgegym.envs; "
+        "assert 'hedgegym/Hedging-v1' in gym.registry; "
+        "print(sorted(m for m in ('numba', 'hedgegym.envs.kernel', 'pydantic') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 

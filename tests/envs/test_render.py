@@ -78,8 +78,12 @@ def test_gymnasium_record_video_writes_an_episode(tmp_path):
     pytest.importorskip("moviepy")
     from gymnasium.wrappers import RecordVideo
 
-    env = RecordVideo(gym.make("hedgegym/Hedging-v1", render_mode="rgb_array", **SHORT), str(tmp_path / "videos"),
-                      episode_trigger=lambda e: True, disable_logger=True)
+    env = RecordVideo(
+        gym.make("hedgegym/Hedging-v1", render_mode="rgb_array", **SHORT),
+        str(tmp_path / "videos"),
+        episode_trigger=lambda e: True,
+        disable_logger=True,
+    )
     env.reset(seed=0)
     done = False
     while not done:
@@ -95,8 +99,12 @@ def test_sb3_vec_video_recorder_writes_a_video(tmp_path):
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import VecVideoRecorder
 
-    venv = VecVideoRecorder(make_vec_env("hedgegym/Hedging-v1", n_envs=1, env_kwargs=SHORT), str(tmp_path),
-                            record_video_trigger=lambda step: step == 0, video_length=5)
+    venv = VecVideoRecorder(
+        make_vec_env("hedgegym/Hedging-v1", n_envs=1, env_kwargs=SHORT),
+        str(tmp_path),
+        record_video_trigger=lambda step: step == 0,
+        video_length=5,
+    )
     venv.reset()
     for _ in range(6):
         venv.step(np.zeros((1, 3), dtype=np.float32))

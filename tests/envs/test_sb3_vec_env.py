@@ -88,8 +88,16 @@ def test_ppo_learns_on_the_adapter_and_predicts_on_hedging_env():
     torch.set_num_threads(1)
     try:
         venv = make_sb3_vec_env("default", n_envs=8, seed=0, episode__horizon_days=1.0)
-        model = PPO("MlpPolicy", venv, n_steps=64, batch_size=128, n_epochs=2, seed=0,
-                    policy_kwargs={"net_arch": [32, 32]}, device="cpu")
+        model = PPO(
+            "MlpPolicy",
+            venv,
+            n_steps=64,
+            batch_size=128,
+            n_epochs=2,
+            seed=0,
+            policy_kwargs={"net_arch": [32, 32]},
+            device="cpu",
+        )
         model.learn(total_timesteps=3072)
         assert model.num_timesteps == 3072
         assert len(model.ep_info_buffer) > 0 and {"r", "l", "t"} <= set(model.ep_info_buffer[0])

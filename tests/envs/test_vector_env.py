@@ -11,8 +11,10 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from hedgegym.envs import HedgingEnv, HedgingVectorEnv
 
 TRUNCATES = {"episode__horizon_days": 0.25}  # 6 hourly steps, cut at the horizon
-TERMINATES = {"episode__horizon_days": 0.25,
-              "agent__lines": [{"strike": 100_000.0, "expiry_days": 0.25, "kind": "put", "quantity": -20.0}]}
+TERMINATES = {
+    "episode__horizon_days": 0.25,
+    "agent__lines": [{"strike": 100_000.0, "expiry_days": 0.25, "kind": "put", "quantity": -20.0}],
+}
 
 
 def assert_identical(a, b, what: str) -> None:
@@ -36,8 +38,11 @@ def test_vector_env_equals_sync_vector_env_of_hedging_envs(mode, n):
     for k in range(20):  # three episodes and more
         if mode == AutoresetMode.DISABLED and k % 6 == 0 and k:
             mask = np.ones(n, dtype=bool)
-            assert_identical(vec.reset(options={"reset_mask": mask}), ref.reset(options={"reset_mask": mask.copy()}),
-                             f"masked reset {k}")
+            assert_identical(
+                vec.reset(options={"reset_mask": mask}),
+                ref.reset(options={"reset_mask": mask.copy()}),
+                f"masked reset {k}",
+            )
         actions = rng.uniform(-1.5, 1.5, vec.action_space.shape).astype(np.float32)
         got, want = vec.step(actions), ref.step(actions)
         for name, x, y in zip(("obs", "rewards", "terminations", "truncations", "infos"), got, want, strict=True):
@@ -130,12 +135,15 @@ def test_disabled_mode_needs_an_explicit_reset():
     vec.step(np.zeros((2, 3)))
 
 
-@pytest.mark.parametrize(("actions", "message"), [
-    (np.zeros((3, 3)), r"action must have shape \(2, 3\).*got shape \(3, 3\)"),
-    (np.zeros(3), r"got shape \(3,\)"),
-    (np.array([[0, 0, 0], [0, np.nan, 0]]), r"action contains NaN at env 1, venue 'perp'"),
-    (np.array([[np.inf, 0, 0], [0, 0, 0]]), r"action contains inf at env 0, venue 'spot'"),
-])
+@pytest.mark.parametrize(
+    ("actions", "message"),
+    [
+        (np.zeros((3, 3)), r"action must have shape \(2, 3\).*got shape \(3, 3\)"),
+        (np.zeros(3), r"got shape \(3,\)"),
+        (np.array([[0, 0, 0], [0, np.nan, 0]]), r"action contains NaN at env 1, venue 'perp'"),
+        (np.array([[np.inf, 0, 0], [0, 0, 0]]), r"action contains inf at env 0, venue 'spot'"),
+    ],
+)
 def test_bad_actions_raise_value_error_naming_env_and_venue(actions, message):
     vec = HedgingVectorEnv(2, **TRUNCATES)
     vec.reset(seed=0)

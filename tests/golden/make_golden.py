@@ -32,14 +32,24 @@ def trajectories(scenario: str) -> dict[str, np.ndarray]:
     rows: dict[str, list] = {}
     for path in range(PATHS):
         obs, info = env.reset(seed=path)
-        record = {"obs": [obs], "reward": [0.0], "terminated": [False], "truncated": [False],
-                  **{k: [v] for k, v in info.items()}}
+        record = {
+            "obs": [obs],
+            "reward": [0.0],
+            "terminated": [False],
+            "truncated": [False],
+            **{k: [v] for k, v in info.items()},
+        }
         for _ in range(steps):
             action = rng.uniform(-1.0, 1.0, env.action_space.shape).astype(np.float32)
             obs, reward, terminated, truncated, info = env.step(action)
             info = {k: v for k, v in info.items() if k != "episode_metrics"}
-            for k, v in {"obs": obs, "reward": reward, "terminated": terminated, "truncated": truncated,
-                         **info}.items():
+            for k, v in {
+                "obs": obs,
+                "reward": reward,
+                "terminated": terminated,
+                "truncated": truncated,
+                **info,
+            }.items():
                 record[k].append(v)
         for k, v in record.items():
             rows.setdefault(k, []).append(np.asarray(v))

@@ -24,8 +24,10 @@ _spec.loader.exec_module(make_golden)
 def test_scenario_replays_its_golden_trajectories(scenario):
     path = HERE / f"{scenario}.npz"
     if not path.is_file():
-        pytest.fail(f"no golden file {path.name}: generate it with `python tests/golden/make_golden.py {scenario}`"
-                    " and commit it")
+        pytest.fail(
+            f"no golden file {path.name}: generate it with `python tests/golden/make_golden.py {scenario}`"
+            " and commit it"
+        )
     with np.load(path) as stored:
         golden = {k: stored[k] for k in stored.files}
     fresh = make_golden.trajectories(scenario)
@@ -34,7 +36,8 @@ def test_scenario_replays_its_golden_trajectories(scenario):
         assert fresh[key].dtype == value.dtype and fresh[key].shape == value.shape, key
         assert np.array_equal(fresh[key], value, equal_nan=True), (
             f"{scenario}: {key!r} differs from the golden file at "
-            f"{np.argwhere(fresh[key] != value)[:3].tolist()} (path, step, ...)")
+            f"{np.argwhere(fresh[key] != value)[:3].tolist()} (path, step, ...)"
+        )
 
 
 def test_generator_is_deterministic():

@@ -20,8 +20,9 @@ import pytest
 
 from hedgegym.train.io import CLAIM_FILE, RunDirError, RunDirTaken, claim_dir, new_run_dir, release_dir
 
-HEDGEGYM = shutil.which("hedgegym") or pytest.skip("the hedgegym console script is not installed",
-                                                   allow_module_level=True)
+HEDGEGYM = shutil.which("hedgegym") or pytest.skip(
+    "the hedgegym console script is not installed", allow_module_level=True
+)
 README = Path(__file__).resolve().parents[2] / "README.md"
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 # A 6-hour episode (6 steps) and two paths: each run costs its start-up and little else.
@@ -94,8 +95,9 @@ def test_a_run_stopped_by_bad_input_leaves_its_out_reusable(tmp_path):
 
 def _interrupt_once_claimed(popen, args: list[str], out: Path, delay: float, env: dict | None = None):
     """Start ``hedgegym ARGS --out OUT``, send SIGINT ``delay`` s after it claims OUT; its exit status and output."""
-    proc = popen([HEDGEGYM, *args, "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                 env=env)
+    proc = popen(
+        [HEDGEGYM, *args, "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
     deadline = time.monotonic() + 60
     while not (out / CLAIM_FILE).exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -153,8 +155,21 @@ def test_ctrl_c_swallowed_by_a_c_callback_still_stops_the_run(tmp_path):
     """The cold-compile case made deterministic: the signal is lost to a C callback, the run stops anyway."""
     (tmp_path / "swallow.py").write_text(_SWALLOWED_CTRL_C)
     out = tmp_path / "run"
-    res = hedgegym("evaluate", "--episodes", "1000000", "--set", "agent.venues=[spot]", "--baselines", "none",
-                   "--policy", "swallow:policy", "--out", str(out), cwd=tmp_path, timeout=120)
+    res = hedgegym(
+        "evaluate",
+        "--episodes",
+        "1000000",
+        "--set",
+        "agent.venues=[spot]",
+        "--baselines",
+        "none",
+        "--policy",
+        "swallow:policy",
+        "--out",
+        str(out),
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert res.returncode == 130, res.stdout + res.stderr
     assert "Exception ignored" in res.stderr and "KeyboardInterrupt" in res.stderr  # it was swallowed
     assert not out.exists()
@@ -165,8 +180,10 @@ def test_two_runs_on_the_same_empty_out_at_once_one_wins(tmp_path, popen):
     out = tmp_path / "shared"
     out.mkdir()
     cmd = [HEDGEGYM, "simulate", *SHORT, "--paths", "2", "--out", str(out)]
-    procs = {seed: popen([*cmd, "--seed", str(seed)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for seed in (11, 22)}
+    procs = {
+        seed: popen([*cmd, "--seed", str(seed)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for seed in (11, 22)
+    }
     results = []
     for seed, proc in procs.items():
         _, err = proc.communicate(timeout=120)
@@ -226,8 +243,9 @@ def test_new_run_dirs_never_collide_and_names_are_one_path_component(tmp_path):
 
 
 def test_scenario_name_with_a_slash_makes_a_valid_default_run_directory(tmp_path):
-    res = hedgegym("evaluate", *SHORT, "--set", "name=crash/2020 (v2)", "--episodes", "2", "--baselines", "delta",
-                   cwd=tmp_path)
+    res = hedgegym(
+        "evaluate", *SHORT, "--set", "name=crash/2020 (v2)", "--episodes", "2", "--baselines", "delta", cwd=tmp_path
+    )
     assert res.returncode == 0, res.stderr
     (run,) = (tmp_path / "runs").iterdir()
     assert re.fullmatch(r"evaluate-crash_2020_v2-\d{8}-\d{6}", run.name), run.name
@@ -235,33 +253,41 @@ def test_scenario_name_with_a_slash_makes_a_valid_default_run_directory(tmp_path
 
 
 # ------------------------------------------------------------------------------ limits on seeds and sizes
-@pytest.mark.parametrize(("args", "expected"), [
-    (("simulate", "--seed", str(2**63 - 1), "--paths", "2"), "[0, 9223372036854775806]"),
-    (("evaluate", "--seed", str(2**63), "--episodes", "10"), "[0, 9223372036854775798]"),
-    (("evaluate", "--seed", str(2**64 + 5)), "--seed"),
-    (("simulate", "--seed", "-1"), "--seed"),
-    (("evaluate", "--episodes", "1000000000"), "must be in [1, 1,000,000]"),
-    (("simulate", "--paths", "1000000000"), "must be in [1, 1,000,000]"),
-    (("simulate", "--paths", "0"), "--paths"),
-    (("evaluate", "--episodes", "-3"), "--episodes"),
-])
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("simulate", "--seed", str(2**63 - 1), "--paths", "2"), "[0, 9223372036854775806]"),
+        (("evaluate", "--seed", str(2**63), "--episodes", "10"), "[0, 9223372036854775798]"),
+        (("evaluate", "--seed", str(2**64 + 5)), "--seed"),
+        (("simulate", "--seed", "-1"), "--seed"),
+        (("evaluate", "--episodes", "1000000000"), "must be in [1, 1,000,000]"),
+        (("simulate", "--paths", "1000000000"), "must be in [1, 1,000,000]"),
+        (("simulate", "--paths", "0"), "--paths"),
+        (("evaluate", "--episodes", "-3"), "--episodes"),
+    ],
+)
 def test_seed_and_size_limits_are_one_line_before_any_work(args, expected):
     line = one_line_error(hedgegym(*args, timeout=60))
     assert expected in line, line
 
 
-@pytest.mark.parametrize(("command", "count", "what"), [
-    ("simulate", ["--paths", "20"], "paths"),
-    ("evaluate", ["--episodes", "20", "--baselines", "delta"], "episodes"),
-])
+@pytest.mark.parametrize(
+    ("command", "count", "what"),
+    [
+        ("simulate", ["--paths", "20"], "paths"),
+        ("evaluate", ["--episodes", "20", "--baselines", "delta"], "episodes"),
+    ],
+)
 def test_the_largest_seed_readme_allows_runs_and_the_next_is_refused(command, count, what, tmp_path):
     """README: --seed in [0, 2**63 - N]; the last episode then runs on seed 2**63 - 1, the largest int64."""
     largest = 2**63 - 20
     res = hedgegym(command, *count, "--seed", str(largest), "--out", str(tmp_path / "run"))
     assert res.returncode == 0 and "Traceback" not in res.stderr, res.stdout + res.stderr
     line = one_line_error(hedgegym(command, *count, "--seed", str(largest + 1)))
-    assert line == (f"error: --seed {largest + 1}: must be in [0, 2**63 - {what}] = [0, {largest}] so that the "
-                    f"seeds seed + j of all 20 {what} fit in 64-bit integers")
+    assert line == (
+        f"error: --seed {largest + 1}: must be in [0, 2**63 - {what}] = [0, {largest}] so that the "
+        f"seeds seed + j of all 20 {what} fit in 64-bit integers"
+    )
 
 
 def test_plain_simulate_writes_nothing(tmp_path):
@@ -272,14 +298,23 @@ def test_plain_simulate_writes_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    (b"market:\n  sigma: 0.5\n  sigma: 0.7\n",
-     "duplicate key 'sigma' at line 3 (first at line 2): a repeated key would replace the first; merge them"),
-    (b"market:\n  sigma: 0.5\nepisode:\n  horizon_days: 1\nmarket:\n  kappa: 1\n",
-     "duplicate key 'market' at line 5 (first at line 1)"),
-    (b"name: default\nmarket:\n  sigma: 0.5 # caf\xe9\n",
-     "is not UTF-8 text: byte 0xe9 at line 3 cannot be decoded (save the file as UTF-8)"),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            b"market:\n  sigma: 0.5\n  sigma: 0.7\n",
+            "duplicate key 'sigma' at line 3 (first at line 2): a repeated key would replace the first; merge them",
+        ),
+        (
+            b"market:\n  sigma: 0.5\nepisode:\n  horizon_days: 1\nmarket:\n  kappa: 1\n",
+            "duplicate key 'market' at line 5 (first at line 1)",
+        ),
+        (
+            b"name: default\nmarket:\n  sigma: 0.5 # caf\xe9\n",
+            "is not UTF-8 text: byte 0xe9 at line 3 cannot be decoded (save the file as UTF-8)",
+        ),
+    ],
+)
 @pytest.mark.parametrize("command", ["simulate", "train"])
 def test_duplicate_keys_and_invalid_utf8_are_one_line(command, text, expected, tmp_path):
     (tmp_path / "bad.yaml").write_bytes(text)
@@ -288,34 +323,44 @@ def test_duplicate_keys_and_invalid_utf8_are_one_line(command, text, expected, t
     assert line.startswith("error: bad.yaml") and expected in line, line
 
 
-@pytest.mark.parametrize(("args", "expected"), [
-    (["simulate", "--config", "/etc"], "config file '/etc' is a directory, not a YAML file"),
-    (["evaluate", "--config", "."], "config file '.' is a directory, not a YAML file"),
-    (["train", "."], "config file '.' is a directory, not a YAML file"),
-    (["simulate", "--config", "/dev/null"], "config file '/dev/null' is not a regular file"),
-    (["train", "/dev/null"], "config file '/dev/null' is not a regular file"),
-    (["simulate", "--config", "missing.yaml"], "config file 'missing.yaml' does not exist"),
-])
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["simulate", "--config", "/etc"], "config file '/etc' is a directory, not a YAML file"),
+        (["evaluate", "--config", "."], "config file '.' is a directory, not a YAML file"),
+        (["train", "."], "config file '.' is a directory, not a YAML file"),
+        (["simulate", "--config", "/dev/null"], "config file '/dev/null' is not a regular file"),
+        (["train", "/dev/null"], "config file '/dev/null' is not a regular file"),
+        (["simulate", "--config", "missing.yaml"], "config file 'missing.yaml' does not exist"),
+    ],
+)
 def test_a_config_that_is_not_a_file_says_what_it_is(args, expected, tmp_path):
     assert one_line_error(hedgegym(*args, cwd=tmp_path)) == f"error: {expected}"
 
 
 # ------------------------------------------------------------------------------ one line, exit 2
-@pytest.mark.parametrize(("args", "expected"), [
-    (("simulate", "--bogus"), "No such option: --bogus"),
-    (("simulate", "--set", "foo"), "expected key=value"),
-    (("simulate", "--scenario", "atlantis"), "unknown scenario 'atlantis'"),
-    (("simulate", "--set", "market.sigma=-1", "--set", "episode.dt_hours=-1"), "market.sigma"),
-    (("evaluate", "--baselines", "delta,gamma_scalp"), "unknown baseline or policy 'gamma_scalp'"),
-    (("evaluate", "--set", "agent.venues=[spot]", "--baselines", "delta@perp"), "agent.venues = ['spot']"),
-    (("train",), "give an experiment config"),
-    (("train", "missing.yaml"), "missing.yaml"),
-    (("train", str(CONFIGS / "ppo_spot.yaml"), "--set", "algorithm.hyperparameters.ent_coef=-5"),
-     "ent_coef must be >= 0 (a negative entropy bonus rewards a collapsing policy) (got -5.0)"),
-    (("train", str(CONFIGS / "ppo_spot.yaml"), "--set", "algorithm.hyperparameters.batch_size=1000"),
-     "batch_size=1000 must divide"),
-    (("nosuchcommand",), "No such command"),
-])
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("simulate", "--bogus"), "No such option: --bogus"),
+        (("simulate", "--set", "foo"), "expected key=value"),
+        (("simulate", "--scenario", "atlantis"), "unknown scenario 'atlantis'"),
+        (("simulate", "--set", "market.sigma=-1", "--set", "episode.dt_hours=-1"), "market.sigma"),
+        (("evaluate", "--baselines", "delta,gamma_scalp"), "unknown baseline or policy 'gamma_scalp'"),
+        (("evaluate", "--set", "agent.venues=[spot]", "--baselines", "delta@perp"), "agent.venues = ['spot']"),
+        (("train",), "give an experiment config"),
+        (("train", "missing.yaml"), "missing.yaml"),
+        (
+            ("train", str(CONFIGS / "ppo_spot.yaml"), "--set", "algorithm.hyperparameters.ent_coef=-5"),
+            "ent_coef must be >= 0 (a negative entropy bonus rewards a collapsing policy) (got -5.0)",
+        ),
+        (
+            ("train", str(CONFIGS / "ppo_spot.yaml"), "--set", "algorithm.hyperparameters.batch_size=1000"),
+            "batch_size=1000 must divide",
+        ),
+        (("nosuchcommand",), "No such command"),
+    ],
+)
 def test_every_error_is_one_line_with_exit_status_2(args, expected, tmp_path):
     line = one_line_error(hedgegym(*args, cwd=tmp_path, timeout=60))
     assert expected in line, line
@@ -348,25 +393,40 @@ def test_readme_policy_example_runs_as_written(tmp_path):
 def test_policy_from_a_file_path(tmp_path):
     (tmp_path / "lib").mkdir()
     (tmp_path / "lib" / "hedgers.py").write_text(_readme_policy_module())
-    res = hedgegym("evaluate", *SHORT, "--episodes", "2", "--baselines", "none", "--policy",
-                   "lib/hedgers.py:gamma_scalper", "--out", str(tmp_path / "out"), cwd=tmp_path)
+    res = hedgegym(
+        "evaluate",
+        *SHORT,
+        "--episodes",
+        "2",
+        "--baselines",
+        "none",
+        "--policy",
+        "lib/hedgers.py:gamma_scalper",
+        "--out",
+        str(tmp_path / "out"),
+        cwd=tmp_path,
+    )
     assert res.returncode == 0, res.stderr
 
 
-@pytest.mark.parametrize(("spec", "expected"), [
-    ("my_hedgers:nope", "has no attribute 'nope'"),
-    ("not_a_module_here:fn", "cannot import 'not_a_module_here'"),
-    ("missing.py:fn", "does not exist"),
-    ("broken:fn", "importing 'broken' failed (SyntaxError"),
-    ("broken.py:fn", "importing 'broken.py' failed (SyntaxError"),
-    ("raises:fn", "importing 'raises' failed (RuntimeError: no market data here)"),
-])
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("my_hedgers:nope", "has no attribute 'nope'"),
+        ("not_a_module_here:fn", "cannot import 'not_a_module_here'"),
+        ("missing.py:fn", "does not exist"),
+        ("broken:fn", "importing 'broken' failed (SyntaxError"),
+        ("broken.py:fn", "importing 'broken.py' failed (SyntaxError"),
+        ("raises:fn", "importing 'raises' failed (RuntimeError: no market data here)"),
+    ],
+)
 def test_bad_policy_module_or_function_is_one_line(spec, expected, tmp_path):
     (tmp_path / "my_hedgers.py").write_text(_readme_policy_module())
     (tmp_path / "broken.py").write_text("def fn(:\n")
     (tmp_path / "raises.py").write_text("raise RuntimeError('no market data here')\n")
-    line = one_line_error(hedgegym("evaluate", *SHORT, "--episodes", "2", "--baselines", "none", "--policy", spec,
-                                   cwd=tmp_path))
+    line = one_line_error(
+        hedgegym("evaluate", *SHORT, "--episodes", "2", "--baselines", "none", "--policy", spec, cwd=tmp_path)
+    )
     assert expected in line, line
 
 

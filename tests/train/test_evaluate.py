@@ -17,9 +17,10 @@ from hedgegym.train.cli import app
 from hedgegym.train.policies import PolicyError, expand_baselines, load_policy, load_sb3_policy
 
 # One day of hourly steps keeps every run here to milliseconds; the book expires with the episode.
-SHORT = {"episode.horizon_days": 1.0,
-         "agent.lines": [{"strike": 100_000.0, "expiry_days": 1.0, "kind": k, "quantity": -20.0}
-                         for k in ("call", "put")]}
+SHORT = {
+    "episode.horizon_days": 1.0,
+    "agent.lines": [{"strike": 100_000.0, "expiry_days": 1.0, "kind": k, "quantity": -20.0} for k in ("call", "put")],
+}
 runner = CliRunner()
 
 
@@ -34,24 +35,28 @@ def cli(*args: str):
 
 # ------------------------------------------------------------------------------------ same paths
 def test_policies_meet_identical_exogenous_paths(short):
-    result = evaluate(["no_hedge", "delta", "whalley_wilmott@cheapest"], short, episodes=6, seed=3,
-                      n_resamples=50, n_sample_paths=6)
+    result = evaluate(
+        ["no_hedge", "delta", "whalley_wilmott@cheapest"], short, episodes=6, seed=3, n_resamples=50, n_sample_paths=6
+    )
     exo = {name: result.samples[name]["exo_spot"] for name in result.policies}
     for name in result.policies[1:]:
         np.testing.assert_array_equal(exo[name], exo["no_hedge"])
-        np.testing.assert_array_equal(result.per_episode[name]["exo_spot_final"],
-                                      result.per_episode["no_hedge"]["exo_spot_final"])
+        np.testing.assert_array_equal(
+            result.per_episode[name]["exo_spot_final"], result.per_episode["no_hedge"]["exo_spot_final"]
+        )
     # ...while spot itself carries each policy's own impact.
     assert not np.array_equal(result.samples["delta@spot"]["spot"], result.samples["no_hedge"]["spot"])
     # Without trades the rerun with the agent's impact off is the same path: no share at all.
     assert np.all(result.per_episode["no_hedge"]["agent_vol_amplification"] == 0.0)
-    np.testing.assert_array_equal(result.samples["no_hedge"]["spot_no_agent_impact"],
-                                  result.samples["no_hedge"]["spot"])
+    np.testing.assert_array_equal(
+        result.samples["no_hedge"]["spot_no_agent_impact"], result.samples["no_hedge"]["spot"]
+    )
 
 
 def test_episode_j_is_hedging_env_reset_with_seed_plus_j(short):
-    result = evaluate(["whalley_wilmott@cheapest"], short, episodes=4, seed=10, n_resamples=20,
-                      agent_impact_rerun=False)
+    result = evaluate(
+        ["whalley_wilmott@cheapest"], short, episodes=4, seed=10, n_resamples=20, agent_impact_rerun=False
+    )
     env = HedgingEnv(config=short)
     policy = make_baseline("whalley_wilmott@cheapest", short)
     obs, _ = env.reset(seed=12)
@@ -65,8 +70,9 @@ def test_episode_j_is_hedging_env_reset_with_seed_plus_j(short):
 
 def test_batching_does_not_change_any_episode(short):
     one = evaluate(["leland@cheapest"], short, episodes=7, seed=0, n_resamples=20, agent_impact_rerun=False)
-    many = evaluate(["leland@cheapest"], short, episodes=7, seed=0, n_resamples=20, agent_impact_rerun=False,
-                    batch_size=3)
+    many = evaluate(
+        ["leland@cheapest"], short, episodes=7, seed=0, n_resamples=20, agent_impact_rerun=False, batch_size=3
+    )
     for key, values in one.per_episode["leland@cheapest"].items():
         np.testing.assert_array_equal(many.per_episode["leland@cheapest"][key], values, err_msg=key)
 
@@ -98,13 +104,31 @@ def test_paired_difference_matches_the_episodes(short):
 # ------------------------------------------------------------------------------------ the command
 def test_cli_writes_every_output(tmp_path):
     out = tmp_path / "run"
-    res = cli("--set", "episode.horizon_days=1", "--baselines", "no_hedge,delta,whalley_wilmott",
-              "--episodes", "10", "--seed", "2", "--out", str(out))
+    res = cli(
+        "--set",
+        "episode.horizon_days=1",
+        "--baselines",
+        "no_hedge,delta,whalley_wilmott",
+        "--episodes",
+        "10",
+        "--seed",
+        "2",
+        "--out",
+        str(out),
+    )
     assert res.exit_code == 0, res.output
     assert "mean-var" in res.output and "whalley_wilmott@spot" in res.output
     names = {p.name for p in out.iterdir()}
-    assert {"metrics.json", "episodes.csv", "report.md", "config.yaml", "run_info.json", "pnl_distribution.png",
-            "slippage_vs_amplification.png", "sample_paths.png"} <= names
+    assert {
+        "metrics.json",
+        "episodes.csv",
+        "report.md",
+        "config.yaml",
+        "run_info.json",
+        "pnl_distribution.png",
+        "slippage_vs_amplification.png",
+        "sample_paths.png",
+    } <= names
     rows = (out / "episodes.csv").read_text().splitlines()
     assert rows[0].startswith("policy,episode,seed,pnl,") and len(rows) == 1 + 3 * 10
     assert rows[1].startswith("no_hedge,0,2,")
@@ -126,14 +150,20 @@ def test_cli_default_run_dir_and_never_overwrites(tmp_path, monkeypatch):
     assert (run / "metrics.json").read_bytes() == before
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (("--baselines", "delta,gamma_scalp"), "unknown baseline or policy 'gamma_scalp'; known baselines: no_hedge,"),
-    (("--baselines", "delta@future", "--set", "agent.venues=[spot]"), "venue 'future' is not one the agent may trade"),
-    (("--policy", "missing/model.zip"), "does not exist"),
-    (("--policy", "no_such_module_xyz:act"), "cannot import 'no_such_module_xyz'"),
-    (("--policy", "json:not_there"), "module 'json' has no attribute 'not_there'"),
-    (("--episodes", "0"), "Invalid value for '--episodes'"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--baselines", "delta,gamma_scalp"), "unknown baseline or policy 'gamma_scalp'; known baselines: no_hedge,"),
+        (
+            ("--baselines", "delta@future", "--set", "agent.venues=[spot]"),
+            "venue 'future' is not one the agent may trade",
+        ),
+        (("--policy", "missing/model.zip"), "does not exist"),
+        (("--policy", "no_such_module_xyz:act"), "cannot import 'no_such_module_xyz'"),
+        (("--policy", "json:not_there"), "module 'json' has no attribute 'not_there'"),
+        (("--episodes", "0"), "Invalid value for '--episodes'"),
+    ],
+)
 def test_cli_bad_input_is_a_clear_error(args, message, tmp_path):
     res = cli(*args, "--out", str(tmp_path / "never"))
     assert res.exit_code == 2
@@ -160,17 +190,33 @@ def test_module_function_policy(tmp_path, monkeypatch, short):
     (tmp_path / "my_hedgers.py").write_text(
         "import numpy as np\n\n"
         "def idle(obs, market):\n"
-        "    return np.zeros((obs.shape[0], len(market.enabled_venues)))\n")
+        "    return np.zeros((obs.shape[0], len(market.enabled_venues)))\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     by_module = load_policy("my_hedgers:idle", short)
     by_file = load_policy(f"{tmp_path / 'my_hedgers.py'}:idle", short)
-    result = evaluate(["no_hedge", ("idle", by_module), ("idle_file", by_file)], short, episodes=5, n_resamples=20,
-                      agent_impact_rerun=False)
+    result = evaluate(
+        ["no_hedge", ("idle", by_module), ("idle_file", by_file)],
+        short,
+        episodes=5,
+        n_resamples=20,
+        agent_impact_rerun=False,
+    )
     # Zero trades in "trade" mode are no hedge at all.
     np.testing.assert_array_equal(result.per_episode["idle"]["pnl"], result.per_episode["no_hedge"]["pnl"])
     np.testing.assert_array_equal(result.per_episode["idle_file"]["pnl"], result.per_episode["no_hedge"]["pnl"])
-    res = cli("--set", "episode.horizon_days=0.25", "--baselines", "none", "--policy", "my_hedgers:idle",
-              "--episodes", "3", "--out", str(tmp_path / "out"))
+    res = cli(
+        "--set",
+        "episode.horizon_days=0.25",
+        "--baselines",
+        "none",
+        "--policy",
+        "my_hedgers:idle",
+        "--episodes",
+        "3",
+        "--out",
+        str(tmp_path / "out"),
+    )
     assert res.exit_code == 0, res.output
     assert set(json.loads((tmp_path / "out" / "metrics.json").read_text())["policies"]) == {"my_hedgers:idle"}
 
@@ -227,11 +273,22 @@ def delta_run(tmp_path_factory):
     from hedgegym.train.experiment import load_experiment
     from hedgegym.train.training import train
 
-    cfg = load_experiment(Path(__file__).resolve().parents[2] / "configs" / "ppo_multi.yaml", {
-        "env.n_envs": 4, "training.total_timesteps": 128, "evaluation.every": 128, "evaluation.episodes": 4,
-        "evaluation.final_episodes": 4, "evaluation.baselines": [], "algorithm.hyperparameters.n_steps": 32,
-        "algorithm.hyperparameters.batch_size": 64, "algorithm.hyperparameters.n_epochs": 1,
-        "scenario.overrides.episode.horizon_days": 1.0, "scenario.overrides.agent.lines": SHORT["agent.lines"]})
+    cfg = load_experiment(
+        Path(__file__).resolve().parents[2] / "configs" / "ppo_multi.yaml",
+        {
+            "env.n_envs": 4,
+            "training.total_timesteps": 128,
+            "evaluation.every": 128,
+            "evaluation.episodes": 4,
+            "evaluation.final_episodes": 4,
+            "evaluation.baselines": [],
+            "algorithm.hyperparameters.n_steps": 32,
+            "algorithm.hyperparameters.batch_size": 64,
+            "algorithm.hyperparameters.n_epochs": 1,
+            "scenario.overrides.episode.horizon_days": 1.0,
+            "scenario.overrides.agent.lines": SHORT["agent.lines"],
+        },
+    )
     return train(cfg, out=tmp_path_factory.mktemp("delta") / "run").run_dir
 
 
@@ -240,15 +297,26 @@ def test_a_saved_model_is_evaluated_with_the_interface_it_was_trained_for(delta_
 
     model = delta_run / "best_model.zip"
     interface = read_interface(model)
-    assert interface["agent"] == {"action_mode": "delta", "venues": ["spot", "perp", "future"], "max_trade": 20.0,
-                                  "min_trade": 0.5}
+    assert interface["agent"] == {
+        "action_mode": "delta",
+        "venues": ["spot", "perp", "future"],
+        "max_trade": 20.0,
+        "min_trade": 0.5,
+    }
     assert interface["observation"]["normalized"] and interface["normalizer"]["file"] == "best_model_vecnormalize.pkl"
     # On the default market (action_mode trade, min_trade 0) the model's own interface is applied: the
     # agent's episodes are those on its own scenario.yaml, the same market with that interface.
-    on_default = evaluate([str(model)], load_scenario("default", SHORT), episodes=3, seed=7, n_resamples=20,
-                          agent_impact_rerun=False)
-    own = evaluate([str(model)], resolve_config(delta_run / "scenario.yaml"), episodes=3, seed=7, n_resamples=20,
-                   agent_impact_rerun=False)
+    on_default = evaluate(
+        [str(model)], load_scenario("default", SHORT), episodes=3, seed=7, n_resamples=20, agent_impact_rerun=False
+    )
+    own = evaluate(
+        [str(model)],
+        resolve_config(delta_run / "scenario.yaml"),
+        episodes=3,
+        seed=7,
+        n_resamples=20,
+        agent_impact_rerun=False,
+    )
     assert on_default.config.agent.action_mode == "delta" and on_default.config.agent.min_trade == 0.5
     np.testing.assert_array_equal(on_default.per_episode[str(model)]["pnl"], own.per_episode[str(model)]["pnl"])
     assert on_default.notes and "agent.action_mode=delta" in on_default.notes[0]
@@ -261,10 +329,27 @@ def test_cli_evaluates_on_another_scenario_with_the_trained_interface(delta_run,
     import subprocess
 
     out = tmp_path / "out"
-    res = subprocess.run(["hedgegym", "evaluate", "--scenario", "short-gamma-crash", "--policy",
-                          str(delta_run / "best_model.zip"), "--baselines", "delta", "--episodes", "3",
-                          "--set", "episode.horizon_days=1", "--out", str(out)], capture_output=True, text=True,
-                         timeout=120)
+    res = subprocess.run(
+        [
+            "hedgegym",
+            "evaluate",
+            "--scenario",
+            "short-gamma-crash",
+            "--policy",
+            str(delta_run / "best_model.zip"),
+            "--baselines",
+            "delta",
+            "--episodes",
+            "3",
+            "--set",
+            "episode.horizon_days=1",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     text = " ".join(res.stdout.split())
     assert "evaluated with the agent interface it was trained for (agent.action_mode=delta" in text
@@ -283,9 +368,23 @@ def test_a_model_without_its_normaliser_or_with_another_is_refused(delta_run, tm
     config = resolve_config(delta_run / "scenario.yaml")
     with pytest.raises(PolicyError, match="the normaliser is missing.*best_model_vecnormalize.pkl"):
         load_sb3_policy(alone / "agent.zip", config)
-    res = subprocess.run(["hedgegym", "evaluate", "--config", str(delta_run / "scenario.yaml"), "--policy",
-                          str(alone / "agent.zip"), "--episodes", "2", "--out", str(tmp_path / "never")],
-                         capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [
+            "hedgegym",
+            "evaluate",
+            "--config",
+            str(delta_run / "scenario.yaml"),
+            "--policy",
+            str(alone / "agent.zip"),
+            "--episodes",
+            "2",
+            "--out",
+            str(tmp_path / "never"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 2 and "the normaliser is missing" in res.stderr and "Traceback" not in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and not (tmp_path / "never").exists()
     # Another model's statistics beside it (here: the final model's, a later snapshot) are refused too.
@@ -308,8 +407,9 @@ def test_other_observation_layouts_and_mixed_interfaces_are_refused(delta_run, t
         for item in src.namelist():
             data = json.dumps(interface) if item == INTERFACE_MEMBER else src.read(item)
             dst.writestr(item, data)
-    with pytest.raises(PolicyError, match="observation layout mismatch.*entry 16 is 'dealer_gamma' for the policy "
-                                          "and 'phi' here"):
+    with pytest.raises(
+        PolicyError, match="observation layout mismatch.*entry 16 is 'dealer_gamma' for the policy and 'phi' here"
+    ):
         with_policy_interface(load_scenario("default"), [str(tmp_path / "old.zip")])
     interface["observation"]["names"][16] = "phi"
     interface["agent"]["action_mode"] = "trade"
@@ -317,8 +417,9 @@ def test_other_observation_layouts_and_mixed_interfaces_are_refused(delta_run, t
         for item in src.namelist():
             dst.writestr(item, json.dumps(interface) if item == INTERFACE_MEMBER else src.read(item))
     with pytest.raises(PolicyError, match=r"different agent interfaces \(agent.action_mode: delta vs trade\)"):
-        with_policy_interface(load_scenario("default"), [str(delta_run / "best_model.zip"),
-                                                         str(tmp_path / "trade.zip")])
+        with_policy_interface(
+            load_scenario("default"), [str(delta_run / "best_model.zip"), str(tmp_path / "trade.zip")]
+        )
 
 
 def _strip_interface(src: Path, dst: Path) -> None:
@@ -350,21 +451,40 @@ def test_a_model_without_an_interface_record_is_evaluated_with_a_note(delta_run,
     default = load_scenario("default", {**SHORT, "agent.venues": ["spot", "perp", "future"]})
     result = evaluate([str(model)], default, episodes=2, n_resamples=10, agent_impact_rerun=False)
     (note,) = result.notes
-    assert note == (f"{model}: the model carries no record of the agent interface it was trained for (no "
-                    "hedgegym_interface.json: a plain stable-baselines3 zip or one saved before hedgegym recorded "
-                    "it), so it is evaluated with the agent settings of scenario 'default' (action_mode=trade, "
-                    "venues=spot,perp,future, max_trade=20, min_trade=0) and without a normaliser (none found "
-                    "beside it); if it was trained otherwise, its results are not its own")
+    assert note == (
+        f"{model}: the model carries no record of the agent interface it was trained for (no "
+        "hedgegym_interface.json: a plain stable-baselines3 zip or one saved before hedgegym recorded "
+        "it), so it is evaluated with the agent settings of scenario 'default' (action_mode=trade, "
+        "venues=spot,perp,future, max_trade=20, min_trade=0) and without a normaliser (none found "
+        "beside it); if it was trained otherwise, its results are not its own"
+    )
     assert result.config.agent.action_mode == "trade"
     # The same note on the command line, one line of stdout.
-    res = subprocess.run(["hedgegym", "evaluate", "--config", str(delta_run / "scenario.yaml"), "--policy",
-                          str(model), "--baselines", "none", "--episodes", "2", "--out", str(tmp_path / "out")],
-                         capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [
+            "hedgegym",
+            "evaluate",
+            "--config",
+            str(delta_run / "scenario.yaml"),
+            "--policy",
+            str(model),
+            "--baselines",
+            "none",
+            "--episodes",
+            "2",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     line = next(x for x in res.stdout.splitlines() if "carries no record" in x)
     assert "(action_mode=delta, venues=spot,perp,future, max_trade=20, min_trade=0.5)" in line
-    assert line.endswith("without a normaliser (none found beside it); if it was trained otherwise, its results "
-                         "are not its own")
+    assert line.endswith(
+        "without a normaliser (none found beside it); if it was trained otherwise, its results are not its own"
+    )
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["notes"] == [line]
     # Its own statistics under its name: used, and the note says so.
     shutil.copy(delta_run / "best_model_vecnormalize.pkl", plain / "agent_vecnormalize.pkl")
@@ -372,8 +492,11 @@ def test_a_model_without_an_interface_record_is_evaluated_with_a_note(delta_run,
     assert "and with the normaliser agent_vecnormalize.pkl found beside it;" in result.notes[0]
     # Statistics beside it under another model's name: it may have been trained on them; refused.
     (plain / "agent_vecnormalize.pkl").rename(plain / "best_model_vecnormalize.pkl")
-    with pytest.raises(PolicyError, match=r"normaliser statistics beside it \(best_model_vecnormalize.pkl\) are "
-                                          r"not named for it.*copy its own as agent_vecnormalize.pkl"):
+    with pytest.raises(
+        PolicyError,
+        match=r"normaliser statistics beside it \(best_model_vecnormalize.pkl\) are "
+        r"not named for it.*copy its own as agent_vecnormalize.pkl",
+    ):
         evaluate([str(model)], default, episodes=2)
     with pytest.raises(PolicyError, match="not named for it"):
         load_sb3_policy(model, default)
@@ -388,14 +511,26 @@ def test_best_model_and_report_rank_by_the_one_objective(delta_run, monkeypatch)
     from hedgegym.train.training import held_out_evaluation
 
     E = importlib.import_module("hedgegym.train.evaluate")  # the module (the package's `evaluate` is the function)
-    result = evaluate(["no_hedge", "delta"], load_scenario("default", SHORT), episodes=20, seed=0, n_resamples=20,
-                      agent_impact_rerun=False)
+    result = evaluate(
+        ["no_hedge", "delta"],
+        load_scenario("default", SHORT),
+        episodes=20,
+        seed=0,
+        n_resamples=20,
+        agent_impact_rerun=False,
+    )
     assert result.reference == result.best["mean_variance"] == "delta@spot"
     for name in result.policies:
         assert result.objectives[name] == pytest.approx(result.estimates[name]["mean_variance"].value, rel=1e-12)
     monkeypatch.setattr(E, "objective", lambda per_episode, config: -float(np.mean(per_episode["n_trades"])))
-    result = evaluate(["no_hedge", "delta"], load_scenario("default", SHORT), episodes=20, seed=0, n_resamples=20,
-                      agent_impact_rerun=False)
+    result = evaluate(
+        ["no_hedge", "delta"],
+        load_scenario("default", SHORT),
+        episodes=20,
+        seed=0,
+        n_resamples=20,
+        agent_impact_rerun=False,
+    )
     assert result.reference == result.best["mean_variance"] == "no_hedge"  # fewest trades wins now
     cfg = load_experiment(delta_run / "config.yaml")
     policy = load(delta_run / "best_model.zip", cfg.scenario.resolved)
@@ -408,8 +543,14 @@ def test_plots_read_at_a_glance(short, monkeypatch, tmp_path):
 
     figures = {}
     monkeypatch.setattr(P, "save_figure_atomic", lambda fig, path: figures.__setitem__(Path(path).name, fig))
-    result = evaluate(["no_hedge", "delta", "fixed_band", "whalley_wilmott"], short, episodes=200, seed=0,
-                      n_resamples=50, n_sample_paths=3)
+    result = evaluate(
+        ["no_hedge", "delta", "fixed_band", "whalley_wilmott"],
+        short,
+        episodes=200,
+        seed=0,
+        n_resamples=50,
+        n_sample_paths=3,
+    )
     result.write(tmp_path / "out")
     # Each P&L panel has its own axis, and its mean and -VaR95 lie on it.
     for ax, name in zip(figures["pnl_distribution.png"].axes, result.policies, strict=True):
@@ -423,11 +564,17 @@ def test_plots_read_at_a_glance(short, monkeypatch, tmp_path):
     # Sample paths: price, the agent's own impact, the hedge by venue, the cumulative P&L.
     price, impact, hedge, pnl = figures["sample_paths.png"].axes
     assert len(impact.get_lines()) == 3 + 1 and len(pnl.get_lines()) == 3 + 1  # paths + the zero line
-    assert [t.get_text() for t in hedge.get_legend().get_texts()] == ["spot (coins)", "perp (coins)",
-                                                                       "future (contracts)"]
+    assert [t.get_text() for t in hedge.get_legend().get_texts()] == [
+        "spot (coins)",
+        "perp (coins)",
+        "future (contracts)",
+    ]
     # The training curve: a linear reward axis with readable ticks, the early outlier counted.
-    history = {"rollouts": [[128 * k, r] for k, r in enumerate([-5e4, -900.0, -300.0, -120.0, -80.0, -60.0], 1)],
-               "evaluations": [{"timesteps": 512, "objective": -2e4}], "best": {"timesteps": 512, "objective": -2e4}}
+    history = {
+        "rollouts": [[128 * k, r] for k, r in enumerate([-5e4, -900.0, -300.0, -120.0, -80.0, -60.0], 1)],
+        "evaluations": [{"timesteps": 512, "objective": -2e4}],
+        "best": {"timesteps": 512, "objective": -2e4},
+    }
     P.plot_training_curve(history, tmp_path / "curve.png")
     ax_r = figures["curve.png"].axes[0]
     lo, hi = ax_r.get_ylim()

@@ -65,14 +65,17 @@ def test_hyperparameter_the_algorithm_does_not_take(algo, key):
     assert "learning_rate" in msg  # the allowed ones are listed
 
 
-@pytest.mark.parametrize(("key", "value", "expect"), [
-    ("gamma", 1.5, "must be in (0, 1]"),
-    ("learning_rate", -1e-3, "must be > 0"),
-    ("n_epochs", "ten", "expected int"),
-    ("n_steps", 3.5, "expected int"),
-    ("normalize_advantage", "maybe", "expected bool"),
-    ("n_epochs", True, "got a boolean"),
-])
+@pytest.mark.parametrize(
+    ("key", "value", "expect"),
+    [
+        ("gamma", 1.5, "must be in (0, 1]"),
+        ("learning_rate", -1e-3, "must be > 0"),
+        ("n_epochs", "ten", "expected int"),
+        ("n_steps", 3.5, "expected int"),
+        ("normalize_advantage", "maybe", "expected bool"),
+        ("n_epochs", True, "got a boolean"),
+    ],
+)
 def test_bad_hyperparameter_values(key, value, expect):
     msg = error_of(with_(algorithm={"name": "ppo", "hyperparameters": {key: value}}))
     assert (f"{key}={value!r}" in msg or f"{key} must be" in msg and f"(got {value!r})" in msg) and expect in msg
@@ -80,8 +83,11 @@ def test_bad_hyperparameter_values(key, value, expect):
 
 def test_yaml_exponent_without_dot_is_a_number():
     # YAML 1.1 reads 3e-4 as a string; the config takes it as the float it means.
-    cfg = validate_experiment(yaml.safe_load("algorithm: {name: ppo, hyperparameters: {learning_rate: 3e-4}}\n"
-                                             "training: {total_timesteps: 10}"))
+    cfg = validate_experiment(
+        yaml.safe_load(
+            "algorithm: {name: ppo, hyperparameters: {learning_rate: 3e-4}}\ntraining: {total_timesteps: 10}"
+        )
+    )
     assert cfg.algorithm.hyperparameters["learning_rate"] == pytest.approx(3e-4)
 
 
@@ -105,11 +111,14 @@ def test_bad_scenario_override_names_the_field():
     assert "market.sigmaa" in msg and "unknown field" in msg
 
 
-@pytest.mark.parametrize(("data", "field"), [
-    (with_(trainig={"total_timesteps": 1}), "trainig"),
-    (with_(env={"n_env": 4}), "env.n_env"),
-    (with_(algorithm={"name": "ppo", "policy_kwargs": {"netarch": [64]}}), "algorithm.policy_kwargs.netarch"),
-])
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        (with_(trainig={"total_timesteps": 1}), "trainig"),
+        (with_(env={"n_env": 4}), "env.n_env"),
+        (with_(algorithm={"name": "ppo", "policy_kwargs": {"netarch": [64]}}), "algorithm.policy_kwargs.netarch"),
+    ],
+)
 def test_typod_key_is_named(data, field):
     msg = error_of(data)
     assert field in msg and "unknown field" in msg
@@ -131,8 +140,9 @@ def test_action_noise_is_for_off_policy_only():
 
 
 def test_batch_larger_than_rollout():
-    msg = error_of(with_(algorithm={"name": "ppo", "hyperparameters": {"n_steps": 8, "batch_size": 64}},
-                         env={"n_envs": 4}))
+    msg = error_of(
+        with_(algorithm={"name": "ppo", "hyperparameters": {"n_steps": 8, "batch_size": 64}}, env={"n_envs": 4})
+    )
     assert "batch_size=64" in msg and "32" in msg
 
 
@@ -152,8 +162,14 @@ def test_held_out_seeds_must_not_overlap_training_seeds():
 def test_overrides_are_dotted_typed_and_merge_into_the_scenario(tmp_path):
     path = tmp_path / "exp.yaml"
     path.write_text("algorithm: {name: ppo}\ntraining: {total_timesteps: 100}\nscenario: zero-dte\n")
-    cfg = load_experiment(path, {"training.seed": "7", "scenario.overrides.market.sigma": "0.9",
-                                 "algorithm.hyperparameters.learning_rate": "1e-3"})
+    cfg = load_experiment(
+        path,
+        {
+            "training.seed": "7",
+            "scenario.overrides.market.sigma": "0.9",
+            "algorithm.hyperparameters.learning_rate": "1e-3",
+        },
+    )
     assert cfg.training.seed == 7
     assert cfg.algorithm.hyperparameters["learning_rate"] == pytest.approx(1e-3)
     scenario = cfg.scenario.resolved
@@ -163,8 +179,14 @@ def test_overrides_are_dotted_typed_and_merge_into_the_scenario(tmp_path):
 
 
 def test_inline_scenario_config():
-    cfg = validate_experiment(with_(scenario={"config": {"name": "mine", "market": {"sigma": 0.3}},
-                                              "overrides": {"agent": {"venues": ["perp"]}}}))
+    cfg = validate_experiment(
+        with_(
+            scenario={
+                "config": {"name": "mine", "market": {"sigma": 0.3}},
+                "overrides": {"agent": {"venues": ["perp"]}},
+            }
+        )
+    )
     assert cfg.scenario.resolved.market.sigma == 0.3 and cfg.scenario.resolved.agent.venues == ["perp"]
     assert "not both" in error_of(with_(scenario={"name": "default", "config": {}}))
 
@@ -178,59 +200,75 @@ def test_config_is_frozen_and_run_name_is_derived():
 
 
 def test_importing_the_train_package_loads_no_torch():
-    code = ("import sys, hedgegym.train, hedgegym.train.experiment, hedgegym.agents.sb3; "
-            "assert 'torch' not in sys.modules and 'stable_baselines3' not in sys.modules; "
-            "from hedgegym.train import train; print(train.__name__)")
+    code = (
+        "import sys, hedgegym.train, hedgegym.train.experiment, hedgegym.agents.sb3; "
+        "assert 'torch' not in sys.modules and 'stable_baselines3' not in sys.modules; "
+        "from hedgegym.train import train; print(train.__name__)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "train"
 
 
 # ------------------------------------------------------------------ hyperparameter ranges (issue 11)
-@pytest.mark.parametrize(("algo", "key", "value", "allowed"), [
-    ("ppo", "ent_coef", -5, ">= 0"),
-    ("ppo", "learning_rate", 0, "> 0"),
-    ("sac", "learning_rate", -3e-4, "> 0"),
-    ("ppo", "clip_range", 1.5, "in (0, 1]"),
-    ("ppo", "clip_range", 0.0, "in (0, 1]"),
-    ("ppo", "clip_range_vf", -0.2, "> 0, or null"),
-    ("ppo", "n_steps", 0, ">= 1"),
-    ("ppo", "n_epochs", 0, ">= 1"),
-    ("ppo", "gamma", 0.0, "in (0, 1]"),
-    ("ppo", "gae_lambda", 1.01, "in [0, 1]"),
-    ("ppo", "vf_coef", -0.5, ">= 0"),
-    ("ppo", "max_grad_norm", 0, "> 0"),
-    ("ppo", "target_kl", -0.01, "> 0"),
-    ("ppo", "sde_sample_freq", 0, "-1 (once per rollout) or >= 1"),
-    ("sac", "tau", 0.0, "in (0, 1]"),
-    ("td3", "tau", 2.0, "in (0, 1]"),
-    ("sac", "batch_size", 0, ">= 1"),
-    ("sac", "buffer_size", 0, ">= 1"),
-    ("sac", "learning_starts", -1, ">= 0"),
-    ("sac", "gradient_steps", 0, "-1 (as many as env steps) or >= 1"),
-    ("sac", "ent_coef", -0.1, ">= 0"),
-    ("sac", "ent_coef", "auto_-1", "'auto', 'auto_<initial value > 0>'"),
-    ("sac", "ent_coef", "sometimes", "'auto', 'auto_<initial value > 0>'"),
-    ("sac", "target_entropy", "high", "a number or auto"),
-    ("sac", "target_update_interval", 0, ">= 1"),
-    ("td3", "policy_delay", 0, ">= 1"),
-    ("td3", "target_policy_noise", -0.2, ">= 0"),
-    ("td3", "target_noise_clip", -0.5, ">= 0"),
-    ("td3", "train_freq", 0, "an integer >= 1 or [n >= 1, 'step' | 'episode']"),
-    ("td3", "train_freq", [1, "fortnight"], "an integer >= 1 or [n >= 1, 'step' | 'episode']"),
-    ("ppo", "learning_rate", float("inf"), "finite"),
-])
+@pytest.mark.parametrize(
+    ("algo", "key", "value", "allowed"),
+    [
+        ("ppo", "ent_coef", -5, ">= 0"),
+        ("ppo", "learning_rate", 0, "> 0"),
+        ("sac", "learning_rate", -3e-4, "> 0"),
+        ("ppo", "clip_range", 1.5, "in (0, 1]"),
+        ("ppo", "clip_range", 0.0, "in (0, 1]"),
+        ("ppo", "clip_range_vf", -0.2, "> 0, or null"),
+        ("ppo", "n_steps", 0, ">= 1"),
+        ("ppo", "n_epochs", 0, ">= 1"),
+        ("ppo", "gamma", 0.0, "in (0, 1]"),
+        ("ppo", "gae_lambda", 1.01, "in [0, 1]"),
+        ("ppo", "vf_coef", -0.5, ">= 0"),
+        ("ppo", "max_grad_norm", 0, "> 0"),
+        ("ppo", "target_kl", -0.01, "> 0"),
+        ("ppo", "sde_sample_freq", 0, "-1 (once per rollout) or >= 1"),
+        ("sac", "tau", 0.0, "in (0, 1]"),
+        ("td3", "tau", 2.0, "in (0, 1]"),
+        ("sac", "batch_size", 0, ">= 1"),
+        ("sac", "buffer_size", 0, ">= 1"),
+        ("sac", "learning_starts", -1, ">= 0"),
+        ("sac", "gradient_steps", 0, "-1 (as many as env steps) or >= 1"),
+        ("sac", "ent_coef", -0.1, ">= 0"),
+        ("sac", "ent_coef", "auto_-1", "'auto', 'auto_<initial value > 0>'"),
+        ("sac", "ent_coef", "sometimes", "'auto', 'auto_<initial value > 0>'"),
+        ("sac", "target_entropy", "high", "a number or auto"),
+        ("sac", "target_update_interval", 0, ">= 1"),
+        ("td3", "policy_delay", 0, ">= 1"),
+        ("td3", "target_policy_noise", -0.2, ">= 0"),
+        ("td3", "target_noise_clip", -0.5, ">= 0"),
+        ("td3", "train_freq", 0, "an integer >= 1 or [n >= 1, 'step' | 'episode']"),
+        ("td3", "train_freq", [1, "fortnight"], "an integer >= 1 or [n >= 1, 'step' | 'episode']"),
+        ("ppo", "learning_rate", float("inf"), "finite"),
+    ],
+)
 def test_hyperparameters_get_the_algorithms_ranges(algo, key, value, allowed):
     msg = error_of(with_(algorithm={"name": algo, "hyperparameters": {key: value}}))
     assert f"algorithm.hyperparameters: {key} must be " in msg and allowed in msg, msg
     assert msg.count("(got ") == 1 and "(got {" not in msg, msg  # the value, not the whole section
 
 
-@pytest.mark.parametrize(("algo", "key", "value"), [
-    ("ppo", "ent_coef", 0.01), ("ppo", "gae_lambda", 0.0), ("ppo", "clip_range", 1.0), ("ppo", "target_kl", None),
-    ("ppo", "sde_sample_freq", -1), ("sac", "ent_coef", "auto"), ("sac", "ent_coef", "auto_0.1"),
-    ("sac", "ent_coef", 0.05), ("sac", "target_entropy", -2.0), ("sac", "gradient_steps", -1),
-    ("td3", "train_freq", [1, "episode"]), ("sac", "learning_rate", "3e-4"),
-])
+@pytest.mark.parametrize(
+    ("algo", "key", "value"),
+    [
+        ("ppo", "ent_coef", 0.01),
+        ("ppo", "gae_lambda", 0.0),
+        ("ppo", "clip_range", 1.0),
+        ("ppo", "target_kl", None),
+        ("ppo", "sde_sample_freq", -1),
+        ("sac", "ent_coef", "auto"),
+        ("sac", "ent_coef", "auto_0.1"),
+        ("sac", "ent_coef", 0.05),
+        ("sac", "target_entropy", -2.0),
+        ("sac", "gradient_steps", -1),
+        ("td3", "train_freq", [1, "episode"]),
+        ("sac", "learning_rate", "3e-4"),
+    ],
+)
 def test_hyperparameters_inside_the_ranges_load(algo, key, value):
     cfg = validate_experiment(with_(algorithm={"name": algo, "hyperparameters": {key: value}}, env={"n_envs": 4}))
     assert key in cfg.algorithm.hyperparameters
@@ -242,17 +280,20 @@ def test_a_string_for_a_boolean_hyperparameter_is_an_error():
 
 
 def test_batch_size_must_divide_the_rollout():
-    msg = error_of(with_(algorithm={"name": "ppo", "hyperparameters": {"n_steps": 32, "batch_size": 100}},
-                         env={"n_envs": 4}))
+    msg = error_of(
+        with_(algorithm={"name": "ppo", "hyperparameters": {"n_steps": 32, "batch_size": 100}}, env={"n_envs": 4})
+    )
     assert "batch_size=100 must divide" in msg and "= 128 transitions" in msg and "(e.g. 64)" in msg
-    ok = validate_experiment(with_(algorithm={"name": "ppo", "hyperparameters": {"n_steps": 32, "batch_size": 64}},
-                                   env={"n_envs": 4}))
+    ok = validate_experiment(
+        with_(algorithm={"name": "ppo", "hyperparameters": {"n_steps": 32, "batch_size": 64}}, env={"n_envs": 4})
+    )
     assert ok.algorithm.hyperparameters["batch_size"] == 64
 
 
 def test_minibatch_of_one_with_advantage_normalisation():
-    msg = error_of(with_(algorithm={"name": "ppo", "hyperparameters": {"n_steps": 8, "batch_size": 1}},
-                         env={"n_envs": 1}))
+    msg = error_of(
+        with_(algorithm={"name": "ppo", "hyperparameters": {"n_steps": 8, "batch_size": 1}}, env={"n_envs": 1})
+    )
     assert "batch_size=1" in msg and "normalize_advantage" in msg
 
 

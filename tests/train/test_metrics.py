@@ -13,8 +13,23 @@ from hedgegym.train import metrics as M
 def episodes(**columns) -> dict[str, np.ndarray]:
     """Hand-built per-episode values; unspecified columns are zeros like a policy that never trades."""
     n = len(next(iter(columns.values())))
-    base = {k: np.zeros(n) for k in ("pnl", "slippage_usd", "turnover_usd", "fees", "funding", "carry", "n_trades",
-                                     "crisis_steps", "halt_steps", "pin_distance", "pin_distance_exo", "reward")}
+    base = {
+        k: np.zeros(n)
+        for k in (
+            "pnl",
+            "slippage_usd",
+            "turnover_usd",
+            "fees",
+            "funding",
+            "carry",
+            "n_trades",
+            "crisis_steps",
+            "halt_steps",
+            "pin_distance",
+            "pin_distance_exo",
+            "reward",
+        )
+    }
     base["realised_vol"] = base["realised_vol_exo"] = np.full(n, 0.6)
     base.update({k: np.asarray(v, dtype=np.float64) for k, v in columns.items()})
     return base
@@ -63,19 +78,21 @@ def test_mean_variance_and_entropic_hand_computed():
 # ------------------------------------------------------------------------------------ costs and market
 def test_slippage_bps_is_notional_weighted():
     # 10 USD on 10k USD traded and 0 on 90k: 10 / 100k = 1 bp (the per-episode mean would say 5 bp).
-    stats = M.episode_statistics(episodes(pnl=[0.0, 0.0], slippage_usd=[10.0, 0.0], turnover_usd=[1e4, 9e4]),
-                                 1.0, 1000.0)
+    stats = M.episode_statistics(
+        episodes(pnl=[0.0, 0.0], slippage_usd=[10.0, 0.0], turnover_usd=[1e4, 9e4]), 1.0, 1000.0
+    )
     assert stats["slippage_bps"] == pytest.approx(1.0)
     assert stats["slippage_usd"] == pytest.approx(5.0)
     assert M.episode_statistics(episodes(pnl=[0.0]), 1.0, 1.0)["slippage_bps"] == 0.0  # nothing traded
 
 
 def test_vol_amplification_and_the_agents_share_hand_computed():
-    ep = episodes(pnl=[0.0, 0.0], realised_vol=[0.66, 0.5], realised_vol_exo=[0.6, 0.5],
-                  realised_vol_no_agent_impact=[0.63, 0.5])
+    ep = episodes(
+        pnl=[0.0, 0.0], realised_vol=[0.66, 0.5], realised_vol_exo=[0.6, 0.5], realised_vol_no_agent_impact=[0.63, 0.5]
+    )
     stats = M.episode_statistics(ep, 1.0, 1000.0)
-    total = math.sqrt((0.66 ** 2 + 0.25) / (0.36 + 0.25))
-    without = math.sqrt((0.63 ** 2 + 0.25) / (0.36 + 0.25))
+    total = math.sqrt((0.66**2 + 0.25) / (0.36 + 0.25))
+    without = math.sqrt((0.63**2 + 0.25) / (0.36 + 0.25))
     assert stats["vol_amplification"] == pytest.approx(total)
     assert stats["vol_amplification_no_agent_impact"] == pytest.approx(without)
     assert stats["agent_vol_amplification"] == pytest.approx(total - without)
@@ -86,10 +103,15 @@ def test_vol_amplification_and_the_agents_share_hand_computed():
 def test_weighted_statistics_equal_the_resampled_sample():
     rng = np.random.default_rng(7)
     n = 37
-    ep = episodes(pnl=rng.standard_t(3, n) * 1e4, slippage_usd=rng.uniform(0, 50, n),
-                  turnover_usd=rng.uniform(1e5, 1e6, n), realised_vol=rng.uniform(0.5, 0.8, n),
-                  realised_vol_exo=rng.uniform(0.5, 0.7, n), realised_vol_no_agent_impact=rng.uniform(0.5, 0.8, n),
-                  fees=rng.uniform(0, 100, n))
+    ep = episodes(
+        pnl=rng.standard_t(3, n) * 1e4,
+        slippage_usd=rng.uniform(0, 50, n),
+        turnover_usd=rng.uniform(1e5, 1e6, n),
+        realised_vol=rng.uniform(0.5, 0.8, n),
+        realised_vol_exo=rng.uniform(0.5, 0.7, n),
+        realised_vol_no_agent_impact=rng.uniform(0.5, 0.8, n),
+        fees=rng.uniform(0, 100, n),
+    )
     counts = next(M.bootstrap_counts(n, 3, seed=5))
     weighted = M.episode_statistics(ep, 2.0, 5e4, weights=counts)
     for b in range(3):

@@ -28,14 +28,28 @@ from hedgegym.train.training import TrainingInterrupted, run_status, train
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 HEDGEGYM = shutil.which("hedgegym") or str(Path(sys.executable).with_name("hedgegym"))
 # One-day episodes (24 steps), 4 envs, no baselines: each run is about a second of training.
-SMALL = {"env.n_envs": 4, "training.checkpoint_every": 128, "evaluation.every": 0, "evaluation.episodes": 4,
-         "evaluation.final_episodes": 4, "evaluation.baselines": [], "scenario.overrides.episode.horizon_days": 1.0,
-         "scenario.overrides.agent.lines": [{"strike": 100_000.0, "expiry_days": 1.0, "kind": "call",
-                                             "quantity": -20.0}]}
-SIZES = {"ppo": {"algorithm.hyperparameters.n_steps": 32, "algorithm.hyperparameters.batch_size": 64,
-                 "algorithm.hyperparameters.n_epochs": 1},
-         "sac": {"algorithm.hyperparameters.learning_starts": 64, "algorithm.hyperparameters.batch_size": 32,
-                 "algorithm.hyperparameters.buffer_size": 2000}}
+SMALL = {
+    "env.n_envs": 4,
+    "training.checkpoint_every": 128,
+    "evaluation.every": 0,
+    "evaluation.episodes": 4,
+    "evaluation.final_episodes": 4,
+    "evaluation.baselines": [],
+    "scenario.overrides.episode.horizon_days": 1.0,
+    "scenario.overrides.agent.lines": [{"strike": 100_000.0, "expiry_days": 1.0, "kind": "call", "quantity": -20.0}],
+}
+SIZES = {
+    "ppo": {
+        "algorithm.hyperparameters.n_steps": 32,
+        "algorithm.hyperparameters.batch_size": 64,
+        "algorithm.hyperparameters.n_epochs": 1,
+    },
+    "sac": {
+        "algorithm.hyperparameters.learning_starts": 64,
+        "algorithm.hyperparameters.batch_size": 32,
+        "algorithm.hyperparameters.buffer_size": 2000,
+    },
+}
 
 
 def small(name: str, **extra):
@@ -149,8 +163,10 @@ def test_resume_when_latest_json_names_a_missing_checkpoint_falls_back(finished_
     notes = []
     resumed = train(resume=run, notify=notes.append)
     assert resumed.resumed_from == 256 and resumed.timesteps == 384 and not resumed.interrupted
-    assert any("step 384 is damaged (FileNotFoundError" in n and n.endswith("resuming from the checkpoint at 256 "
-                                                                             "timesteps") for n in notes), notes
+    assert any(
+        "step 384 is damaged (FileNotFoundError" in n and n.endswith("resuming from the checkpoint at 256 timesteps")
+        for n in notes
+    ), notes
     assert (run / "evaluation" / "report.md").is_file() and (run / "evaluation-384" / "report.md").is_file()
 
 
@@ -161,8 +177,10 @@ def test_resume_below_the_checkpoints_timesteps_is_refused(finished_run, tmp_pat
     res = cli("train", "--resume", run, "--set", "training.total_timesteps=200")
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stdout + res.stderr
     (line,) = res.stderr.splitlines()
-    assert line == (f"error: --resume {str(run)!r}: training.total_timesteps=200 is below the 384 timesteps of "
-                    "its newest checkpoint; a run cannot be trained back: give at least 384")
+    assert line == (
+        f"error: --resume {str(run)!r}: training.total_timesteps=200 is below the 384 timesteps of "
+        "its newest checkpoint; a run cannot be trained back: give at least 384"
+    )
     assert sorted(p.name for p in run.rglob("*")) == before  # nothing touched
 
 
@@ -190,9 +208,19 @@ def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 60.0) -> None:
 
 def test_cli_ctrl_c_in_the_first_moments_exits_130_with_one_line(tmp_path, popen):
     out = tmp_path / "run"
-    proc = popen([HEDGEGYM, "train", CONFIGS / "ppo_spot.yaml", "--out", out,
-                  *sets("ppo_spot", **{"training.total_timesteps": 100_000})],
-                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = popen(
+        [
+            HEDGEGYM,
+            "train",
+            CONFIGS / "ppo_spot.yaml",
+            "--out",
+            out,
+            *sets("ppo_spot", **{"training.total_timesteps": 100_000}),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     _wait_for(lambda: (out / "config.yaml").is_file(), proc)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)
@@ -214,9 +242,20 @@ def test_cli_ctrl_c_during_a_cold_numba_compile_exits_130(tmp_path, popen):
     out = tmp_path / "run"
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba-cache")}  # new, so cold
     started = time.monotonic()
-    proc = popen([HEDGEGYM, "train", CONFIGS / "ppo_spot.yaml", "--out", out,
-                  *sets("ppo_spot", **{"training.total_timesteps": 100_000})],
-                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = popen(
+        [
+            HEDGEGYM,
+            "train",
+            CONFIGS / "ppo_spot.yaml",
+            "--out",
+            out,
+            *sets("ppo_spot", **{"training.total_timesteps": 100_000}),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     _wait_for(lambda: (out / CLAIM_FILE).is_file(), proc)
     time.sleep(2.0)
     proc.send_signal(signal.SIGINT)
@@ -233,10 +272,26 @@ def test_cli_ctrl_c_during_a_cold_numba_compile_exits_130(tmp_path, popen):
 def test_cli_ctrl_c_during_the_final_evaluation_exits_130_and_resume_finishes_it(tmp_path, popen):
     out = tmp_path / "run"
     # A long final evaluation (2,000 episodes x the agent and a baseline) leaves time to interrupt it.
-    proc = popen([HEDGEGYM, "train", CONFIGS / "ppo_spot.yaml", "--out", out,
-                  *sets("ppo_spot", **{"training.total_timesteps": 128, "evaluation.final_episodes": 2000,
-                                       "evaluation.baselines": ["delta"]})],
-                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = popen(
+        [
+            HEDGEGYM,
+            "train",
+            CONFIGS / "ppo_spot.yaml",
+            "--out",
+            out,
+            *sets(
+                "ppo_spot",
+                **{
+                    "training.total_timesteps": 128,
+                    "evaluation.final_episodes": 2000,
+                    "evaluation.baselines": ["delta"],
+                },
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
     def evaluating() -> bool:
         try:
@@ -266,9 +321,19 @@ def test_cli_ctrl_c_during_the_final_evaluation_exits_130_and_resume_finishes_it
 # ------------------------------------------------------------------------------------ live or dead
 def test_a_killed_run_is_dead_a_running_one_live(tmp_path, popen):
     out = tmp_path / "run"
-    proc = popen([HEDGEGYM, "train", CONFIGS / "ppo_spot.yaml", "--out", out,
-                  *sets("ppo_spot", **{"training.total_timesteps": 10_000_000})],
-                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = popen(
+        [
+            HEDGEGYM,
+            "train",
+            CONFIGS / "ppo_spot.yaml",
+            "--out",
+            out,
+            *sets("ppo_spot", **{"training.total_timesteps": 10_000_000}),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         _wait_for(lambda: (out / "checkpoints" / "latest.json").is_file(), proc)
         assert run_status(out) == "live"
@@ -283,8 +348,11 @@ def test_a_killed_run_is_dead_a_running_one_live(tmp_path, popen):
     assert run_status(out) == "dead"
     latest = json.loads((out / "checkpoints" / "latest.json").read_text())["timesteps"]
     notes = []
-    resumed = train(load_experiment(out / "config.yaml", {"training.total_timesteps": latest + 128}), resume=out,
-                    notify=notes.append)
+    resumed = train(
+        load_experiment(out / "config.yaml", {"training.total_timesteps": latest + 128}),
+        resume=out,
+        notify=notes.append,
+    )
     assert resumed.resumed_from == latest and not resumed.interrupted
     assert any(f"is gone; resuming from the checkpoint at {latest:,} timesteps" in n for n in notes), notes
     assert run_status(out) == "finished"

@@ -78,8 +78,20 @@ def test_simulate_every_scenario_with_out_and_plot(scenario, tmp_path):
 def test_evaluate_every_scenario_with_out(scenario, tmp_path):
     out = tmp_path / "ev"
     # A band hedger, the cheapest router and Leland's vol: every kind of policy; `all` runs in the one-step test.
-    result = runner.invoke(app, ["evaluate", "--scenario", scenario, "--episodes", "3",
-                                 "--baselines", "no_hedge,delta@cheapest,leland", "--out", str(out)])
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--scenario",
+            scenario,
+            "--episodes",
+            "3",
+            "--baselines",
+            "no_hedge,delta@cheapest,leland",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert all_json_finite(out) >= 1
     assert intervals_hold_their_point(finite_json(out / "metrics.json")) > 0
@@ -89,16 +101,19 @@ def test_evaluate_one_step_episode(tmp_path):
     # 200 episodes of one step: the delta hedger's only trade is the same on every path, so its cost
     # statistics are constant and their weighted bootstrap replicates differ from the point by rounding.
     out = tmp_path / "ev1"
-    result = runner.invoke(app, ["evaluate", "--scenario", "default", *ONE_STEP, "--episodes", "200",
-                                 "--baselines", "all", "--out", str(out)])
+    result = runner.invoke(
+        app,
+        ["evaluate", "--scenario", "default", *ONE_STEP, "--episodes", "200", "--baselines", "all", "--out", str(out)],
+    )
     assert result.exit_code == 0, result.output
     assert intervals_hold_their_point(finite_json(out / "metrics.json")) > 0
 
 
 def test_simulate_one_step_episode(tmp_path):
     out = tmp_path / "sim1"
-    result = runner.invoke(app, ["simulate", "--scenario", "default", *ONE_STEP, "--paths", "50", "--out", str(out),
-                                 "--plot"])
+    result = runner.invoke(
+        app, ["simulate", "--scenario", "default", *ONE_STEP, "--paths", "50", "--out", str(out), "--plot"]
+    )
     assert result.exit_code == 0, result.output
     assert finite_json(out / "summary.json")["steps"] == 1
 
@@ -106,13 +121,34 @@ def test_simulate_one_step_episode(tmp_path):
 @pytest.mark.parametrize("scenario", ["default", "frictionless"])
 def test_train_one_step_episode(scenario, tmp_path):
     out = tmp_path / "train"
-    args = ["train", str(ROOT / "configs" / "ppo_spot.yaml"), "--out", str(out),
-            "--set", f"scenario.name={scenario}",
-            "--set", "scenario.overrides={agent.venues: [spot], episode.dt_hours: 24, episode.horizon_days: 1}",
-            "--set", "training.total_timesteps=64", "--set", "env.n_envs=2",
-            "--set", "algorithm.hyperparameters.n_steps=32", "--set", "algorithm.hyperparameters.batch_size=32",
-            "--set", "algorithm.hyperparameters.n_epochs=1", "--set", "training.checkpoint_every=0",
-            "--set", "evaluation.every=0", "--set", "evaluation.episodes=2", "--set", "evaluation.final_episodes=50"]
+    args = [
+        "train",
+        str(ROOT / "configs" / "ppo_spot.yaml"),
+        "--out",
+        str(out),
+        "--set",
+        f"scenario.name={scenario}",
+        "--set",
+        "scenario.overrides={agent.venues: [spot], episode.dt_hours: 24, episode.horizon_days: 1}",
+        "--set",
+        "training.total_timesteps=64",
+        "--set",
+        "env.n_envs=2",
+        "--set",
+        "algorithm.hyperparameters.n_steps=32",
+        "--set",
+        "algorithm.hyperparameters.batch_size=32",
+        "--set",
+        "algorithm.hyperparameters.n_epochs=1",
+        "--set",
+        "training.checkpoint_every=0",
+        "--set",
+        "evaluation.every=0",
+        "--set",
+        "evaluation.episodes=2",
+        "--set",
+        "evaluation.final_episodes=50",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert all_json_finite(out) >= 1

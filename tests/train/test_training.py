@@ -24,12 +24,25 @@ from hedgegym.train.training import train
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
 # Shrinks any shipped config to a smoke run; algorithm-specific sizes below.
-TINY = {"env.n_envs": 4, "training.total_timesteps": 384, "training.checkpoint_every": 128,
-        "evaluation.every": 256, "evaluation.episodes": 8, "evaluation.final_episodes": 20}
-TINY_PPO = {"algorithm.hyperparameters.n_steps": 32, "algorithm.hyperparameters.batch_size": 64,
-            "algorithm.hyperparameters.n_epochs": 1}
-TINY_OFF_POLICY = {"algorithm.hyperparameters.learning_starts": 64, "algorithm.hyperparameters.batch_size": 32,
-                   "algorithm.hyperparameters.buffer_size": 2000, "algorithm.hyperparameters.gradient_steps": 1}
+TINY = {
+    "env.n_envs": 4,
+    "training.total_timesteps": 384,
+    "training.checkpoint_every": 128,
+    "evaluation.every": 256,
+    "evaluation.episodes": 8,
+    "evaluation.final_episodes": 20,
+}
+TINY_PPO = {
+    "algorithm.hyperparameters.n_steps": 32,
+    "algorithm.hyperparameters.batch_size": 64,
+    "algorithm.hyperparameters.n_epochs": 1,
+}
+TINY_OFF_POLICY = {
+    "algorithm.hyperparameters.learning_starts": 64,
+    "algorithm.hyperparameters.batch_size": 32,
+    "algorithm.hyperparameters.buffer_size": 2000,
+    "algorithm.hyperparameters.gradient_steps": 1,
+}
 
 
 def tiny(path: Path, **extra):
@@ -75,8 +88,18 @@ def test_shipped_config_trains_saves_and_evaluates(path, tmp_path):
     result = train(cfg, out=tmp_path / "run")
     run = result.run_dir
     assert not result.interrupted and result.timesteps >= cfg.training.total_timesteps
-    for name in ("config.yaml", "scenario.yaml", "run_info.json", "model.zip", "best_model.zip", "training_curve.png",
-                 "history.json", "checkpoints/latest.json", "evaluation/report.md", "evaluation/metrics.json"):
+    for name in (
+        "config.yaml",
+        "scenario.yaml",
+        "run_info.json",
+        "model.zip",
+        "best_model.zip",
+        "training_curve.png",
+        "history.json",
+        "checkpoints/latest.json",
+        "evaluation/report.md",
+        "evaluation/metrics.json",
+    ):
         assert (run / name).is_file(), name
     assert any((run / "tb").rglob("events.out.tfevents.*"))
     normalises = cfg.env.normalize.observations or cfg.env.normalize.rewards
@@ -97,8 +120,9 @@ def test_shipped_config_trains_saves_and_evaluates(path, tmp_path):
 
 @pytest.mark.parametrize("name", ["ppo_multi", "sac_multi"])
 def test_same_config_and_seed_give_the_same_rollout_and_parameters(name, tmp_path):
-    cfg = tiny(config_path(name), **{"evaluation.every": 0, "evaluation.baselines": [],
-                                     "training.total_timesteps": 256})
+    cfg = tiny(
+        config_path(name), **{"evaluation.every": 0, "evaluation.baselines": [], "training.total_timesteps": 256}
+    )
     runs = []
     for k in range(2):
         capture = Capture()
@@ -111,20 +135,32 @@ def test_same_config_and_seed_give_the_same_rollout_and_parameters(name, tmp_pat
     for key in params_a:
         np.testing.assert_array_equal(params_a[key], params_b[key], err_msg=key)
     # ... and a different seed trains a different policy (the seed reaches torch and the envs).
-    other = train(tiny(config_path(name), **{"evaluation.every": 0, "evaluation.baselines": [],
-                                             "training.total_timesteps": 256, "training.seed": 1}),
-                  out=tmp_path / "other")
+    other = train(
+        tiny(
+            config_path(name),
+            **{"evaluation.every": 0, "evaluation.baselines": [], "training.total_timesteps": 256, "training.seed": 1},
+        ),
+        out=tmp_path / "other",
+    )
     params_c = parameters(sb3.load_model(cfg.algorithm.name, other.model_path))
     assert any(not np.array_equal(params_a[k], params_c[k]) for k in params_a)
 
 
 def test_ctrl_c_checkpoints_and_resume_continues_from_it(tmp_path):
-    cfg = tiny(config_path("ppo_multi"), **{"training.total_timesteps": 768, "training.checkpoint_every": 256,
-                                            "evaluation.every": 256, "evaluation.baselines": ["delta"]})
+    cfg = tiny(
+        config_path("ppo_multi"),
+        **{
+            "training.total_timesteps": 768,
+            "training.checkpoint_every": 256,
+            "evaluation.every": 256,
+            "evaluation.baselines": ["delta"],
+        },
+    )
     run_dir = tmp_path / "run"
+    before = signal.getsignal(signal.SIGINT)  # the default, or the CLI's if an in-process CLI test ran
     result = train(cfg, out=run_dir, callbacks=[Capture(interrupt_at=400)])
     assert result.interrupted and 400 <= result.timesteps < 768
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    assert signal.getsignal(signal.SIGINT) is before  # handler restored
     latest = json.loads((run_dir / "checkpoints" / "latest.json").read_text())
     assert latest["timesteps"] == result.timesteps
     assert not (run_dir / "evaluation").exists()
@@ -198,8 +234,9 @@ def test_cli_rejects_bad_input_before_training(tmp_path):
         (["--resume", str(tmp_path)], "not a run directory"),
     ]:
         out = tmp_path / f"out{len(args)}"
-        result = runner.invoke(app, ["train", *args, "--out", str(out)] if args and args[0] != "--resume"
-                               else ["train", *args])
+        result = runner.invoke(
+            app, ["train", *args, "--out", str(out)] if args and args[0] != "--resume" else ["train", *args]
+        )
         text = " ".join(result.output.split())  # rich wraps long lines
         assert result.exit_code == 2, text
         assert "error:" in text and expected in text, text
