@@ -641,6 +641,22 @@ def exogenous_move(i, state, p, key, step):
 
 
 @njit(cache=True, _nrt=False, inline="always")
+def impacted_log_price(i, state, p):
+    """``X + I_perm + I_trans`` of row i, and whether it hit the price band. Outside the band (see
+    LOG_PRICE_BAND) the price is pinned to its edge and all of the impact becomes permanent, so that
+    ``s = X + I_perm + I_trans`` still holds without I_perm and I_trans cancelling each other from
+    huge values; the step is then flagged as a liquidity crisis."""
+    x = state[i].x
+    y = x + state[i].i_perm + state[i].i_trans
+    y_band = clamp_log_price(y, p)
+    if y_band == y:
+        return y, False
+    state[i].i_perm = y_band - x
+    state[i].i_trans = 0.0
+    return y_band, True
+
+
+@njit(cache=True, _nrt=False, inline="always")
 def clearing(i, state, p, dealer_lines, halted, step_new, t_new, y_prev, sigma_atm):
     """Phase 3 (MODEL.md §3): the dealers trade to their new hedge at the price their own flow makes.
 
@@ -650,17 +666,7 @@ def clearing(i, state, p, dealer_lines, halted, step_new, t_new, y_prev, sigma_a
     the dealers trade, through the clearing like any flow (at once, not spread). Returns
     (dealer flow, phi, crisis)."""
     ps = p.permanent_share
-    x_new = state[i].x
-    s_pre = x_new + state[i].i_perm + state[i].i_trans
-    # Outside the price band (see LOG_PRICE_BAND) the price is pinned to its edge and all of the
-    # impact becomes permanent, so that s = X + I_perm + I_trans still holds without I_perm and
-    # I_trans cancelling each other from huge values; the step is flagged as a liquidity crisis.
-    s_band = clamp_log_price(s_pre, p)
-    crisis = s_band != s_pre
-    if crisis:
-        state[i].i_perm = s_band - x_new
-        state[i].i_trans = 0.0
-        s_pre = s_band
+    s_pre, crisis = impacted_log_price(i, state, p)
     h_prev = state[i].dealer_hedge
     trading = (not halted) and p.hedge_ratio > 0.0 and dealer_lines.shape[0] > 0
     rebalance = trading and step_new % p.rebalance_every == 0
@@ -711,15 +717,8 @@ def venue_dynamics(i, state, p, venues, key, step, dealer_flow, tau_f_prev):
     the untransmitted share of the dealers' flow on their venue. Returns (new log-price, its price,
     crisis)."""
     dt = p.dt
-    x_new = state[i].x
     state[i].i_trans *= p.resilience_decay
-    y_new = x_new + state[i].i_perm + state[i].i_trans
-    y_band = clamp_log_price(y_new, p)
-    crisis = y_band != y_new
-    if crisis:
-        state[i].i_perm = y_band - x_new
-        state[i].i_trans = 0.0
-        y_new = y_band
+    y_new, crisis = impacted_log_price(i, state, p)
     state[i].log_spot = y_new
     spot_new = math.exp(y_new)
     flow_usd = 0.01 * dealer_flow * spot_new
