@@ -154,7 +154,10 @@ class HedgingEnv(gym.Env):
     hedge                 positions after the step, float64 array (3,): spot (coins),
                           perp (coins), future (contracts); disabled venues 0
     book_delta            the book's delta, coins
-    liquidity_crisis      True if the clearing hit the phi floor this step
+    liquidity_crisis      True if the clearing had no admissible root this step (none with
+                          1 + phi > phi_floor within reach, or the price band was hit): the
+                          move was capped at x / phi_floor
+    phi (on such a step)  the feedback at the pre-clearing price, where no root was found
     halted                True if the circuit breaker halted trading this step
     ====================  ==============================================================
 
