@@ -30,7 +30,6 @@ from hedgegym.train.evaluate import run_policy
 from hedgegym.train.limits import check_count, check_seed
 from hedgegym.train.metrics import estimate
 
-BATCH = 4096
 # Bootstrap resamples over paths; the index matrix is N_RESAMPLES x paths integers.
 N_RESAMPLES = 500
 
@@ -150,7 +149,6 @@ def simulate(
         None,
         config,
         np.arange(seed, seed + paths, dtype=np.int64),
-        batch_size=BATCH,
         n_sample_paths=n_sample,
         progress=progress,
     )

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 from gymnasium.error import ResetNeeded
+from ledger import pnl_from_parts
 
 from hedgegym.envs import HedgingEnv, Market
 from hedgegym.envs.config import ConfigError, resolve_config
@@ -108,15 +109,7 @@ def test_info_keys_and_the_pnl_identity():
     total = 0.0
     for a in np.random.default_rng(1).uniform(-1, 1, (6, 3)):
         _, _, terminated, truncated, info = env.step(a)
-        parts = (
-            info["book_pnl"]
-            + info["hedge_pnl"]
-            - info["fees"]
-            - info["slippage"]
-            - info["funding"]
-            - info["carry"]
-            + info["interest"]
-        )
+        parts = pnl_from_parts(info)
         assert info["step_pnl"] == pytest.approx(parts, rel=1e-12, abs=1e-6)
         assert isinstance(info["liquidity_crisis"], bool) and info["fees"] > 0
         total += info["step_pnl"]

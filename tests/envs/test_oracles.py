@@ -23,6 +23,7 @@ import math
 
 import numpy as np
 import pytest
+from ledger import pnl_from_parts
 from scipy.optimize import brentq
 from scipy.stats import norm
 
@@ -396,15 +397,7 @@ def pnl_oracle(cfg: ScenarioConfig, infos, check_parts=True):
         if check_parts:
             for name, mine in parts.items():
                 assert info[name] == pytest.approx(mine, rel=1e-8, abs=scale), (k, name)
-        total = (
-            info["book_pnl"]
-            + info["hedge_pnl"]
-            - info["fees"]
-            - info["slippage"]
-            - info["funding"]
-            - info["carry"]
-            + info["interest"]
-        )
+        total = pnl_from_parts(info)
         assert info["step_pnl"] == pytest.approx(total, rel=1e-12, abs=1e-9 * scale / 1e-9 * 1e-3)
         for name in totals:
             totals[name] += info[name]

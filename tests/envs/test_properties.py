@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from ledger import pnl_from_parts
 
 from hedgegym.envs import HedgingEnv
 from hedgegym.envs.config import ConfigError, load_scenario, validate_config
@@ -148,15 +149,7 @@ def test_random_valid_configs_run_finite(cfg, seed, data):
         obs, reward, terminated, truncated, info = env.step(action)
         assert np.all(np.isfinite(obs)) and math.isfinite(reward) and finite_info(info), info
         total = info["step_pnl"]
-        parts = (
-            info["book_pnl"]
-            + info["hedge_pnl"]
-            - info["fees"]
-            - info["slippage"]
-            - info["funding"]
-            - info["carry"]
-            + info["interest"]
-        )
+        parts = pnl_from_parts(info)
         assert total == parts or abs(total - parts) <= 1e-9 * max(abs(p) for p in (info[k] for k in PARTS))
         if terminated or truncated:
             break

@@ -65,6 +65,12 @@ def sets(config_name: str, **extra) -> list[str]:
     return out
 
 
+def start_train(popen, out: Path, env: dict | None = None, **extra) -> subprocess.Popen:
+    """``hedgegym train configs/ppo_spot.yaml --out OUT`` with the tests' small settings and ``extra``."""
+    args = [HEDGEGYM, "train", CONFIGS / "ppo_spot.yaml", "--out", out, *sets("ppo_spot", **extra)]
+    return popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
 def parameters(path: Path, algo: str) -> dict[str, np.ndarray]:
     model = sb3.load_model(algo, path)
     return {k: v.detach().numpy().copy() for k, v in model.policy.state_dict().items()}
@@ -208,19 +214,7 @@ def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 60.0) -> None:
 
 def test_cli_ctrl_c_in_the_first_moments_exits_130_with_one_line(tmp_path, popen):
     out = tmp_path / "run"
-    proc = popen(
-        [
-            HEDGEGYM,
-            "train",
-            CONFIGS / "ppo_spot.yaml",
-            "--out",
-            out,
-            *sets("ppo_spot", **{"training.total_timesteps": 100_000}),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_train(popen, out, **{"training.total_timesteps": 100_000})
     _wait_for(lambda: (out / "config.yaml").is_file(), proc)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)
@@ -242,20 +236,7 @@ def test_cli_ctrl_c_during_a_cold_numba_compile_exits_130(tmp_path, popen):
     out = tmp_path / "run"
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba-cache")}  # new, so cold
     started = time.monotonic()
-    proc = popen(
-        [
-            HEDGEGYM,
-            "train",
-            CONFIGS / "ppo_spot.yaml",
-            "--out",
-            out,
-            *sets("ppo_spot", **{"training.total_timesteps": 100_000}),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    proc = start_train(popen, out, env=env, **{"training.total_timesteps": 100_000})
     _wait_for(lambda: (out / CLAIM_FILE).is_file(), proc)
     time.sleep(2.0)
     proc.send_signal(signal.SIGINT)
@@ -272,25 +253,10 @@ def test_cli_ctrl_c_during_a_cold_numba_compile_exits_130(tmp_path, popen):
 def test_cli_ctrl_c_during_the_final_evaluation_exits_130_and_resume_finishes_it(tmp_path, popen):
     out = tmp_path / "run"
     # A long final evaluation (2,000 episodes x the agent and a baseline) leaves time to interrupt it.
-    proc = popen(
-        [
-            HEDGEGYM,
-            "train",
-            CONFIGS / "ppo_spot.yaml",
-            "--out",
-            out,
-            *sets(
-                "ppo_spot",
-                **{
-                    "training.total_timesteps": 128,
-                    "evaluation.final_episodes": 2000,
-                    "evaluation.baselines": ["delta"],
-                },
-            ),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    proc = start_train(
+        popen,
+        out,
+        **{"training.total_timesteps": 128, "evaluation.final_episodes": 2000, "evaluation.baselines": ["delta"]},
     )
 
     def evaluating() -> bool:
@@ -321,19 +287,7 @@ def test_cli_ctrl_c_during_the_final_evaluation_exits_130_and_resume_finishes_it
 # ------------------------------------------------------------------------------------ live or dead
 def test_a_killed_run_is_dead_a_running_one_live(tmp_path, popen):
     out = tmp_path / "run"
-    proc = popen(
-        [
-            HEDGEGYM,
-            "train",
-            CONFIGS / "ppo_spot.yaml",
-            "--out",
-            out,
-            *sets("ppo_spot", **{"training.total_timesteps": 10_000_000}),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_train(popen, out, **{"training.total_timesteps": 10_000_000})
     try:
         _wait_for(lambda: (out / "checkpoints" / "latest.json").is_file(), proc)
         assert run_status(out) == "live"
