@@ -670,7 +670,6 @@ def clearing(i, state, p, dealer_lines, halted, step_new, t_new, y_prev, sigma_a
     h_prev = state[i].dealer_hedge
     trading = (not halted) and p.hedge_ratio > 0.0 and dealer_lines.shape[0] > 0
     rebalance = trading and step_new % p.rebalance_every == 0
-    unwind = state[i].dealer_unwind if trading else 0.0
     inv_d = p.dealer_inv_depth
     if rebalance:
         hold = state[i].dealer_hold if state[i].dealer_hold_step == step_new else 0.0
@@ -695,6 +694,7 @@ def clearing(i, state, p, dealer_lines, halted, step_new, t_new, y_prev, sigma_a
             _, d_gamma, _ = dealer_delta_gamma(dealer_lines, p, step_new, t_new, spot_pre, sigma_atm)
             phi = 0.01 * p.hedge_ratio * d_gamma * spot_pre * spot_pre * inv_d
         y, h_new, capped = s_pre, h_prev, False
+        unwind = state[i].dealer_unwind if trading else 0.0
         if unwind != 0.0:
             state[i].dealer_unwind = 0.0
             if inv_d > 0.0:
