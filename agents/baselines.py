@@ -224,7 +224,12 @@ class Baseline:
     def trades(self, market) -> np.ndarray:
         """``[N, 3]`` coins of delta per venue: the desired trade on the venue, or split; orders
         below :data:`DUST` are dropped (they would count as trades and move nothing)."""
-        demand = self.desired_trade(market)
+        return self.execute(market, self.desired_trade(market))
+
+    def execute(self, market, demand: np.ndarray) -> np.ndarray:
+        """``[N, 3]`` coins of delta per venue for the signed trades ``demand[N]`` (coins of delta):
+        on the hedger's venue, or split by :func:`route_cheapest`; orders below :data:`DUST` dropped.
+        Also used by :class:`hedgegym.agents.residual.BandControl`, which sets the band itself."""
         if self.venue == "cheapest":
             horizon = None if self._horizon is None else np.full(market.n_envs, self._horizon)
             out = route_cheapest(market, demand, horizon)
