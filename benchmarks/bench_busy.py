@@ -66,11 +66,32 @@ def kernel_step(config, n: int, fn, actions: np.ndarray) -> Callable[[int], None
     seeds = np.arange(n, dtype=np.uint64)
 
     def step(k: int) -> None:
-        fn(m.state, m.hedge, m.keys, trades[k % len(trades)], m.params, m.venues, m.dealer_lines, m.agent_lines, m.out)
+        fn(
+            m.state,
+            m.hedge,
+            m.keys,
+            trades[k % len(trades)],
+            m.params,
+            m.venues,
+            m.dealer_lines,
+            m.agent_lines,
+            m.out,
+            m.ext,
+        )
         if (k + 1) % m.episode_steps == 0:
             episodes = np.full(n, (k + 1) // m.episode_steps, dtype=np.uint64)
             kernel.reset_rows(
-                rows, seeds, episodes, m.state, m.hedge, m.keys, m.params, m.venues, m.dealer_lines, m.agent_lines
+                rows,
+                seeds,
+                episodes,
+                m.state,
+                m.hedge,
+                m.keys,
+                m.params,
+                m.venues,
+                m.dealer_lines,
+                m.agent_lines,
+                m.ext,
             )
 
     return step

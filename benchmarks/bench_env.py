@@ -94,13 +94,32 @@ def raw_kernel(config, actions: np.ndarray, parallel: bool | None) -> Callable[[
 
     def step(k: int) -> None:
         step_kernel(
-            m.state, m.hedge, m.keys, trades[k % len(trades)], m.params, m.venues, m.dealer_lines, m.agent_lines, m.out
+            m.state,
+            m.hedge,
+            m.keys,
+            trades[k % len(trades)],
+            m.params,
+            m.venues,
+            m.dealer_lines,
+            m.agent_lines,
+            m.out,
+            m.ext,
         )
         kernel.observe_rows(m.state, m.hedge, m.params, m.obs)
         if (k + 1) % m.episode_steps == 0:
             episodes = np.full(n, (k + 1) // m.episode_steps, dtype=np.uint64)
             kernel.reset_rows(
-                rows, seeds, episodes, m.state, m.hedge, m.keys, m.params, m.venues, m.dealer_lines, m.agent_lines
+                rows,
+                seeds,
+                episodes,
+                m.state,
+                m.hedge,
+                m.keys,
+                m.params,
+                m.venues,
+                m.dealer_lines,
+                m.agent_lines,
+                m.ext,
             )
 
     return step

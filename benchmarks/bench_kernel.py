@@ -72,7 +72,7 @@ market.step(np.ones((1, 3)))
 first_step = time.perf_counter()
 m = market
 kernel.step_parallel(m.state, m.hedge, m.keys, np.ones((1, 3)), m.params, m.venues, m.dealer_lines,
-                     m.agent_lines, m.out)
+                     m.agent_lines, m.out, m.ext)
 print(imported - start, first_step - start, time.perf_counter() - start)
 """
 
@@ -166,7 +166,7 @@ def contender(config, fn: Callable, n: int) -> Callable[[float], tuple[float, fl
     seeds = np.arange(n)
     episode = 0
     m.reset(seeds=seeds)
-    fn(m.state, m.hedge, m.keys, trades[0], m.params, m.venues, m.dealer_lines, m.agent_lines, m.out)
+    fn(m.state, m.hedge, m.keys, trades[0], m.params, m.venues, m.dealer_lines, m.agent_lines, m.out, m.ext)
 
     def restart() -> None:
         nonlocal episode
@@ -185,6 +185,7 @@ def contender(config, fn: Callable, n: int) -> Callable[[float], tuple[float, fl
             m.dealer_lines,
             m.agent_lines,
             m.out,
+            m.ext,
         )
 
     return timed_blocks(step, restart, n)

@@ -34,6 +34,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from hedgegym.envs.atomic import write_text_atomic
+from hedgegym.envs.layout import MAX_BUCKETS, MAX_COHORTS, MAX_LAG
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable  # Python >= 3.11; only a type here
@@ -141,6 +142,21 @@ class SmileConfig(StrictModel):
     vol_floor: float = Field(0.05, gt=0.0, le=5.0, description="Lowest implied vol of any line.")
 
 
+class ImpliedVolConfig(StrictModel):
+    """ATM implied vol with dynamics of its own, coupled to spot (vanna; README "The market model"):
+    ``ln s' = ln s + spot_beta (y' - y) + kappa dt (ln s_bar - ln s) + vol_of_vol sqrt(dt) Z`` with
+    ``s_bar = (1 + vol_premium) sqrt((1 - w) v + w RV)`` (v: the exogenous variance, RV: the realised
+    variance estimate, w: ``realised_weight``), within [smile.vol_floor, vol_cap]."""
+
+    enabled: bool = Field(False, description="Give the ATM implied vol its own dynamics (off: sqrt(v)(1 + premium)).")
+    # A DVOL rise from ~37 to ~44 on a day BTC fell ~6 % (CoinDesk, 2025) is ln(44/37)/ln(0.94) ~ -2.8.
+    spot_beta: float = Field(-1.0, ge=-20.0, le=20.0, description="d ln sigma_atm / d ln S within a step.")
+    kappa: float = Field(50.0, ge=0.0, le=1.0e5, description="Mean reversion of ln sigma_atm to its level, per year.")
+    realised_weight: float = Field(0.5, ge=0.0, le=1.0, description="Weight of realised variance in the level.")
+    vol_of_vol: float = Field(0.0, ge=0.0, le=20.0, description="Shocks of ln sigma_atm, per sqrt(year).")
+    vol_cap: float = Field(5.0, gt=0.0, le=10.0, description="Highest ATM implied vol (500 %).")
+
+
 class MarketConfig(StrictModel):
     """Exogenous dynamics and the microstructure shared by all venues."""
 
@@ -152,6 +168,7 @@ class MarketConfig(StrictModel):
     jumps: JumpConfig = JumpConfig()
     impact: ImpactConfig = ImpactConfig()
     smile: SmileConfig = SmileConfig()
+    implied_vol: ImpliedVolConfig = ImpliedVolConfig()
 
 
 # --------------------------------------------------------------------------------------- venues
@@ -194,6 +211,27 @@ class VenueConfig(StrictModel):
         return v
 
 
+class LiquidationConfig(StrictModel):
+    """Leveraged long and short positions on the perp and the exchange's liquidation engine (README
+    "The market model"): ``buckets`` positions per side, entry prices ``spot0 exp(entry_dispersion z)``
+    and leverages ``exp(ln leverage + leverage_dispersion z')`` at quantiles z, z' of N(0, 1); a long
+    is liquidated when the perp mark falls to ``entry (1 - 1/L) / (1 - maintenance_margin)``, a short
+    when it rises to ``entry (1 + 1/L) / (1 + maintenance_margin)``; liquidations are market orders on
+    the perp; the insurance fund takes what margin is left and pays shortfalls; auto-deleveraging
+    closes opposite positions when it is empty."""
+
+    enabled: bool = Field(False, description="Leveraged perp positions that the exchange liquidates.")
+    long_oi_usd: float = Field(0.0, ge=0.0, le=1.0e12, description="Leveraged long open interest at entry, USD.")
+    short_oi_usd: float = Field(0.0, ge=0.0, le=1.0e12, description="Leveraged short open interest at entry, USD.")
+    leverage: float = Field(10.0, ge=1.0, le=200.0, description="Median leverage.")
+    leverage_dispersion: float = Field(0.5, ge=0.0, le=3.0, description="Std of ln leverage.")
+    max_leverage: float = Field(125.0, ge=1.0, le=200.0, description="Leverages are capped here (Binance: 125x).")
+    entry_dispersion: float = Field(0.03, ge=0.0, le=1.0, description="Std of ln(entry / spot0).")
+    maintenance_margin: float = Field(0.005, ge=0.0, le=0.5, description="Maintenance margin, fraction of notional.")
+    insurance_fund_usd: float = Field(0.0, ge=0.0, le=1.0e12, description="Insurance fund at the start, USD.")
+    buckets: int = Field(64, ge=1, le=MAX_BUCKETS, description="Positions per side (the distribution's grid).")
+
+
 class PerpConfig(VenueConfig):
     """Perpetual swap: OU premium pushed by perp flow, funding every ``funding_interval_hours``."""
 
@@ -210,6 +248,7 @@ class PerpConfig(VenueConfig):
     )
     interest: float = Field(0.0001, ge=-0.01, le=0.01, description="Interest component per funding interval.")
     funding_cap: float = Field(0.0075, ge=0.0, le=0.1, description="Funding rate clamp per interval.")
+    liquidations: LiquidationConfig = LiquidationConfig()
 
 
 class FutureConfig(VenueConfig):
@@ -275,6 +314,29 @@ class VenueMix(StrictModel):
         return self
 
 
+class CohortConfig(StrictModel):
+    """One group of dealers: a share of the dealers' book and its own way of hedging it (README "The
+    market model"). At the steps ``step % rebalance_every == offset`` it trades to ``-hedge_ratio x
+    share x Delta`` of the book, Delta taken ``lag`` steps ago (0: at the clearing price), when that is
+    more than ``band x share x`` (the book's gross quantity) coins from its hedge."""
+
+    share: float = Field(gt=0.0, le=1.0, description="Share of the dealers' book (shares sum to 1).")
+    hedge_ratio: float = Field(1.0, ge=0.0, le=5.0, description="Hedges toward -hedge_ratio * its delta.")
+    band: float = Field(0.0, ge=0.0, le=10.0, description="No-trade band, delta per coin of its gross quantity.")
+    rebalance_every: int = Field(1, ge=1, le=100_000, description="Trades every this many steps ...")
+    offset: int = Field(0, ge=0, description="... at the steps with step % rebalance_every == offset.")
+    lag: int = Field(0, ge=0, le=MAX_LAG, description="Hedges the delta of this many steps ago.")
+    venue_mix: VenueMix = VenueMix()
+
+    @model_validator(mode="after")
+    def _offset_in_period(self) -> CohortConfig:
+        if self.offset >= self.rebalance_every:
+            raise ValueError(
+                f"offset={self.offset} must be < rebalance_every={self.rebalance_every} (a step in each period)"
+            )
+        return self
+
+
 class DealerConfig(StrictModel):
     """The background dealers: the market's open interest and how they hedge it (MODEL.md §3).
 
@@ -290,6 +352,21 @@ class DealerConfig(StrictModel):
     hedge_ratio: float = Field(1.0, ge=0.0, le=5.0, description="Dealers hedge toward -hedge_ratio * delta.")
     venue_mix: VenueMix = VenueMix()
     rebalance_every: int = Field(1, ge=1, description="Dealers rebalance every this many steps (epochs).")
+    cohorts: list[CohortConfig] = Field(
+        default_factory=list,
+        description=f"Dealer cohorts (at most {MAX_COHORTS}); empty: one uniform block with the "
+        "hedge_ratio, venue_mix and rebalance_every above (which cohorts replace).",
+    )
+
+    @field_validator("cohorts")
+    @classmethod
+    def _cohort_shares(cls, v: list[CohortConfig]) -> list[CohortConfig]:
+        if len(v) > MAX_COHORTS:
+            raise ValueError(f"at most {MAX_COHORTS} cohorts (got {len(v)})")
+        total = sum(c.share for c in v)
+        if v and abs(total - 1.0) > 1e-9:
+            raise ValueError(f"cohort shares must sum to 1 (got {total:g})")
+        return v
 
 
 # Limits relative to the book (checked in ScenarioConfig, which knows spot0): a trade limit beyond
@@ -476,6 +553,17 @@ class ScenarioConfig(StrictModel):
                 f"market.heston.kappa_v={m.heston.kappa_v:g} is too fast for the step: kappa_v * dt "
                 f"= {m.heston.kappa_v * dt:g} must be <= 1 (kappa_v <= {1.0 / dt:g} per year at "
                 f"episode.dt_hours={self.episode.dt_hours:g})"
+            )
+        if m.implied_vol.enabled and m.implied_vol.kappa * dt > 1.0:
+            raise ValueError(
+                f"market.implied_vol.kappa={m.implied_vol.kappa:g} is too fast for the step: kappa * dt "
+                f"= {m.implied_vol.kappa * dt:g} must be <= 1 (kappa <= {1.0 / dt:g} per year at "
+                f"episode.dt_hours={self.episode.dt_hours:g})"
+            )
+        if m.implied_vol.enabled and m.implied_vol.vol_cap < m.smile.vol_floor:
+            raise ValueError(
+                f"market.implied_vol.vol_cap={m.implied_vol.vol_cap:g} is below market.smile.vol_floor="
+                f"{m.smile.vol_floor:g}"
             )
         lam = m.jumps.intensity if m.jumps.enabled else 0.0
         if lam * dt > MAX_JUMPS_PER_STEP:

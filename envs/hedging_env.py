@@ -43,6 +43,17 @@ from hedgegym.envs.layout import (
     OBS_BOUND,
     OBS_DIM,
     OBS_NAMES,
+    X_ADL_EVENTS_STEP,
+    X_CROWDED,
+    X_FLOW_CHARM,
+    X_FLOW_GAMMA,
+    X_FLOW_OTHER,
+    X_FLOW_VANNA,
+    X_FUND,
+    X_LIQ_LONG_USD,
+    X_LIQ_ROUNDS,
+    X_LIQ_SHORT_USD,
+    X_PHI_VANNA,
     observation_table,
 )
 
@@ -68,6 +79,21 @@ STEP_INFO_FLOATS = (
     ("interest", O_INTEREST),
 )
 STEP_INFO_FLAGS = (("liquidity_crisis", O_CRISIS), ("halted", O_HALTED))
+# The second-order market's per-step info (key, column of ``market.ext``), present where the scenario
+# turns a second-order feature on (``Market.second_order``); plus ``atm_vol``, the step's ATM vol.
+SECOND_ORDER_INFO = (
+    ("flow_gamma", X_FLOW_GAMMA),
+    ("flow_vanna", X_FLOW_VANNA),
+    ("flow_charm", X_FLOW_CHARM),
+    ("flow_other", X_FLOW_OTHER),
+    ("phi_vanna", X_PHI_VANNA),
+    ("crowded", X_CROWDED),
+    ("liquidated_long_usd", X_LIQ_LONG_USD),
+    ("liquidated_short_usd", X_LIQ_SHORT_USD),
+    ("cascade_rounds", X_LIQ_ROUNDS),
+    ("adl_events", X_ADL_EVENTS_STEP),
+    ("insurance_fund_usd", X_FUND),
+)
 
 
 class HedgingEnv(gym.Env):
@@ -159,6 +185,24 @@ class HedgingEnv(gym.Env):
                           move was capped at x / phi_floor
     phi (on such a step)  the feedback at the pre-clearing price, where no root was found
     halted                True if the circuit breaker halted trading this step
+    ====================  ==============================================================
+
+    Where the scenario turns on a second-order feature (implied-vol dynamics, dealer cohorts,
+    liquidations; README "The market model"), also (floats):
+
+    ====================  ==============================================================
+    flow_gamma,           the dealers' hedge flow of the step (coins) split into the
+    flow_vanna,           gamma, vanna and charm parts of the continuously hedged demand
+    flow_charm,           ``-hr (Gamma dS + V_sigma d ln sigma_atm + charm dt)``, and the
+    flow_other            rest (schedules, bands, lags, expiries, higher orders)
+    phi_vanna             the vanna feedback psi (phi + psi is the effective feedback)
+    atm_vol               the ATM implied vol at the step's close
+    crowded               1.0 if two or more dealer cohorts traded in the same direction
+    liquidated_long_usd,  leveraged perp positions liquidated this step, USD at the mark
+    liquidated_short_usd
+    cascade_rounds        liquidation rounds this step (each set off by the one before)
+    adl_events            auto-deleveraging events this step
+    insurance_fund_usd    the liquidation engine's insurance fund after the step, USD
     ====================  ==============================================================
 
     At ``reset()`` the P&L entries are 0 and the prices are ``spot0``. On the episode's last step
@@ -284,6 +328,11 @@ class HedgingEnv(gym.Env):
             info[name] = vals[col] > 0.5
         info["hedge"] = market.hedge[0].copy()
         info["book_delta"] = market.state["book_delta"][0].item()
+        if market.second_order:
+            ext = market.ext[0].tolist()
+            for name, col in SECOND_ORDER_INFO:
+                info[name] = ext[col]
+            info["atm_vol"] = market.state["atm_vol"][0].item()
         if terminated or truncated:
             info["episode_metrics"] = {k: v[0].item() for k, v in market.episode_metrics().items()}
         if not math.isfinite(reward):
@@ -491,6 +540,10 @@ def reset_info_arrays(market, rows) -> dict[str, np.ndarray]:
         info[name] = np.zeros(n, dtype=bool)
     info["hedge"] = market.hedge[rows]
     info["book_delta"] = market.state["book_delta"][rows]
+    if market.second_order:
+        for name, col in SECOND_ORDER_INFO:
+            info[name] = market.ext[rows, col]
+        info["atm_vol"] = market.state["atm_vol"][rows]
     return info
 
 
@@ -502,6 +555,10 @@ def step_info_arrays(market) -> dict[str, np.ndarray]:
         info[name] = out[:, col] > 0.5
     info["hedge"] = market.hedge.copy()
     info["book_delta"] = market.state["book_delta"].copy()
+    if market.second_order:
+        for name, col in SECOND_ORDER_INFO:
+            info[name] = market.ext[:, col].copy()
+        info["atm_vol"] = market.state["atm_vol"].copy()
     return info
 
 

@@ -62,6 +62,8 @@ from hedgegym.envs.layout import (
     L_IS_CALL,
     L_QUANTITY,
     L_STRIKE,
+    MAX_LAG,
+    N_AUTOCORR_LAGS,
     N_VENUES,
     O_BOOK_PNL,
     O_CARRY,
@@ -98,6 +100,44 @@ from hedgegym.envs.layout import (
     V_INV_DEPTH,
     V_MARGIN,
     V_TRANSMISSION,
+    X_ADL_EVENTS,
+    X_ADL_EVENTS_STEP,
+    X_ADL_USD,
+    X_COHORT_HEDGE,
+    X_COHORT_TRADE_STEPS,
+    X_CROWDED,
+    X_CROWDED_STEPS,
+    X_D_CHARM,
+    X_D_GAMMA,
+    X_D_VANNA_VOL,
+    X_DELTA_RING,
+    X_FLOW_CHARM,
+    X_FLOW_GAMMA,
+    X_FLOW_OTHER,
+    X_FLOW_VANNA,
+    X_FUND,
+    X_LIQ_LONG_USD,
+    X_LIQ_ROUNDS,
+    X_LIQ_SHORT_USD,
+    X_LIQ_STEPS,
+    X_MAX_ATM_VOL,
+    X_MAX_ROUNDS,
+    X_MAX_RUN,
+    X_NEXT_LONG,
+    X_NEXT_SHORT,
+    X_PHI_VANNA,
+    X_RET_RING,
+    X_RUN,
+    X_SCALE_LONG,
+    X_SCALE_SHORT,
+    X_SUM_FLOW_CHARM_USD,
+    X_SUM_FLOW_GAMMA_USD,
+    X_SUM_FLOW_OTHER_USD,
+    X_SUM_FLOW_VANNA_USD,
+    X_SUM_LIQ_LONG_USD,
+    X_SUM_LIQ_SHORT_USD,
+    X_SUM_PHI_VANNA,
+    X_SUM_RR,
 )
 
 # Numba options of the kernels. ``_nrt=False``: the kernels allocate nothing and only borrow the
@@ -231,10 +271,11 @@ def line_vol(p, sigma_atm, strike, spot):
 
 
 @njit(cache=True, _nrt=False)
-def dealer_delta_gamma(lines, p, step, t, spot, sigma_atm):
+def dealer_delta_gamma(lines, p, step, t, spot, sigma_atm, iv_slope=0.0):
     """Quantity-weighted delta and gamma of the lines still live at step ``step`` (those that settle
     at a later step) of a book at time ``t``, and the smile's share of d delta / d ln S: the sum of
-    quantity * vanna * (d vol / d ln S)."""
+    quantity * vanna * (d vol / d ln S). ``iv_slope``: d ln sigma_atm / d ln S where the ATM vol moves
+    with spot (implied-vol dynamics), adding ``iv_slope * vol`` to each unfloored line's slope."""
     delta = 0.0
     gamma = 0.0
     smile_vanna = 0.0
@@ -250,6 +291,8 @@ def dealer_delta_gamma(lines, p, step, t, spot, sigma_atm):
         # Books list the call and the put of a strike side by side: they share d1 and gamma.
         if strike != last_strike or expiry != last_expiry:
             vol, slope = line_vol_and_slope(p, sigma_atm, strike, spot)
+            if iv_slope != 0.0 and vol > p.vol_floor:
+                slope += iv_slope * vol
             call_delta, put_delta, g, va = strike_delta_gamma(spot, strike, expiry - t, rate, vol)
             last_strike = strike
             last_expiry = expiry
@@ -383,14 +426,24 @@ def clamp_log_price(y, p):
 
 # ------------------------------------------------------------------------------------ clearing
 @njit(cache=True, _nrt=False)
-def _clearing_residual(y, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm):
+def _clearing_residual(y, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm, y_ref=0.0, a=0.0, c0=0.0):
     """f(y) = y - s_pre - 0.01 e^y inv_D_eff (H(e^y) - H_prev), f'(y), H and phi, where the dealers'
     target is ``H(S) = hold - hedge_ratio Delta_live(t, S)`` when ``hedging`` (a rebalance), else the
     constant ``hold``.
 
     ``f'(y) = 1 - push + phi + 0.01 e^y inv_D_eff hedge_ratio sum(q vanna d vol / d ln S)``: the
     last term is the smile's (vols move with the price); phi is the BSM-gamma feedback of MODEL.md §3.
+
+    The second-order market: with implied-vol dynamics the ATM vol at ``y`` is
+    ``sigma_atm exp(spot_beta (y - y_ref))`` (:func:`iv_at`), whose slope joins the smile's (the vanna
+    term); with dealer cohorts the dealers' push is ``0.01 e^y (c0 - a Delta(e^y))`` (``a``: the sum
+    of ``share hedge_ratio / D`` of the cohorts trading at the clearing price, ``c0`` the rest of
+    their flow, see :func:`clearing_cohorts`) and the third value returned is ``Delta``, not a hedge.
     """
+    if p.iv_dynamics or p.cohorts_on:
+        return _clearing_residual_second_order(
+            y, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm, y_ref, a, c0
+        )
     # Newton may overshoot far out when f' is near the floor; the price it evaluates stays finite.
     spot = math.exp(clamp_log_price(y, p))
     inv_d = p.dealer_inv_depth
@@ -408,6 +461,51 @@ def _clearing_residual(y, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t
     return f, 1.0 - push + phi + smile_term, h, phi
 
 
+@njit(cache=True, _nrt=False)
+def _clearing_residual_second_order(y, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm, y_ref, a, c0):
+    """:func:`_clearing_residual` with implied-vol dynamics and/or dealer cohorts."""
+    yc = clamp_log_price(y, p)
+    spot = math.exp(yc)
+    sig = sigma_atm
+    iv_slope = 0.0
+    if p.iv_dynamics:
+        sig, iv_slope = iv_at(p, sigma_atm, yc - y_ref)
+    if p.cohorts_on:
+        delta = 0.0
+        phi = 0.0
+        smile_term = 0.0
+        if hedging:
+            delta, gamma, smile_vanna = dealer_delta_gamma(dealer_lines, p, step, t, spot, sig, iv_slope)
+            phi = 0.01 * a * gamma * spot * spot
+            smile_term = 0.01 * a * smile_vanna * spot
+        push = 0.01 * spot * (c0 - a * delta)
+        return y - s_pre - push, 1.0 - push + phi + smile_term, delta, phi
+    inv_d = p.dealer_inv_depth
+    h = hold
+    phi = 0.0
+    smile_term = 0.0
+    if hedging:
+        delta, gamma, smile_vanna = dealer_delta_gamma(dealer_lines, p, step, t, spot, sig, iv_slope)
+        hr = p.hedge_ratio
+        h = hold - hr * delta
+        phi = 0.01 * hr * gamma * spot * spot * inv_d
+        smile_term = 0.01 * hr * smile_vanna * spot * inv_d
+    push = 0.01 * spot * inv_d * (h - h_prev)
+    return y - s_pre - push, 1.0 - push + phi + smile_term, h, phi
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def iv_at(p, sigma_base, dy):
+    """ATM implied vol after a log-price move ``dy`` within a step, ``sigma_base exp(spot_beta dy)``
+    within [vol_floor, vol_cap], and its d ln sigma / d ln S (0 where it is held at a bound)."""
+    v = sigma_base * math.exp(p.iv_beta * dy)
+    if v <= p.vol_floor:
+        return p.vol_floor, 0.0
+    if v >= p.iv_cap:
+        return p.iv_cap, 0.0
+    return v, p.iv_beta
+
+
 # Newton's root is taken as the clearing price when the residual's slope f' is at least this at
 # every iterate: a pair of roots between s_pre and Newton's root needs f' to fall below 0 within the
 # move, which cannot happen from slopes this high over a step's move. Otherwise the root is found
@@ -423,7 +521,7 @@ CLEARING_BISECTIONS = 60
 
 
 @njit(cache=True, _nrt=False)
-def clear_market(s_pre, y_prev, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm):
+def clear_market(s_pre, y_prev, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm, y_ref=0.0, a=0.0, c0=0.0):
     """Solve the clearing equation of MODEL.md §3 for the log-price; returns (y, H, phi, crisis).
 
     The equation ``f(y) = 0`` (see :func:`_clearing_residual`) may have several roots in a stressed
@@ -441,7 +539,9 @@ def clear_market(s_pre, y_prev, h_prev, hedging, hold, dealer_lines, p, step, t,
     within one cell does; the root is then refined by bisection.
     """
     floor = p.phi_floor
-    f0, fp0, h0, phi0 = _clearing_residual(s_pre, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm)
+    f0, fp0, h0, phi0 = _clearing_residual(
+        s_pre, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm, y_ref, a, c0
+    )
     if f0 == 0.0:
         if 1.0 + phi0 > floor:
             return s_pre, h0, phi0, False
@@ -460,7 +560,9 @@ def clear_market(s_pre, y_prev, h_prev, hedging, hold, dealer_lines, p, step, t,
                 # H and phi of the last evaluation stand: it was that close in log-price.
                 converged = True
                 break
-            f, fp, h, phi = _clearing_residual(y, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm)
+            f, fp, h, phi = _clearing_residual(
+                y, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm, y_ref, a, c0
+            )
         if trusted and converged and 1.0 + phi > floor:
             return y, h, phi, False
         # The scan for the first root, in the direction of the flow.
@@ -473,7 +575,9 @@ def clear_market(s_pre, y_prev, h_prev, hedging, hold, dealer_lines, p, step, t,
         found = False
         for j in range(1, CLEARING_SCAN_CELLS + 1):
             cand = s_pre + cell * j if up else s_pre - cell * j
-            fc, fpc, _, _ = _clearing_residual(cand, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm)
+            fc, fpc, _, _ = _clearing_residual(
+                cand, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm, y_ref, a, c0
+            )
             if (fc >= 0.0) == up:
                 hi = cand
                 found = True
@@ -486,7 +590,7 @@ def clear_market(s_pre, y_prev, h_prev, hedging, hold, dealer_lines, p, step, t,
                 for _ in range(CLEARING_BISECTIONS):
                     m = 0.5 * (a + b)
                     _, fpm, _, _ = _clearing_residual(
-                        m, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm
+                        m, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm, y_ref, a, c0
                     )
                     if fpm > 0.0:
                         a = m
@@ -494,7 +598,7 @@ def clear_market(s_pre, y_prev, h_prev, hedging, hold, dealer_lines, p, step, t,
                         b = m
                 turn = 0.5 * (a + b)
                 ft, _, _, _ = _clearing_residual(
-                    turn, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm
+                    turn, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm, y_ref, a, c0
                 )
                 if (ft >= 0.0) == up:
                     hi = turn
@@ -506,17 +610,21 @@ def clear_market(s_pre, y_prev, h_prev, hedging, hold, dealer_lines, p, step, t,
             # f(lo) has the sign of f0, f(hi) the other one.
             for _ in range(CLEARING_BISECTIONS):
                 mid = 0.5 * (lo + hi)
-                fm, _, _, _ = _clearing_residual(mid, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm)
+                fm, _, _, _ = _clearing_residual(
+                    mid, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm, y_ref, a, c0
+                )
                 if (fm >= 0.0) == up:
                     hi = mid
                 else:
                     lo = mid
             y = 0.5 * (lo + hi)
-            f, fp, h, phi = _clearing_residual(y, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm)
+            f, fp, h, phi = _clearing_residual(
+                y, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm, y_ref, a, c0
+            )
             if 1.0 + phi > floor:
                 return y, h, phi, False
     y = y_prev + (s_pre - y_prev) / floor
-    _, _, h, _ = _clearing_residual(y, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm)
+    _, _, h, _ = _clearing_residual(y, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm, y_ref, a, c0)
     return y, h, phi0, True
 
 
@@ -536,7 +644,7 @@ def dealer_hedge_at(row_state, i, dealer_lines, p, step, t, spot, sigma_atm):
 
 
 @njit(cache=True)
-def reset_row(i, seed, episode, state, hedge, keys, p, venues, dealer_lines, agent_lines):
+def reset_row(i, seed, episode, state, hedge, keys, p, venues, dealer_lines, agent_lines, ext):
     """Start episode ``episode`` of the stream ``seed`` in row ``i`` (MODEL.md initial state).
 
     The agent starts with zero wealth: the premium of its book (``-book value``) is cash, and an
@@ -561,6 +669,8 @@ def reset_row(i, seed, episode, state, hedge, keys, p, venues, dealer_lines, age
     _, d_gamma = dealer_hedge_at(state, i, dealer_lines, p, 0, 0.0, spot, sigma_atm)
     state[i].gex = 0.01 * p.hedge_ratio * d_gamma * spot * spot
     state[i].phi = state[i].gex * p.dealer_inv_depth
+    if p.second_order:
+        reset_second_order(i, state, ext, p, dealer_lines, spot, sigma_atm)
     mark_book(state, i, agent_lines, p, 0, 0.0, spot, sigma_atm)
     if p.initial_delta_hedge:
         hedge[i, SPOT] = -state[i].book_delta
@@ -568,11 +678,11 @@ def reset_row(i, seed, episode, state, hedge, keys, p, venues, dealer_lines, age
 
 
 @njit(cache=True)
-def reset_rows(rows, seeds, episodes, state, hedge, keys, params, venues, dealer_lines, agent_lines):
+def reset_rows(rows, seeds, episodes, state, hedge, keys, params, venues, dealer_lines, agent_lines, ext):
     """Reset the listed rows; ``seeds`` and ``episodes`` (uint64) are per listed row."""
     p = params[0]
     for n in range(rows.shape[0]):
-        reset_row(rows[n], seeds[n], episodes[n], state, hedge, keys, p, venues, dealer_lines, agent_lines)
+        reset_row(rows[n], seeds[n], episodes[n], state, hedge, keys, p, venues, dealer_lines, agent_lines, ext)
 
 
 # ------------------------------------------------------------------------------------ step phases
@@ -671,27 +781,34 @@ def clearing(i, state, p, dealer_lines, halted, step_new, t_new, y_prev, sigma_a
     trading = (not halted) and p.hedge_ratio > 0.0 and dealer_lines.shape[0] > 0
     rebalance = trading and step_new % p.rebalance_every == 0
     inv_d = p.dealer_inv_depth
+    # With implied-vol dynamics the ATM vol moves with the price within the step (iv_at).
+    sig_pre = sigma_atm
+    if p.iv_dynamics:
+        sig_pre = iv_at(p, sigma_atm, s_pre - y_prev)[0]
     if rebalance:
         hold = state[i].dealer_hold if state[i].dealer_hold_step == step_new else 0.0
         if inv_d > 0.0:
             y, h_new, phi, capped = clear_market(
-                s_pre, y_prev, h_prev, True, hold, dealer_lines, p, step_new, t_new, sigma_atm
+                s_pre, y_prev, h_prev, True, hold, dealer_lines, p, step_new, t_new, sigma_atm, y_prev
             )
         else:
             spot_pre = math.exp(s_pre)
-            d_delta, d_gamma, _ = dealer_delta_gamma(dealer_lines, p, step_new, t_new, spot_pre, sigma_atm)
+            d_delta, d_gamma, _ = dealer_delta_gamma(dealer_lines, p, step_new, t_new, spot_pre, sig_pre)
             y, h_new, phi, capped = s_pre, hold - p.hedge_ratio * d_delta, 0.0, False
         # The part of the new hedge that hedges lines settling at the next rebalance.
         nxt = next_rebalance_step(step_new, p)
         state[i].dealer_hold_step = nxt
-        state[i].dealer_hold = -p.hedge_ratio * settling_delta(dealer_lines, p, nxt, t_new, math.exp(y), sigma_atm)
+        sig_y = sigma_atm
+        if p.iv_dynamics:
+            sig_y = iv_at(p, sigma_atm, y - y_prev)[0]
+        state[i].dealer_hold = -p.hedge_ratio * settling_delta(dealer_lines, p, nxt, t_new, math.exp(y), sig_y)
         state[i].dealer_unwind = hold
     else:
         # Without dealer lines phi is 0 (their gamma is): the price and the empty book are skipped.
         phi = 0.0
         if dealer_lines.shape[0] > 0:
             spot_pre = math.exp(s_pre)
-            _, d_gamma, _ = dealer_delta_gamma(dealer_lines, p, step_new, t_new, spot_pre, sigma_atm)
+            _, d_gamma, _ = dealer_delta_gamma(dealer_lines, p, step_new, t_new, spot_pre, sig_pre)
             phi = 0.01 * p.hedge_ratio * d_gamma * spot_pre * spot_pre * inv_d
         y, h_new, capped = s_pre, h_prev, False
         unwind = state[i].dealer_unwind if trading else 0.0
@@ -699,7 +816,7 @@ def clearing(i, state, p, dealer_lines, halted, step_new, t_new, y_prev, sigma_a
             state[i].dealer_unwind = 0.0
             if inv_d > 0.0:
                 y, h_new, _, capped = clear_market(
-                    s_pre, y_prev, h_prev, False, h_prev - unwind, dealer_lines, p, step_new, t_new, sigma_atm
+                    s_pre, y_prev, h_prev, False, h_prev - unwind, dealer_lines, p, step_new, t_new, sigma_atm, y_prev
                 )
             else:
                 h_new = h_prev - unwind
@@ -711,11 +828,12 @@ def clearing(i, state, p, dealer_lines, halted, step_new, t_new, y_prev, sigma_a
 
 
 @njit(cache=True, _nrt=False, inline="always")
-def venue_dynamics(i, state, p, venues, key, step, dealer_flow, tau_f_prev):
+def venue_dynamics(i, state, p, venues, key, step, dealer_flow, tau_f_prev, flow_perp=0.0, flow_future=0.0):
     """Phase 4 (MODEL.md §3–§4): transient impact decays by ``exp(-resilience dt)`` (Obizhaeva & Wang
     2013); the spot log-price is set; perp premium and futures basis follow exact OU updates and take
     the untransmitted share of the dealers' flow on their venue. Returns (new log-price, its price,
-    crisis)."""
+    crisis). With dealer cohorts, ``flow_perp`` and ``flow_future`` are their flows on those venues
+    (each cohort's own venue mix)."""
     dt = p.dt
     state[i].i_trans *= p.resilience_decay
     y_new, crisis = impacted_log_price(i, state, p)
@@ -725,18 +843,31 @@ def venue_dynamics(i, state, p, venues, key, step, dealer_flow, tau_f_prev):
     premium = state[i].premium * p.premium_decay
     if p.premium_sd > 0.0:
         premium += p.premium_sd * step_normal(key, step, Z_PREMIUM)
-    premium += (1.0 - venues[PERP, V_TRANSMISSION]) * p.mix_perp * flow_usd * venues[PERP, V_INV_DEPTH]
+    if p.cohorts_on:
+        premium += (1.0 - venues[PERP, V_TRANSMISSION]) * 0.01 * flow_perp * spot_new * venues[PERP, V_INV_DEPTH]
+    else:
+        premium += (1.0 - venues[PERP, V_TRANSMISSION]) * p.mix_perp * flow_usd * venues[PERP, V_INV_DEPTH]
     state[i].premium = min(max(premium, -PREMIUM_BOUND), PREMIUM_BOUND)
     basis = p.basis_mean + (state[i].basis - p.basis_mean) * p.basis_decay
     if p.basis_sd > 0.0:
         basis += p.basis_sd * step_normal(key, step, Z_BASIS)
-    basis += (
-        (1.0 - venues[FUTURE, V_TRANSMISSION])
-        * p.mix_future
-        * flow_usd
-        * venues[FUTURE, V_INV_DEPTH]
-        / max(tau_f_prev, dt)
-    )
+    if p.cohorts_on:
+        basis += (
+            (1.0 - venues[FUTURE, V_TRANSMISSION])
+            * 0.01
+            * flow_future
+            * spot_new
+            * venues[FUTURE, V_INV_DEPTH]
+            / max(tau_f_prev, dt)
+        )
+    else:
+        basis += (
+            (1.0 - venues[FUTURE, V_TRANSMISSION])
+            * p.mix_future
+            * flow_usd
+            * venues[FUTURE, V_INV_DEPTH]
+            / max(tau_f_prev, dt)
+        )
     state[i].basis = min(max(basis, -BASIS_BOUND), BASIS_BOUND)
     return y_new, spot_new, crisis
 
@@ -790,10 +921,312 @@ def step_reward(pnl, cum_pnl, done, p):
     return pnl / scale
 
 
+# ------------------------------------------------------------------------------------ second order
+# The second-order market (README "The market model"): implied-vol dynamics (vanna), dealer cohorts and
+# the perp's liquidation engine. Each phase runs only under its flag in ``params`` (read once per step);
+# with every flag off :func:`step_row` runs the first-order step alone, and ``ext`` is never touched.
+Z_IV = 7  # the ATM vol's shock: normal number 7 of the step (uniforms 14 and 15, unused before)
+DELTA_RING = MAX_LAG + 1
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def iv_base(i, state, p, key, step):
+    """The ATM vol of the step before the price moves: ``ln sigma`` reverts at ``kappa`` toward
+    ``ln((1 + vol_premium) sqrt((1 - w) v + w RV))`` and takes a shock ``vol_of_vol sqrt(dt) Z``."""
+    w = p.iv_realised_weight
+    level = (1.0 + p.vol_premium) * math.sqrt(max((1.0 - w) * state[i].v + w * state[i].realised_var, 0.0))
+    level = min(max(level, p.vol_floor), p.iv_cap)
+    log_vol = math.log(state[i].atm_vol)
+    log_vol += p.iv_kappa * p.dt * (math.log(level) - log_vol)
+    if p.iv_vol_of_vol > 0.0:
+        log_vol += p.iv_vol_of_vol * math.sqrt(p.dt) * step_normal(key, step, Z_IV)
+    return min(max(math.exp(log_vol), p.vol_floor), p.iv_cap)
+
+
+@njit(cache=True, _nrt=False)
+def dealer_book_greeks(lines, p, step, t, spot, sigma_atm):
+    """(delta, gamma, sum of quantity x vanna x line vol, charm) of the dealers' lines live at step
+    ``step``: the greeks of the flow decomposition (delta per unit of ln sigma_atm for the vanna)."""
+    delta = 0.0
+    gamma = 0.0
+    vanna_vol = 0.0
+    charm = 0.0
+    for j in range(lines.shape[0]):
+        if lines[j, L_EXPIRY_STEP] <= step:
+            continue
+        strike = lines[j, L_STRIKE]
+        vol = line_vol(p, sigma_atm, strike, spot)
+        _, _, call_d, put_d, g, _, va, ch = strike_greeks(
+            spot, strike, lines[j, L_EXPIRY] - t, p.rate, vol, False, False
+        )
+        q = lines[j, L_QUANTITY]
+        delta += q * (call_d if lines[j, L_IS_CALL] == CALL else put_d)
+        gamma += q * g
+        vanna_vol += q * va * vol
+        charm += q * ch
+    return delta, gamma, vanna_vol, charm
+
+
+@njit(cache=True, _nrt=False)
+def clearing_cohorts(i, state, ext, p, dealer_lines, halted, step_new, t_new, y_prev, sigma_atm):
+    """Phase 3 with dealer cohorts: each cohort on its schedule step trades to ``-hr_c share_c Delta``,
+    Delta at the clearing price (lag 0) or from ``lag`` steps ago (the ring of past deltas), when
+    that is beyond its band; all of them clear together (:func:`clear_market`, the lag-0 cohorts'
+    delta at the clearing price). An expiring line's hedge is traded away in its settlement step's
+    clearing. Returns (flow, perp flow, future flow, phi, crisis, crowded, any traded)."""
+    ps = p.permanent_share
+    s_pre, crisis = impacted_log_price(i, state, p)
+    trading = (not halted) and dealer_lines.shape[0] > 0
+    spot_pre = math.exp(s_pre)
+    sig_pre = sigma_atm
+    if p.iv_dynamics:
+        sig_pre = iv_at(p, sigma_atm, s_pre - y_prev)[0]
+    delta_pre = 0.0
+    gamma_pre = 0.0
+    if dealer_lines.shape[0] > 0:
+        delta_pre, gamma_pre, _ = dealer_delta_gamma(dealer_lines, p, step_new, t_new, spot_pre, sig_pre)
+    phi = 0.01 * p.dealer_hedge_ratio_eff * gamma_pre * spot_pre * spot_pre * p.dealer_inv_depth_eff
+    a = 0.0
+    c0 = 0.0
+    mask = 0
+    for c in range(p.n_cohorts):
+        if not trading or step_new % p.cohort_every[c] != p.cohort_offset[c]:
+            continue
+        share = p.cohort_share[c]
+        hr = p.cohort_hedge_ratio[c]
+        lag = p.cohort_lag[c]
+        hc = ext[i, X_COHORT_HEDGE + c]
+        past = delta_pre if lag == 0 else ext[i, X_DELTA_RING + (step_new - lag) % DELTA_RING]
+        target = -hr * share * past
+        if abs(target - hc) <= p.cohort_band[c] * share * p.dealer_gross:
+            continue
+        mask |= 1 << c
+        inv_c = p.cohort_inv_depth[c]
+        if lag == 0:
+            a += hr * share * inv_c
+            c0 -= inv_c * hc
+        else:
+            c0 += inv_c * (target - hc)
+    y = s_pre
+    capped = False
+    delta_y = delta_pre
+    if mask != 0 and (a != 0.0 or c0 != 0.0):
+        y, d_root, phi_c, capped = clear_market(
+            s_pre, y_prev, 0.0, a != 0.0, 0.0, dealer_lines, p, step_new, t_new, sigma_atm, y_prev, a, c0
+        )
+        if a != 0.0:
+            delta_y = d_root
+        elif dealer_lines.shape[0] > 0:
+            sig_y = iv_at(p, sigma_atm, y - y_prev)[0] if p.iv_dynamics else sigma_atm
+            delta_y = dealer_delta_gamma(dealer_lines, p, step_new, t_new, math.exp(y), sig_y)[0]
+    flow = 0.0
+    flow_perp = 0.0
+    flow_future = 0.0
+    n_buy = 0
+    n_sell = 0
+    for c in range(p.n_cohorts):
+        if not (mask >> c) & 1:
+            continue
+        lag = p.cohort_lag[c]
+        past = delta_y if lag == 0 else ext[i, X_DELTA_RING + (step_new - lag) % DELTA_RING]
+        h_new = -p.cohort_hedge_ratio[c] * p.cohort_share[c] * past
+        fl = h_new - ext[i, X_COHORT_HEDGE + c]
+        ext[i, X_COHORT_HEDGE + c] = h_new
+        flow += fl
+        flow_perp += p.cohort_mix_perp[c] * fl
+        flow_future += p.cohort_mix_future[c] * fl
+        if fl > 0.0:
+            n_buy += 1
+        elif fl < 0.0:
+            n_sell += 1
+    ext[i, X_DELTA_RING + step_new % DELTA_RING] = delta_y
+    clearing_move = y - s_pre
+    state[i].i_perm += ps * clearing_move
+    state[i].i_trans += (1.0 - ps) * clearing_move
+    state[i].dealer_hedge += flow
+    return flow, flow_perp, flow_future, phi, crisis or capped, max(n_buy, n_sell) >= 2, mask != 0
+
+
+@njit(cache=True, _nrt=False)
+def liquidation_cascade(i, state, ext, p, venues):
+    """The perp's liquidation engine after the clearing: every leveraged bucket whose liquidation
+    price the perp mark has reached is closed by a market order on the perp (execution as for any
+    perp order; its push reaches spot by the perp's transmission, the rest moves the premium), which
+    moves the mark toward the next bucket: rounds repeat until no new bucket is reached. What margin
+    is left at execution goes to the insurance fund, a shortfall is paid from it; when the fund cannot
+    pay, the rest of the position is auto-deleveraged: opposite positions of the same size are closed
+    off the book, pro rata. Returns (long USD liquidated, short USD liquidated, rounds, ADL events)."""
+    ps = p.permanent_share
+    tr = venues[PERP, V_TRANSMISSION]
+    inv = venues[PERP, V_INV_DEPTH]
+    half_spread = venues[PERP, V_HALF_SPREAD]
+    eta = venues[PERP, V_ETA]
+    nl = int(ext[i, X_NEXT_LONG])
+    ns = int(ext[i, X_NEXT_SHORT])
+    long_usd = 0.0
+    short_usd = 0.0
+    rounds = 0
+    adl = 0
+    while nl < p.liq_n_long or ns < p.liq_n_short:
+        y = clamp_log_price(state[i].x + state[i].i_perm + state[i].i_trans, p)
+        mid = math.exp(y) * (1.0 + min(max(state[i].premium, -PREMIUM_BOUND), PREMIUM_BOUND))
+        scale_l = ext[i, X_SCALE_LONG]
+        scale_s = ext[i, X_SCALE_SHORT]
+        coins_l = cost_l = margin_l = 0.0
+        coins_s = cost_s = margin_s = 0.0
+        while nl < p.liq_n_long and mid <= p.liq_long_price[nl]:
+            coins_l += p.liq_long_coins[nl] * scale_l
+            cost_l += p.liq_long_cost[nl] * scale_l
+            margin_l += p.liq_long_margin[nl] * scale_l
+            nl += 1
+        while ns < p.liq_n_short and mid >= p.liq_short_price[ns]:
+            coins_s += p.liq_short_coins[ns] * scale_s
+            cost_s += p.liq_short_cost[ns] * scale_s
+            margin_s += p.liq_short_margin[ns] * scale_s
+            ns += 1
+        if coins_l == 0.0 and coins_s == 0.0:
+            break
+        rounds += 1
+        q = coins_s - coins_l  # longs are sold, shorts bought back
+        impact = eta * 0.01 * q * mid * inv
+        fund = ext[i, X_FUND]
+        for side in range(2):
+            coins = coins_l if side == 0 else coins_s
+            if coins == 0.0:
+                continue
+            if side == 0:
+                execution = mid * (1.0 - half_spread + impact)
+                equity = margin_l + coins * execution - cost_l
+                long_usd += coins * mid
+            else:
+                execution = mid * (1.0 + half_spread + impact)
+                equity = margin_s - coins * execution + cost_s
+                short_usd += coins * mid
+            fund += equity
+            if fund < 0.0:
+                # The fund is empty: the opposite side's positions take over the bankrupt ones.
+                fund = 0.0
+                adl += 1
+                ext[i, X_ADL_USD] += coins * mid
+                if side == 0 and ns < p.liq_n_short:
+                    left = p.liq_short_tail[ns] * ext[i, X_SCALE_SHORT]
+                    ext[i, X_SCALE_SHORT] *= max(1.0 - coins / left, 0.0) if left > 0.0 else 0.0
+                elif side == 1 and nl < p.liq_n_long:
+                    left = p.liq_long_tail[nl] * ext[i, X_SCALE_LONG]
+                    ext[i, X_SCALE_LONG] *= max(1.0 - coins / left, 0.0) if left > 0.0 else 0.0
+        ext[i, X_FUND] = fund
+        push = 0.01 * q * mid * inv
+        state[i].i_perm += ps * tr * push
+        state[i].i_trans += (1.0 - ps) * tr * push
+        state[i].premium += (1.0 - tr) * push
+    ext[i, X_NEXT_LONG] = nl
+    ext[i, X_NEXT_SHORT] = ns
+    return long_usd, short_usd, rounds, adl
+
+
+@njit(cache=True, _nrt=False)
+def second_order_measures(
+    i,
+    state,
+    ext,
+    p,
+    dealer_lines,
+    step_new,
+    t_new,
+    spot_prev,
+    spot_new,
+    sigma_prev,
+    sigma_new,
+    flow,
+    ret,
+    crowded,
+    traded,
+):
+    """The second-order measures of the step into ``ext``: the dealers' flow split into the gamma,
+    vanna and charm parts of the continuously hedged demand, ``-hr (Gamma dS + V_sigma d ln sigma_atm
+    + charm dt)`` with the book's greeks at the start of the step (V_sigma: delta per unit of
+    ln sigma_atm), and the rest; the vanna feedback psi; crowding; the returns' autocorrelation sums;
+    the liquidation run."""
+    hr = p.dealer_hedge_ratio_eff
+    f_gamma = -hr * ext[i, X_D_GAMMA] * (spot_new - spot_prev)
+    f_vanna = -hr * ext[i, X_D_VANNA_VOL] * (math.log(sigma_new) - math.log(sigma_prev))
+    f_charm = -hr * ext[i, X_D_CHARM] * p.dt
+    f_other = flow - f_gamma - f_vanna - f_charm
+    ext[i, X_FLOW_GAMMA] = f_gamma
+    ext[i, X_FLOW_VANNA] = f_vanna
+    ext[i, X_FLOW_CHARM] = f_charm
+    ext[i, X_FLOW_OTHER] = f_other
+    ext[i, X_SUM_FLOW_GAMMA_USD] += abs(f_gamma) * spot_new
+    ext[i, X_SUM_FLOW_VANNA_USD] += abs(f_vanna) * spot_new
+    ext[i, X_SUM_FLOW_CHARM_USD] += abs(f_charm) * spot_new
+    ext[i, X_SUM_FLOW_OTHER_USD] += abs(f_other) * spot_new
+    _, gamma, vanna_vol, charm = dealer_book_greeks(dealer_lines, p, step_new, t_new, spot_new, sigma_new)
+    ext[i, X_D_GAMMA] = gamma
+    ext[i, X_D_VANNA_VOL] = vanna_vol
+    ext[i, X_D_CHARM] = charm
+    psi = 0.0
+    if p.iv_dynamics:
+        psi = 0.01 * hr * p.dealer_inv_depth_eff * p.iv_beta * vanna_vol * spot_new
+    ext[i, X_PHI_VANNA] = psi
+    ext[i, X_SUM_PHI_VANNA] += psi
+    ext[i, X_CROWDED] = 1.0 if crowded else 0.0
+    ext[i, X_CROWDED_STEPS] += 1.0 if crowded else 0.0
+    ext[i, X_COHORT_TRADE_STEPS] += 1.0 if traded else 0.0
+    ext[i, X_MAX_ATM_VOL] = max(ext[i, X_MAX_ATM_VOL], sigma_new)
+    for lag in range(1, N_AUTOCORR_LAGS + 1):
+        if step_new - lag >= 1:
+            ext[i, X_SUM_RR + lag - 1] += ret * ext[i, X_RET_RING + (step_new - lag) % N_AUTOCORR_LAGS]
+    ext[i, X_RET_RING + step_new % N_AUTOCORR_LAGS] = ret
+    liquidated = ext[i, X_LIQ_LONG_USD] + ext[i, X_LIQ_SHORT_USD]
+    ext[i, X_SUM_LIQ_LONG_USD] += ext[i, X_LIQ_LONG_USD]
+    ext[i, X_SUM_LIQ_SHORT_USD] += ext[i, X_LIQ_SHORT_USD]
+    ext[i, X_ADL_EVENTS] += ext[i, X_ADL_EVENTS_STEP]
+    ext[i, X_MAX_ROUNDS] = max(ext[i, X_MAX_ROUNDS], ext[i, X_LIQ_ROUNDS])
+    if liquidated > 0.0:
+        ext[i, X_LIQ_STEPS] += 1.0
+        ext[i, X_RUN] += 1.0
+        ext[i, X_MAX_RUN] = max(ext[i, X_MAX_RUN], ext[i, X_RUN])
+    else:
+        ext[i, X_RUN] = 0.0
+
+
+@njit(cache=True, _nrt=False)
+def reset_second_order(i, state, ext, p, dealer_lines, spot, sigma_atm):
+    """The second-order state of a fresh episode: zero measures, the book's greeks, the cohorts'
+    hedges at ``-hr_c share_c Delta_0`` (their past deltas all Delta_0), the liquidation engine at its
+    first buckets with the insurance fund full."""
+    for j in range(ext.shape[1]):
+        ext[i, j] = 0.0
+    delta, gamma, vanna_vol, charm = dealer_book_greeks(dealer_lines, p, 0, 0.0, spot, sigma_atm)
+    ext[i, X_D_GAMMA] = gamma
+    ext[i, X_D_VANNA_VOL] = vanna_vol
+    ext[i, X_D_CHARM] = charm
+    ext[i, X_MAX_ATM_VOL] = sigma_atm
+    ext[i, X_SCALE_LONG] = 1.0
+    ext[i, X_SCALE_SHORT] = 1.0
+    ext[i, X_FUND] = p.liq_fund0
+    if p.cohorts_on:
+        total = 0.0
+        for c in range(p.n_cohorts):
+            h = -p.cohort_hedge_ratio[c] * p.cohort_share[c] * delta
+            ext[i, X_COHORT_HEDGE + c] = h
+            total += h
+        for k in range(DELTA_RING):
+            ext[i, X_DELTA_RING + k] = delta
+        state[i].dealer_hedge = total
+        state[i].dealer_hold = 0.0
+        state[i].gex = 0.01 * p.dealer_hedge_ratio_eff * gamma * spot * spot
+        state[i].phi = state[i].gex * p.dealer_inv_depth_eff
+
+
 # ------------------------------------------------------------------------------------ step
 @njit(cache=True, _nrt=False)
-def step_row(i, state, hedge, keys, trades, p, venues, dealer_lines, agent_lines, out):
-    """Advance row ``i`` by one step (MODEL.md §1, items 1-6), phase by phase. See the module docstring."""
+def step_row(i, state, hedge, keys, trades, p, venues, dealer_lines, agent_lines, out, ext):
+    """Advance row ``i`` by one step (MODEL.md §1, items 1-6), phase by phase. See the module docstring.
+
+    The second-order market's phases (README "The market model") run under their flags: the ATM vol's
+    own dynamics (``iv_dynamics``), the cohorts' clearing (``cohorts_on``), the liquidation cascade
+    (``liquidations``), and the measures into ``ext`` (``second_order``)."""
     dt = p.dt
     step = int(state[i].step)
     step_new = step + 1
@@ -809,10 +1242,35 @@ def step_row(i, state, hedge, keys, trades, p, venues, dealer_lines, agent_lines
     fees, slippage, notional, n_trades = agent_trades(i, state, hedge, trades, p, venues, halted, mids_prev, out)
     cash_after_trades = state[i].cash
     x_new = exogenous_move(i, state, p, key, step)
-    sigma_atm = atm_vol(p, state[i].v)
-    dealer_flow, phi, crisis = clearing(i, state, p, dealer_lines, halted, step_new, t_new, y_prev, sigma_atm)
-    y_new, spot_new, band_hit = venue_dynamics(i, state, p, venues, key, step, dealer_flow, tau_f_prev)
+    second_order = p.second_order
+    sigma_prev = state[i].atm_vol
+    if p.iv_dynamics:
+        sigma_atm = iv_base(i, state, p, key, step)
+    else:
+        sigma_atm = atm_vol(p, state[i].v)
+    crowded = False
+    cohorts_traded = False
+    flow_perp = 0.0
+    flow_future = 0.0
+    if p.cohorts_on:
+        dealer_flow, flow_perp, flow_future, phi, crisis, crowded, cohorts_traded = clearing_cohorts(
+            i, state, ext, p, dealer_lines, halted, step_new, t_new, y_prev, sigma_atm
+        )
+    else:
+        dealer_flow, phi, crisis = clearing(i, state, p, dealer_lines, halted, step_new, t_new, y_prev, sigma_atm)
+    if p.liquidations:
+        long_usd, short_usd, rounds, adl = liquidation_cascade(i, state, ext, p, venues)
+        ext[i, X_LIQ_LONG_USD] = long_usd
+        ext[i, X_LIQ_SHORT_USD] = short_usd
+        ext[i, X_LIQ_ROUNDS] = rounds
+        ext[i, X_ADL_EVENTS_STEP] = adl
+    y_new, spot_new, band_hit = venue_dynamics(
+        i, state, p, venues, key, step, dealer_flow, tau_f_prev, flow_perp, flow_future
+    )
     crisis = crisis or band_hit
+    if p.iv_dynamics:
+        # The ATM vol of the step's close: it moved with the whole step's return (spot_beta).
+        sigma_atm = iv_at(p, sigma_atm, y_new - y_prev)[0]
     state[i].t = t_new
     state[i].step = step_new
     hedge_pnl, funding, carry, interest = hedge_and_cash(
@@ -842,7 +1300,7 @@ def step_row(i, state, hedge, keys, trades, p, venues, dealer_lines, agent_lines
 
     # Phase 7: accumulators and the step's outputs.
     exo_ret = x_new - x_prev
-    inv_d = p.dealer_inv_depth
+    inv_d = p.dealer_inv_depth_eff if p.cohorts_on else p.dealer_inv_depth
     if inv_d > 0.0:
         gex = phi / inv_d
     elif dealer_lines.shape[0] == 0:
@@ -850,7 +1308,7 @@ def step_row(i, state, hedge, keys, trades, p, venues, dealer_lines, agent_lines
     else:
         # Infinite depth: phi is 0 whatever the book; report the book's GEX anyway.
         _, d_gamma, _ = dealer_delta_gamma(dealer_lines, p, step_new, t_new, spot_new, sigma_atm)
-        gex = 0.01 * p.hedge_ratio * d_gamma * spot_new * spot_new
+        gex = 0.01 * (p.dealer_hedge_ratio_eff if p.cohorts_on else p.hedge_ratio) * d_gamma * spot_new * spot_new
     state[i].phi = phi
     state[i].gex = gex
     state[i].atm_vol = sigma_atm
@@ -871,6 +1329,24 @@ def step_row(i, state, hedge, keys, trades, p, venues, dealer_lines, agent_lines
     state[i].sum_phi += phi
     state[i].crisis_steps += 1.0 if crisis else 0.0
     state[i].cum_reward += reward
+    if second_order:
+        second_order_measures(
+            i,
+            state,
+            ext,
+            p,
+            dealer_lines,
+            step_new,
+            t_new,
+            math.exp(y_prev),
+            spot_new,
+            sigma_prev,
+            sigma_atm,
+            dealer_flow,
+            ret,
+            crowded,
+            cohorts_traded,
+        )
 
     out[i, O_PNL] = pnl
     out[i, O_BOOK_PNL] = book_pnl
@@ -897,20 +1373,20 @@ def step_row(i, state, hedge, keys, trades, p, venues, dealer_lines, agent_lines
 
 
 @njit(cache=True, _nrt=False)
-def step_serial(state, hedge, keys, trades, params, venues, dealer_lines, agent_lines, out):
+def step_serial(state, hedge, keys, trades, params, venues, dealer_lines, agent_lines, out, ext):
     """Step every row, single-threaded."""
     p = params[0]
     for i in range(state.shape[0]):
-        step_row(i, state, hedge, keys, trades, p, venues, dealer_lines, agent_lines, out)
+        step_row(i, state, hedge, keys, trades, p, venues, dealer_lines, agent_lines, out, ext)
 
 
 @njit(cache=True, parallel=True, _nrt=False)
-def step_parallel(state, hedge, keys, trades, params, venues, dealer_lines, agent_lines, out):
+def step_parallel(state, hedge, keys, trades, params, venues, dealer_lines, agent_lines, out, ext):
     """Step every row, rows spread over threads (same results as :func:`step_serial`)."""
     # The record is taken inside the loop: numba's parallel lowering cannot pass a record variable
     # from outside a prange into its body.
     for i in prange(state.shape[0]):
-        step_row(i, state, hedge, keys, trades, params[0], venues, dealer_lines, agent_lines, out)
+        step_row(i, state, hedge, keys, trades, params[0], venues, dealer_lines, agent_lines, out, ext)
 
 
 # ------------------------------------------------------------------------------------ actions

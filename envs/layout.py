@@ -32,6 +32,13 @@ ENABLED, DISABLED = 1.0, 0.0
 (V_FEE, V_HALF_SPREAD, V_INV_DEPTH, V_ETA, V_TRANSMISSION, V_MARGIN, V_ENABLED) = range(7)
 VENUE_WIDTH = 7
 
+# Sizes of the second-order market's tables: dealer cohorts, the longest reaction lag (steps) a cohort
+# may have, buckets of leveraged positions per side, lags of the return autocorrelation measured.
+MAX_COHORTS = 8
+MAX_LAG = 24
+MAX_BUCKETS = 256
+N_AUTOCORR_LAGS = 4
+
 # The kernel's scalar parameters: one record of a numpy structured dtype, read as ``p.sigma`` inside
 # the kernels (times in years, rates per year). Each entry is (name, numpy type, source): the dotted
 # path of the validated ScenarioConfig field it is copied from, or None where
@@ -95,6 +102,47 @@ PARAMS = (
     ("basis_sd", "f8", None),
     ("rate_growth", "f8", None),
     ("realised_var_weight", "f8", None),
+    # The second-order market (README "The market model"): each part opt-in, off by default. With every
+    # flag off the kernel runs the first-order step exactly as before (none of the fields below is read).
+    ("second_order", "?", None),
+    ("iv_dynamics", "?", "market.implied_vol.enabled"),
+    ("iv_beta", "f8", "market.implied_vol.spot_beta"),
+    ("iv_kappa", "f8", "market.implied_vol.kappa"),
+    ("iv_realised_weight", "f8", "market.implied_vol.realised_weight"),
+    ("iv_vol_of_vol", "f8", "market.implied_vol.vol_of_vol"),
+    ("iv_cap", "f8", "market.implied_vol.vol_cap"),
+    ("cohorts_on", "?", None),
+    ("n_cohorts", "i8", None),
+    ("cohort_share", f"({MAX_COHORTS},)f8", None),
+    ("cohort_hedge_ratio", f"({MAX_COHORTS},)f8", None),
+    ("cohort_band", f"({MAX_COHORTS},)f8", None),
+    ("cohort_every", f"({MAX_COHORTS},)i8", None),
+    ("cohort_offset", f"({MAX_COHORTS},)i8", None),
+    ("cohort_lag", f"({MAX_COHORTS},)i8", None),
+    ("cohort_inv_depth", f"({MAX_COHORTS},)f8", None),
+    ("cohort_mix_perp", f"({MAX_COHORTS},)f8", None),
+    ("cohort_mix_future", f"({MAX_COHORTS},)f8", None),
+    ("dealer_hedge_ratio_eff", "f8", None),
+    ("dealer_inv_depth_eff", "f8", None),
+    ("dealer_gross", "f8", None),
+    ("liquidations", "?", None),
+    ("liq_maintenance", "f8", "venues.perp.liquidations.maintenance_margin"),
+    ("liq_fund0", "f8", "venues.perp.liquidations.insurance_fund_usd"),
+    ("liq_n_long", "i8", None),
+    ("liq_n_short", "i8", None),
+    # Buckets of leveraged positions, each side sorted in the order the price reaches them (longs by
+    # liquidation price descending, shorts ascending): liquidation price, coins, entry notional
+    # (coins x entry price), margin (USD), and the coins of that bucket and all after it.
+    ("liq_long_price", f"({MAX_BUCKETS},)f8", None),
+    ("liq_long_coins", f"({MAX_BUCKETS},)f8", None),
+    ("liq_long_cost", f"({MAX_BUCKETS},)f8", None),
+    ("liq_long_margin", f"({MAX_BUCKETS},)f8", None),
+    ("liq_long_tail", f"({MAX_BUCKETS},)f8", None),
+    ("liq_short_price", f"({MAX_BUCKETS},)f8", None),
+    ("liq_short_coins", f"({MAX_BUCKETS},)f8", None),
+    ("liq_short_cost", f"({MAX_BUCKETS},)f8", None),
+    ("liq_short_margin", f"({MAX_BUCKETS},)f8", None),
+    ("liq_short_tail", f"({MAX_BUCKETS},)f8", None),
 )
 PARAMS_DTYPE = np.dtype([(name, kind) for name, kind, _ in PARAMS], align=True)
 
@@ -179,6 +227,59 @@ STATE_DTYPE = np.dtype([(name, "f8") for name, _ in STATE])
     O_INTEREST,
 ) = range(24)
 OUT_WIDTH = 24
+
+# The second-order market's per-env array ``ext[N, EXT_WIDTH]`` float64 (one row per env, zeros when
+# every second-order feature is off: the kernel then never reads or writes it). ``X_*`` columns: the
+# last step's measures (read into ``info``), the episode's accumulators (``Market.episode_metrics``),
+# and the state of the cohorts and of the liquidation engine.
+(
+    # The last step: dealer hedge flow (coins) split into the gamma, vanna and charm parts of the
+    # continuously hedged demand, and the rest (schedules, bands, lags, expiries, higher orders).
+    X_FLOW_GAMMA,
+    X_FLOW_VANNA,
+    X_FLOW_CHARM,
+    X_FLOW_OTHER,
+    X_PHI_VANNA,
+    X_CROWDED,
+    X_LIQ_LONG_USD,
+    X_LIQ_SHORT_USD,
+    X_LIQ_ROUNDS,
+    X_ADL_EVENTS_STEP,
+    # The dealers' book at the end of the last step: gamma, sum of quantity x vanna x line vol (delta
+    # per unit of ln sigma), charm (per year); the step's ATM vol.
+    X_D_GAMMA,
+    X_D_VANNA_VOL,
+    X_D_CHARM,
+    # Episode accumulators.
+    X_SUM_FLOW_GAMMA_USD,
+    X_SUM_FLOW_VANNA_USD,
+    X_SUM_FLOW_CHARM_USD,
+    X_SUM_FLOW_OTHER_USD,
+    X_SUM_PHI_VANNA,
+    X_CROWDED_STEPS,
+    X_COHORT_TRADE_STEPS,
+    X_SUM_LIQ_LONG_USD,
+    X_SUM_LIQ_SHORT_USD,
+    X_LIQ_STEPS,
+    X_MAX_ROUNDS,
+    X_RUN,
+    X_MAX_RUN,
+    X_ADL_EVENTS,
+    X_ADL_USD,
+    X_MAX_ATM_VOL,
+    # Liquidation engine state: next bucket of each side, the share of each side's remaining positions
+    # left after auto-deleveraging, the insurance fund (USD).
+    X_NEXT_LONG,
+    X_NEXT_SHORT,
+    X_SCALE_LONG,
+    X_SCALE_SHORT,
+    X_FUND,
+) = range(34)
+X_RET_RING = 34  # the last N_AUTOCORR_LAGS returns, at step % N_AUTOCORR_LAGS
+X_SUM_RR = X_RET_RING + N_AUTOCORR_LAGS  # sum of r_k r_{k-l}, l = 1..N_AUTOCORR_LAGS
+X_COHORT_HEDGE = X_SUM_RR + N_AUTOCORR_LAGS  # each cohort's hedge, coins
+X_DELTA_RING = X_COHORT_HEDGE + MAX_COHORTS  # the dealers' book delta at step s, at s % (MAX_LAG + 1)
+EXT_WIDTH = X_DELTA_RING + MAX_LAG + 1
 
 # The observation vector (float32), entry by entry: (name, unit, meaning, range). ``unit`` is the
 # constant the kernel scales that entry with (None where the scale is per env: sigma, the horizon, the

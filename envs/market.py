@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import math
+from statistics import NormalDist
 
 import numpy as np
 
@@ -28,6 +29,7 @@ from hedgegym.envs.layout import (
     CALL,
     DISABLED,
     ENABLED,
+    EXT_WIDTH,
     FUTURE,
     L_EXPIRY,
     L_EXPIRY_STEP,
@@ -35,6 +37,9 @@ from hedgegym.envs.layout import (
     L_QUANTITY,
     L_STRIKE,
     LINE_WIDTH,
+    MAX_BUCKETS,
+    MAX_COHORTS,
+    N_AUTOCORR_LAGS,
     N_VENUES,
     OBS_DIM,
     OUT_WIDTH,
@@ -55,6 +60,23 @@ from hedgegym.envs.layout import (
     V_MARGIN,
     V_TRANSMISSION,
     VENUE_WIDTH,
+    X_ADL_EVENTS,
+    X_ADL_USD,
+    X_COHORT_TRADE_STEPS,
+    X_CROWDED_STEPS,
+    X_FUND,
+    X_LIQ_STEPS,
+    X_MAX_ATM_VOL,
+    X_MAX_ROUNDS,
+    X_MAX_RUN,
+    X_SUM_FLOW_CHARM_USD,
+    X_SUM_FLOW_GAMMA_USD,
+    X_SUM_FLOW_OTHER_USD,
+    X_SUM_FLOW_VANNA_USD,
+    X_SUM_LIQ_LONG_USD,
+    X_SUM_LIQ_SHORT_USD,
+    X_SUM_PHI_VANNA,
+    X_SUM_RR,
 )
 
 _ACTION_MODES = {"trade": kernel.ACTION_TRADE, "target": kernel.ACTION_TARGET, "delta": kernel.ACTION_DELTA}
@@ -153,6 +175,122 @@ def ou_step(speed: float, vol: float, dt: float) -> tuple[float, float]:
     return decay, vol * math.sqrt(variance)
 
 
+def _inv_depth_of_mix(config: ScenarioConfig, mix) -> float:
+    venues = config.venues
+    return (
+        mix.spot * venues.spot.transmission * _inv_depth(venues.spot.depth_usd_per_pct)
+        + mix.perp * venues.perp.transmission * _inv_depth(venues.perp.depth_usd_per_pct)
+        + mix.future * venues.future.transmission * _inv_depth(venues.future.depth_usd_per_pct)
+    )
+
+
+def _cohort_column(config: ScenarioConfig, value, dtype=np.float64) -> np.ndarray:
+    """One ``cohort_*`` parameter: ``value(cohort)`` per cohort, zeros after the last."""
+    out = np.zeros(MAX_COHORTS, dtype=dtype)
+    for c, cohort in enumerate(config.dealers.cohorts):
+        out[c] = value(cohort)
+    return out
+
+
+def dealer_hedge_ratio_eff(config: ScenarioConfig) -> float:
+    """The dealers' aggregate hedge ratio: ``hedge_ratio``, or ``sum_c share_c hedge_ratio_c`` of the cohorts."""
+    cohorts = config.dealers.cohorts
+    return sum(c.share * c.hedge_ratio for c in cohorts) if cohorts else config.dealers.hedge_ratio
+
+
+def dealer_inv_depth_eff(config: ScenarioConfig) -> float:
+    """1 / D_eff of the dealers' aggregate flow, so that phi = 0.01 hr_eff Gamma S^2 / D_eff: with cohorts
+    ``sum_c share_c hr_c / D_c / hr_eff`` (each cohort's own venue mix), else :func:`dealer_effective_depth`'s."""
+    cohorts = config.dealers.cohorts
+    if not cohorts:
+        return _dealer_inv_depth(config)
+    hr = dealer_hedge_ratio_eff(config)
+    if hr == 0.0:
+        return 0.0
+    return sum(c.share * c.hedge_ratio * _inv_depth_of_mix(config, c.venue_mix) for c in cohorts) / hr
+
+
+def liquidation_buckets(config: ScenarioConfig, side: str) -> dict[str, np.ndarray]:
+    """The leveraged positions of one side (``"long"`` or ``"short"``) as the kernel's buckets, in the
+    order the price reaches their liquidation prices (README "The market model").
+
+    Bucket b of B has entry quantile ``(b + 1/2) / B`` and leverage quantile the fractional part of
+    ``(b + 1/2) x golden ratio`` (a low-discrepancy pairing: entries and leverages independent), and
+    ``oi / B`` USD of notional at entry. Positions already past their liquidation price at ``spot0``
+    would not exist: they are dropped and the rest scaled up to the side's open interest.
+
+    >>> from hedgegym.envs.config import ScenarioConfig
+    >>> cfg = ScenarioConfig.model_validate({"venues": {"perp": {"liquidations": {
+    ...     "enabled": True, "long_oi_usd": 1e9, "leverage": 10, "leverage_dispersion": 0.0,
+    ...     "entry_dispersion": 0.0, "maintenance_margin": 0.0, "buckets": 4}}}})
+    >>> b = liquidation_buckets(cfg, "long")
+    >>> b["price"].round(1).tolist(), float(b["coins"].sum() * 1e5)
+    ([90000.0, 90000.0, 90000.0, 90000.0], 1000000000.0)
+    """
+    liq = config.venues.perp.liquidations
+    spot0 = config.market.spot0
+    oi = liq.long_oi_usd if side == "long" else liq.short_oi_usd
+    n = liq.buckets
+    normal = NormalDist()
+    golden = (math.sqrt(5.0) - 1.0) / 2.0
+    price, coins, cost, margin = [], [], [], []
+    for b in range(n):
+        z = normal.inv_cdf((b + 0.5) / n)
+        z_lev = normal.inv_cdf(((b + 0.5) * golden) % 1.0)
+        entry = spot0 * math.exp(liq.entry_dispersion * z)
+        lev = min(math.exp(math.log(liq.leverage) + liq.leverage_dispersion * z_lev), liq.max_leverage)
+        lev = max(lev, 1.0)
+        mm = liq.maintenance_margin
+        if side == "long":
+            p_liq = entry * (1.0 - 1.0 / lev) / (1.0 - mm)
+            alive = p_liq < spot0
+        else:
+            p_liq = entry * (1.0 + 1.0 / lev) / (1.0 + mm)
+            alive = p_liq > spot0
+        if not alive:
+            continue
+        notional = oi / n
+        price.append(p_liq)
+        coins.append(notional / entry)
+        cost.append(notional)
+        margin.append(notional / lev)
+    order = np.argsort(-np.array(price) if side == "long" else np.array(price), kind="stable")
+    scale = n / max(len(price), 1)
+    out = {
+        "price": np.array(price)[order],
+        "coins": np.array(coins)[order] * scale,
+        "cost": np.array(cost)[order] * scale,
+        "margin": np.array(margin)[order] * scale,
+    }
+    out["tail"] = np.cumsum(out["coins"][::-1])[::-1]
+    return out
+
+
+def _bucket_column(config: ScenarioConfig, side: str, column: str) -> np.ndarray:
+    out = np.zeros(MAX_BUCKETS)
+    if liquidations_on(config):
+        values = liquidation_buckets(config, side)[column]
+        out[: values.shape[0]] = values
+    return out
+
+
+def _bucket_count(config: ScenarioConfig, side: str) -> int:
+    return int(liquidation_buckets(config, side)["price"].shape[0]) if liquidations_on(config) else 0
+
+
+def liquidations_on(config: ScenarioConfig) -> bool:
+    """Whether the liquidation engine runs: enabled, with leveraged open interest on some side."""
+    liq = config.venues.perp.liquidations
+    return liq.enabled and (liq.long_oi_usd > 0.0 or liq.short_oi_usd > 0.0)
+
+
+def second_order_on(config: ScenarioConfig) -> bool:
+    """Whether any second-order feature is on (implied-vol dynamics, dealer cohorts, liquidations):
+    then the kernel measures the second-order market (``ext``), and ``info`` and
+    :meth:`Market.episode_metrics` carry those measures."""
+    return config.market.implied_vol.enabled or bool(config.dealers.cohorts) or liquidations_on(config)
+
+
 # The kernel parameters that are not a config field as it is (``source`` None in ``layout.PARAMS``).
 DERIVED_PARAMS = {
     "dt": lambda c: c.episode.dt,
@@ -179,6 +317,29 @@ DERIVED_PARAMS = {
     "basis_sd": lambda c: ou_step(c.venues.future.basis_speed, c.venues.future.basis_vol, c.episode.dt)[1],
     "rate_growth": lambda c: math.expm1(c.market.rate * c.episode.dt),
     "realised_var_weight": lambda c: -math.expm1(-c.episode.dt / REALISED_VOL_TIME_CONSTANT),
+    "second_order": second_order_on,
+    "cohorts_on": lambda c: bool(c.dealers.cohorts),
+    "n_cohorts": lambda c: len(c.dealers.cohorts),
+    "cohort_share": lambda c: _cohort_column(c, lambda k: k.share),
+    "cohort_hedge_ratio": lambda c: _cohort_column(c, lambda k: k.hedge_ratio),
+    "cohort_band": lambda c: _cohort_column(c, lambda k: k.band),
+    "cohort_every": lambda c: _cohort_column(c, lambda k: k.rebalance_every, np.int64),
+    "cohort_offset": lambda c: _cohort_column(c, lambda k: k.offset, np.int64),
+    "cohort_lag": lambda c: _cohort_column(c, lambda k: k.lag, np.int64),
+    "cohort_inv_depth": lambda c: _cohort_column(c, lambda k: _inv_depth_of_mix(c, k.venue_mix)),
+    "cohort_mix_perp": lambda c: _cohort_column(c, lambda k: k.venue_mix.perp),
+    "cohort_mix_future": lambda c: _cohort_column(c, lambda k: k.venue_mix.future),
+    "dealer_hedge_ratio_eff": dealer_hedge_ratio_eff,
+    "dealer_inv_depth_eff": dealer_inv_depth_eff,
+    "dealer_gross": lambda c: sum(abs(line.quantity) for line in c.dealers.lines),
+    "liquidations": liquidations_on,
+    "liq_n_long": lambda c: _bucket_count(c, "long"),
+    "liq_n_short": lambda c: _bucket_count(c, "short"),
+    **{
+        f"liq_{side}_{column}": (lambda c, s=side, k=column: _bucket_column(c, s, k))
+        for side in ("long", "short")
+        for column in ("price", "coins", "cost", "margin", "tail")
+    },
 }
 
 
@@ -213,6 +374,32 @@ def build_params(config: ScenarioConfig) -> tuple[np.ndarray, np.ndarray, np.nda
     return params, venues, lines_array(dl.lines, ep.dt), lines_array(ag.lines, ep.dt)
 
 
+# The keys :meth:`Market.episode_metrics` adds for a scenario with a second-order feature on (README
+# "The market model"), with their meaning.
+SECOND_ORDER_METRICS = {
+    "flow_gamma_usd": "dealer hedge flow's gamma part, sum over steps of |coins| x spot, USD",
+    "flow_vanna_usd": "its vanna part (the ATM vol's move), USD",
+    "flow_charm_usd": "its charm part (time), USD",
+    "flow_other_usd": "the rest of the dealers' flow (schedules, bands, lags, expiries, higher orders), USD",
+    "mean_phi_vanna": "mean vanna feedback psi = 0.01 hr S beta sum(q vanna vol) / D_eff",
+    "max_atm_vol": "highest ATM implied vol of the episode",
+    "crowding": "share of steps on which two or more dealer cohorts traded in the same direction",
+    "cohort_trade_share": "share of steps on which some dealer cohort traded",
+    **{
+        f"return_autocorr_{lag}": f"sum of r_k r_(k-{lag}) / sum of r_k^2 (spot log-returns)"
+        for lag in range(1, N_AUTOCORR_LAGS + 1)
+    },
+    "liquidated_long_usd": "leveraged longs liquidated on the perp, USD at the mark",
+    "liquidated_short_usd": "leveraged shorts liquidated, USD",
+    "liquidation_steps": "steps with a liquidation",
+    "max_cascade_rounds": "most liquidation rounds in one step (each set off by the one before)",
+    "max_cascade_steps": "longest run of consecutive steps with liquidations",
+    "insurance_fund_usd": "the insurance fund at the episode's end, USD",
+    "adl_events": "auto-deleveraging events (the fund could not cover a bankrupt position)",
+    "adl_usd": "notional closed by auto-deleveraging, USD",
+}
+
+
 class Market:
     """N envs of one scenario, stepped together by the numba kernel.
 
@@ -238,6 +425,9 @@ class Market:
         self.hedge = np.zeros((self.n_envs, N_VENUES))
         self.keys = np.zeros(self.n_envs, dtype=np.uint64)
         self.out = np.zeros((self.n_envs, OUT_WIDTH))
+        # The second-order market's per-env measures and state (layout.X_*); zeros and untouched when off.
+        self.second_order = bool(self.params["second_order"][0])
+        self.ext = np.zeros((self.n_envs, EXT_WIDTH))
         self.obs = np.zeros((self.n_envs, OBS_DIM), dtype=np.float32)
         self._zero_trades = np.zeros((self.n_envs, N_VENUES))
         self.enabled_venues = np.flatnonzero(self.venues[:, V_ENABLED] == ENABLED)
@@ -265,6 +455,7 @@ class Market:
             self.venues,
             self.dealer_lines,
             self.agent_lines,
+            self.ext,
         )
 
     def step(self, trades=None, check: bool = True) -> np.ndarray:
@@ -292,6 +483,7 @@ class Market:
             self.dealer_lines,
             self.agent_lines,
             self.out,
+            self.ext,
         )
         return self.out
 
@@ -371,6 +563,9 @@ class Market:
         ``realised_vol`` and ``realised_vol_exo`` (annualised, zero-mean), ``vol_amplification``
         (their ratio), ``mean_phi``, ``crisis_steps``, ``halt_steps``, ``pin_distance`` and
         ``pin_distance_exo`` (|price - pin strike| / pin strike), ``steps``, ``reward``.
+
+        Where the scenario turns on a second-order feature (:func:`second_order_on`), also the keys of
+        :data:`SECOND_ORDER_METRICS`.
         """
         st = self.state if rows is None else self.state[np.asarray(rows)]
         steps = np.maximum(st["step"], 1.0)
@@ -404,6 +599,35 @@ class Market:
             "pin_distance_exo": np.abs(np.exp(st["x"]) - pin) / pin,
             "steps": st["step"].copy(),
             "reward": st["cum_reward"].copy(),
+            **(self._second_order_metrics(rows, st, steps) if self.second_order else {}),
+        }
+
+    def _second_order_metrics(self, rows, st, steps) -> dict[str, np.ndarray]:
+        """The second-order keys of :meth:`episode_metrics` (:data:`SECOND_ORDER_METRICS`)."""
+        ext = self.ext if rows is None else self.ext[np.asarray(rows)]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            autocorr = {
+                f"return_autocorr_{lag}": np.where(st["sum_r2"] > 0, ext[:, X_SUM_RR + lag - 1] / st["sum_r2"], 0.0)
+                for lag in range(1, N_AUTOCORR_LAGS + 1)
+            }
+        return {
+            "flow_gamma_usd": ext[:, X_SUM_FLOW_GAMMA_USD].copy(),
+            "flow_vanna_usd": ext[:, X_SUM_FLOW_VANNA_USD].copy(),
+            "flow_charm_usd": ext[:, X_SUM_FLOW_CHARM_USD].copy(),
+            "flow_other_usd": ext[:, X_SUM_FLOW_OTHER_USD].copy(),
+            "mean_phi_vanna": ext[:, X_SUM_PHI_VANNA] / steps,
+            "max_atm_vol": ext[:, X_MAX_ATM_VOL].copy(),
+            "crowding": ext[:, X_CROWDED_STEPS] / steps,
+            "cohort_trade_share": ext[:, X_COHORT_TRADE_STEPS] / steps,
+            **autocorr,
+            "liquidated_long_usd": ext[:, X_SUM_LIQ_LONG_USD].copy(),
+            "liquidated_short_usd": ext[:, X_SUM_LIQ_SHORT_USD].copy(),
+            "liquidation_steps": ext[:, X_LIQ_STEPS].copy(),
+            "max_cascade_rounds": ext[:, X_MAX_ROUNDS].copy(),
+            "max_cascade_steps": ext[:, X_MAX_RUN].copy(),
+            "insurance_fund_usd": ext[:, X_FUND].copy(),
+            "adl_events": ext[:, X_ADL_EVENTS].copy(),
+            "adl_usd": ext[:, X_ADL_USD].copy(),
         }
 
     @property

@@ -142,6 +142,7 @@ def test_non_finite_values_are_rejected_except_infinite_depth(bad):
     for path in FLOAT_FIELDS:
         data = ScenarioConfig().model_dump()
         data["dealers"]["lines"] = [dict(LINE)]
+        data["dealers"]["cohorts"] = [{"share": 1.0}]
         _set(data, path, bad)
         if path in DEPTHS and bad == math.inf:
             assert math.isinf(_get(validate_config(data), path))
