@@ -116,6 +116,7 @@ def make_vec_env(
     training: bool = True,
     parallel: bool = False,
     base_env=None,
+    control=None,
 ):
     """The batched hedging env as an SB3 ``VecEnv``, wrapped in ``VecNormalize`` when asked.
 
@@ -132,16 +133,23 @@ def make_vec_env(
             runs between env steps, and on a few busy cores the kernel's worker threads make each
             step wait for the slowest core (measured in ``benchmarks/bench_training.py``).
         base_env: an existing (e.g. unpickled, mid-episode) hedging ``VecEnv`` to wrap instead of a
-            new one (resume); ``scenario``, ``n_envs``, ``seed`` and ``parallel`` are then unused.
+            new one (resume); ``scenario``, ``n_envs``, ``seed``, ``parallel`` and ``control`` are
+            then unused (a pickled env keeps its control wrapper).
+        control: a :class:`~hedgegym.agents.residual.Residual` or
+            :class:`~hedgegym.agents.residual.BandControl`: the policy acts through it
+            (:class:`~hedgegym.agents.residual_vec_env.ResidualVecEnv`, under the normaliser).
     """
     from hedgegym.envs.sb3_vec_env import make_sb3_vec_env
 
     # step_info=False: training reads only the episode-end keys; per-step dicts would cost time.
-    venv = (
-        base_env
-        if base_env is not None
-        else make_sb3_vec_env(scenario, n_envs=n_envs, seed=seed, step_info=False, parallel=parallel)
-    )
+    if base_env is not None:
+        venv = base_env
+    else:
+        venv = make_sb3_vec_env(scenario, n_envs=n_envs, seed=seed, step_info=False, parallel=parallel)
+        if control is not None:
+            from hedgegym.agents.residual_vec_env import ResidualVecEnv
+
+            venv = ResidualVecEnv(venv, control)
     if stats_path is not None:
         from stable_baselines3.common.vec_env import VecNormalize
 

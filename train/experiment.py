@@ -34,6 +34,7 @@ import yaml
 from pydantic import ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from hedgegym.agents import sb3
+from hedgegym.agents.residual import make_control
 from hedgegym.envs.config import (
     ConfigError,
     ScenarioConfig,
@@ -142,6 +143,30 @@ class PolicyKwargs(StrictModel):
         return v
 
 
+class ControlConfig(StrictModel):
+    """What the policy's action means on top of a classical hedger (:mod:`hedgegym.agents.residual`).
+
+    ``residual``: the market gets ``clip(b + scale * a, -1, 1)``, ``b`` the hedger's action;
+    ``band``: the policy sets the width (x 4**a_w) and centre of a band hedger's no-trade band.
+    Either way ``a = 0`` is the hedger, so a fresh policy starts at its score.
+    """
+
+    kind: Literal["residual", "band"] = Field(
+        description="residual (additive correction) or band (band width and centre)."
+    )
+    baseline: str = Field(description="The hedger: a baseline name, optionally @venue (whalley_wilmott@cheapest).")
+    scale: float = Field(1.0, gt=0.0, le=2.0, description="residual: action units of the correction at a = +-1.")
+
+    @model_validator(mode="after")
+    def _builds(self) -> ControlConfig:
+        kind = self.baseline.partition("@")[0]
+        if self.kind == "band" and kind not in ("whalley_wilmott", "fixed_band"):
+            raise ValueError(
+                f"baseline {self.baseline!r}: band control needs a band hedger (whalley_wilmott or fixed_band)"
+            )
+        return self
+
+
 class AlgorithmConfig(StrictModel):
     """The stable-baselines3 algorithm, its hyperparameters and its policy network."""
 
@@ -153,6 +178,9 @@ class AlgorithmConfig(StrictModel):
     policy_kwargs: PolicyKwargs = Field(PolicyKwargs(), description="The policy network.")
     action_noise_std: float | None = Field(
         None, gt=0.0, le=1.0, description="Gaussian exploration noise std, fraction of the action range (sac, td3)."
+    )
+    control: ControlConfig | None = Field(
+        None, description="Act on top of a classical hedger (residual or band); none: the market's actions."
     )
 
     @field_validator("hyperparameters")
@@ -373,6 +401,11 @@ class ExperimentConfig(StrictModel):
                 f"{train_seeds.stop - 1}; keep them apart"
             )
         _check_baselines(self.evaluation.baselines, self.scenario.resolved)
+        if algo.control is not None:
+            try:
+                make_control(algo.control, self.scenario.resolved)
+            except ValueError as err:
+                raise ValueError(f"algorithm.control: {err}") from None
         return self
 
     @property

@@ -77,13 +77,16 @@ def policy_interface(
     normalizer: bytes | None,
     normalize_observations: bool,
     normalizer_file: str | None,
+    control: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The interface record of a model trained on ``config``; ``normalizer``: the pickled statistics."""
+    """The interface record of a model trained on ``config``; ``normalizer``: the pickled statistics;
+    ``control``: the record of the control it acts through (:mod:`hedgegym.agents.residual`), if any."""
     return {
         "format": INTERFACE_FORMAT,
         "algorithm": algorithm,
         "trained_on": config.name,
         "agent": {k: getattr(config.agent, k) for k in INTERFACE_FIELDS},
+        "control": None if control is None else dict(control),
         "observation": {"names": list(OBS_NAMES), "normalized": bool(normalize_observations and normalizer)},
         "normalizer": None
         if normalizer is None
@@ -229,12 +232,22 @@ class SB3Policy:
 
     ``obs_normalizer``: a ``VecNormalize`` loaded from its pickle; its observation statistics
     (frozen) are applied first, as in training. ``interface``: the model's interface record, if any.
+    ``control``: the control the model acts through (a residual on, or the band of, a classical
+    hedger; :mod:`hedgegym.agents.residual`), built for the market it is evaluated on; the model's
+    actions then pass through ``control.actions(actions, market)``.
     """
 
     def __init__(
-        self, model, obs_normalizer=None, name: str = "sb3", source: str = "", interface: dict[str, Any] | None = None
+        self,
+        model,
+        obs_normalizer=None,
+        name: str = "sb3",
+        source: str = "",
+        interface: dict[str, Any] | None = None,
+        control=None,
     ):
         self.model = model
+        self.control = control
         self.obs_normalizer = obs_normalizer
         self.name = name
         self.source = source or f"stable-baselines3 {type(model).__name__} {name}"
@@ -244,6 +257,12 @@ class SB3Policy:
         if self.obs_normalizer is not None:
             obs = self.obs_normalizer.normalize_obs(obs)
         actions, _ = self.model.predict(obs, deterministic=True)
+        if self.control is not None:
+            if market is None:
+                raise PolicyError(f"{self.name}: acts through {self.control!r}, which reads the market: pass it")
+            single = np.ndim(obs) == 1
+            actions = self.control.actions(np.atleast_2d(actions), market)
+            return actions[0] if single else actions
         return actions
 
     def __repr__(self) -> str:
@@ -360,7 +379,8 @@ def load_sb3_policy(path: str | Path, config: ScenarioConfig) -> SB3Policy:
             f"{path}: trained for another agent interface than scenario {config.name!r} "
             f"({', '.join(changed)}); evaluate it through with_policy_interface"
         )
-    _check_spaces(path, data["observation_space"], data["action_space"], config)
+    control = _interface_control(path, interface, config)
+    _check_spaces(path, data["observation_space"], data["action_space"], config, control)
     model = _sb3_algorithm(data, path).load(path, device="cpu")
     normalizer, stats = _load_normalizer(path, interface)
     source = f"stable-baselines3 {type(model).__name__} {path}" + (f" with {stats.name}" if stats else "")
@@ -373,11 +393,30 @@ def load_sb3_policy(path: str | Path, config: ScenarioConfig) -> SB3Policy:
             f"venues={_show(agent['venues'])}, max_trade={_show(agent['max_trade'])}, "
             f"min_trade={_show(agent['min_trade'])}"
         )
-    return SB3Policy(model, normalizer, name=path.stem, source=source, interface=interface)
+        if control is not None:
+            source += f", acting through {control!r}"
+    return SB3Policy(model, normalizer, name=path.stem, source=source, interface=interface, control=control)
 
 
-def _check_spaces(path: Path, obs_space, act_space, config: ScenarioConfig) -> None:
+def _interface_control(path: Path, interface: Mapping[str, Any] | None, config: ScenarioConfig):
+    """The control recorded in ``interface`` rebuilt for ``config`` (its hedger tuned to that market), or None."""
+    record = (interface or {}).get("control")
+    if record is None:
+        return None
+    from hedgegym.agents.residual import make_control
+
+    try:
+        return make_control(record, config)
+    except (ValueError, TypeError) as err:
+        raise PolicyError(
+            f"{path}: its control {record!r} cannot be built for scenario {config.name!r}: {err}"
+        ) from None
+
+
+def _check_spaces(path: Path, obs_space, act_space, config: ScenarioConfig, control=None) -> None:
     want_obs, want_act = OBSERVATION_SHAPE, action_shape(config)
+    if getattr(control, "n_actions", None) is not None:
+        want_act = (control.n_actions,)
     obs_shape = getattr(obs_space, "shape", None)
     if obs_shape != want_obs:
         raise PolicyError(
@@ -388,8 +427,13 @@ def _check_spaces(path: Path, obs_space, act_space, config: ScenarioConfig) -> N
     act_shape = getattr(act_space, "shape", None)
     if act_shape != want_act:
         raise PolicyError(
-            f"{path}: the model acts on {act_space}, but scenario {config.name!r} expects one action per "
-            f"venue of agent.venues {config.agent.venues}, shape {want_act}"
+            f"{path}: the model acts on {act_space}, but scenario {config.name!r} expects "
+            + (
+                f"the {control.n_actions} actions of its control {control!r}"
+                if getattr(control, "n_actions", None) is not None
+                else f"one action per venue of agent.venues {config.agent.venues}"
+            )
+            + f", shape {want_act}"
         )
 
 

@@ -200,6 +200,7 @@ def _train(
             config.env.normalize.model_dump(),
             gamma=config.gamma,
             parallel=config.env.parallel,
+            control=_control(config),
         )
         model = sb3.build_model(
             config.algorithm.name,
@@ -518,6 +519,14 @@ def _load_checkpoint(config: ExperimentConfig, run_dir: Path, notify: Callable[[
 
 
 # --------------------------------------------------------------------------------------- evaluation
+def _control(config: ExperimentConfig):
+    """The control the policy acts through (``algorithm.control``), built for the training scenario, or None."""
+    from hedgegym.agents.residual import make_control
+
+    control = config.algorithm.control
+    return None if control is None else make_control(control, config.scenario.resolved)
+
+
 def held_out_evaluation(model, vecnorm, config: ExperimentConfig) -> dict[str, float]:
     """The current policy on the periodic evaluation's held-out seeds: objective, mean and std of P&L (USD).
 
@@ -531,7 +540,7 @@ def held_out_evaluation(model, vecnorm, config: ExperimentConfig) -> dict[str, f
     ev, scenario = config.evaluation, config.scenario.resolved
     seeds = np.arange(ev.seed + ev.final_episodes, ev.seed + ev.final_episodes + ev.episodes)
     per_episode, _ = run_policy(
-        SB3Policy(model, vecnorm, name=config.algorithm.name),
+        SB3Policy(model, vecnorm, name=config.algorithm.name, control=_control(config)),
         scenario,
         seeds,
         name=config.algorithm.name,
@@ -584,8 +593,14 @@ def _save_model(model, vecnorm, path: Path, config: ExperimentConfig) -> None:
     # VecNormalize pickles without its venv (__getstate__), exactly as VecNormalize.save does.
     stats = pickle.dumps(vecnorm) if vecnorm is not None else None
     stats_path = sb3.vecnormalize_path(path)
+    control = _control(config)
     interface = policy_interface(
-        config.scenario.resolved, config.algorithm.name, stats, config.env.normalize.observations, stats_path.name
+        config.scenario.resolved,
+        config.algorithm.name,
+        stats,
+        config.env.normalize.observations,
+        stats_path.name,
+        control=None if control is None else control.record,
     )
     if stats is not None:
         write_bytes_atomic(stats_path, stats)

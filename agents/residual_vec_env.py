@@ -1,0 +1,58 @@
+"""The SB3 wrapper that trains a policy through a control (:mod:`hedgegym.agents.residual`).
+
+Its own module because it imports stable-baselines3 (the control itself does not), and a
+checkpoint pickles it, so it must be importable by name.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import gymnasium as gym
+import numpy as np
+from stable_baselines3.common.vec_env import VecEnvWrapper
+
+from hedgegym.agents.residual import BandControl, Residual
+
+
+class ResidualVecEnv(VecEnvWrapper):
+    """SB3 ``VecEnvWrapper`` over a :class:`~hedgegym.envs.sb3_vec_env.HedgingSB3VecEnv`: the
+    policy's actions are corrections on ``residual.baseline``.
+
+    Observations, rewards and infos pass through unchanged; ``step_async(a)`` sends
+    ``residual.actions(a, market)``, computed on the state the policy observed.
+    """
+
+    def __init__(self, venv, residual: Residual | BandControl):
+        n = getattr(residual, "n_actions", None)
+        space = None if n is None else gym.spaces.Box(-1.0, 1.0, (n,), dtype=np.float32)
+        super().__init__(venv, action_space=space)
+        self.residual = residual
+
+    def reset(self):
+        return self.venv.reset()
+
+    def __getstate__(self):
+        # A checkpoint pickles the env mid-episode; the wrapper's cached class members do not pickle.
+        state = self.__dict__.copy()
+        state.pop("class_attributes", None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.class_attributes = dict(inspect.getmembers(self.__class__))
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self.venv.step_async(self.residual.actions(actions, self.venv.venv.market))
+
+    def step_wait(self):
+        return self.venv.step_wait()
+
+
+def find_residual(env):
+    """The residual wrapper's :class:`Residual` in ``env``'s wrapper chain, or None."""
+    while isinstance(env, VecEnvWrapper):
+        if hasattr(env, "residual"):
+            return env.residual
+        env = env.venv
+    return None
