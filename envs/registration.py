@@ -33,6 +33,9 @@ SCENARIO_IDS: dict[str, str] = {
     "zero-dte": "hedgegym/ZeroDTE-v1",
     "vault-epoch": "hedgegym/VaultEpoch-v1",
     "frictionless": "hedgegym/Frictionless-v1",
+    "vanna-crash": "hedgegym/VannaCrash-v1",
+    "crowded-dealers": "hedgegym/CrowdedDealers-v1",
+    "liquidation-cascade": "hedgegym/LiquidationCascade-v1",
 }
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]*(?:[-_][A-Za-z0-9]+)*$")

@@ -14,6 +14,12 @@ Every number of the summary is finite or ``None`` (JSON ``null``), with one mean
 ``dealer_effective_depth_usd`` is ``None`` when the dealers' flow meets infinite depth (it moves no
 price), the two predicted amplifications are ``None`` where ``1 + mean phi <= 0`` (the linearised
 law has no meaning there: the market is in the liquidity-crisis regime).
+
+Where the scenario turns on a second-order feature (implied-vol dynamics, dealer cohorts, the perp's
+liquidation engine; README "The market model"), ``second_order`` holds their measures pooled over
+paths (see :func:`second_order_summary`), the table shows them, and ``--plot`` adds a row of panels:
+the dealers' flow split into its gamma, vanna and charm parts, the liquidations and the insurance
+fund, and the returns' autocorrelation by lag.
 """
 
 from __future__ import annotations
@@ -25,7 +31,25 @@ from pathlib import Path
 import numpy as np
 
 from hedgegym.envs.config import ScenarioConfig
-from hedgegym.envs.market import dealer_effective_depth, pin_strike, resilience_decay
+from hedgegym.envs.layout import (
+    N_AUTOCORR_LAGS,
+    X_CROWDED,
+    X_FLOW_CHARM,
+    X_FLOW_GAMMA,
+    X_FLOW_OTHER,
+    X_FLOW_VANNA,
+    X_FUND,
+    X_LIQ_LONG_USD,
+    X_LIQ_SHORT_USD,
+)
+from hedgegym.envs.market import (
+    Market,
+    dealer_effective_depth,
+    liquidations_on,
+    pin_strike,
+    resilience_decay,
+    second_order_on,
+)
 from hedgegym.train.evaluate import run_policy
 from hedgegym.train.limits import check_count, check_seed
 from hedgegym.train.metrics import estimate
@@ -60,6 +84,8 @@ class SimulationResult:
     # The impact parameters of the resilience-adjusted prediction (its curve in simulation.png).
     permanent_share: float = 1.0
     resilience_decay: float = 0.0
+    # The second-order market's measures, pooled over paths (empty where every feature is off).
+    second_order: dict = field(default_factory=dict)
     per_path: dict[str, np.ndarray] = field(repr=False, default_factory=dict)
     sample: dict[str, np.ndarray] = field(repr=False, default_factory=dict)
 
@@ -91,6 +117,7 @@ class SimulationResult:
                 "pinning: with feedback - exogenous, paired [95% CI]",
                 f"{self.pin_effect:+.4%} [{plo:+.4%}, {phi_:+.4%}]",
             ),
+            *second_order_rows(self.second_order),
         ]
 
 
@@ -99,11 +126,156 @@ def _law(value: float) -> str:
 
 
 def _finite_or_none(value):
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_finite_or_none(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+def _usd(value: float) -> str:
+    size = abs(value)
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if size >= scale:
+            return f"{value / scale:.3g}{unit}"
+    return f"{value:.3g}"
+
+
+def second_order_summary(config: ScenarioConfig, arrays: dict[str, np.ndarray]) -> dict:
+    """The second-order measures pooled over paths, from ``Market.episode_metrics``' per-path keys.
+
+    Flows: mean per path of each part's gross notional (USD) and its share of their sum; ``mean_psi``
+    (the vanna feedback) and the first-order law with it, ``1 / (1 + mean phi + mean psi)`` (and
+    with the permanent share and resilience, :func:`predicted_amplification`); return
+    autocorrelation by lag pooled as ``sum r_k r_(k-l) / sum r_k^2`` over all paths; cohorts'
+    crowding; liquidations: means per path, the share of paths with one, the largest cascade.
+    Empty where no second-order feature is on.
+    """
+    if not second_order_on(config):
+        return {}
+    parts = ("gamma", "vanna", "charm", "other")
+    flows = {name: float(arrays[f"flow_{name}_usd"].mean()) for name in parts}
+    total = sum(flows.values()) or 1.0
+    phi = float(arrays["mean_phi"].mean())
+    psi = float(arrays["mean_phi_vanna"].mean())
+    r2 = arrays["sum_r2"]
+    out = {
+        "flow_usd": flows,
+        "flow_share": {name: flows[name] / total for name in parts},
+        "mean_psi": psi,
+        "predicted_amplification_vanna": predicted_amplification(phi + psi),
+        "predicted_amplification_vanna_resilient": predicted_amplification(
+            phi + psi, config.market.impact.permanent_share, resilience_decay(config)
+        ),
+        "max_atm_vol": float(arrays["max_atm_vol"].mean()),
+        "return_autocorr": [
+            float((arrays[f"return_autocorr_{lag}"] * r2).sum() / max(r2.sum(), 1e-300))
+            for lag in range(1, N_AUTOCORR_LAGS + 1)
+        ],
+        "implied_vol": config.market.implied_vol.enabled,
+        "cohorts": len(config.dealers.cohorts),
+        "crowding": float(arrays["crowding"].mean()),
+        "cohort_trade_share": float(arrays["cohort_trade_share"].mean()),
+        "liquidations": liquidations_on(config),
+    }
+    if liquidations_on(config):
+        liquidated = arrays["liquidated_long_usd"] + arrays["liquidated_short_usd"]
+        out.update(
+            liquidated_long_usd=float(arrays["liquidated_long_usd"].mean()),
+            liquidated_short_usd=float(arrays["liquidated_short_usd"].mean()),
+            liquidated_median_usd=float(np.median(liquidated)),
+            liquidated_p90_usd=float(np.quantile(liquidated, 0.9)),
+            liquidation_path_share=float(np.mean(liquidated > 0)),
+            cascade_rounds_mean=float(arrays["max_cascade_rounds"].mean()),
+            cascade_rounds_max=float(arrays["max_cascade_rounds"].max()),
+            cascade_steps_mean=float(arrays["max_cascade_steps"].mean()),
+            insurance_fund_usd=float(arrays["insurance_fund_usd"].mean()),
+            adl_events=float(arrays["adl_events"].mean()),
+            adl_usd=float(arrays["adl_usd"].mean()),
+        )
+    return out
+
+
+def second_order_rows(so: dict) -> list[tuple[str, str]]:
+    """The ``hedgegym simulate`` table's rows of :func:`second_order_summary` (none where it is empty)."""
+    if not so:
+        return []
+    f, sh = so["flow_usd"], so["flow_share"]
+    rows = [
+        (
+            "dealer flow per path: gamma / vanna / charm / other, USD",
+            " / ".join(_usd(f[k]) for k in ("gamma", "vanna", "charm", "other")),
+        ),
+        (
+            "  shares of the dealers' gross flow",
+            " / ".join(f"{sh[k]:.1%}" for k in ("gamma", "vanna", "charm", "other")),
+        ),
+    ]
+    if so["implied_vol"]:
+        rows += [
+            ("mean psi (vanna feedback)", f"{so['mean_psi']:+.4f}"),
+            ("predicted 1 / (1 + mean phi + mean psi), permanent impact", _law(so["predicted_amplification_vanna"])),
+            (
+                "predicted with vanna, permanent share and resilience",
+                _law(so["predicted_amplification_vanna_resilient"]),
+            ),
+            ("highest ATM implied vol per path (mean)", f"{so['max_atm_vol']:.4f}"),
+        ]
+    rows.append(("return autocorrelation, lags 1 / 2 / 3 / 4", " / ".join(f"{v:+.4f}" for v in so["return_autocorr"])))
+    if so["cohorts"]:
+        rows += [
+            (f"crowding: steps with >= 2 of {so['cohorts']} cohorts trading together", f"{so['crowding']:.1%}"),
+            ("steps with some cohort trading", f"{so['cohort_trade_share']:.1%}"),
+        ]
+    if so["liquidations"]:
+        rows += [
+            (
+                "liquidated per path: longs / shorts, USD",
+                f"{_usd(so['liquidated_long_usd'])} / {_usd(so['liquidated_short_usd'])}",
+            ),
+            (
+                "liquidated per path: median / 90th percentile, USD",
+                f"{_usd(so['liquidated_median_usd'])} / {_usd(so['liquidated_p90_usd'])}",
+            ),
+            ("paths with a liquidation", f"{so['liquidation_path_share']:.1%}"),
+            (
+                "cascade rounds in one step: mean of paths' max / max",
+                f"{so['cascade_rounds_mean']:.2f} / {so['cascade_rounds_max']:.0f}",
+            ),
+            ("longest run of liquidation steps (mean)", f"{so['cascade_steps_mean']:.2f}"),
+            ("insurance fund at the end (mean), USD", _usd(so["insurance_fund_usd"])),
+            ("ADL events per path / ADL notional, USD", f"{so['adl_events']:.2f} / {_usd(so['adl_usd'])}"),
+        ]
+    return rows
+
+
+SECOND_ORDER_SAMPLE = {
+    "flow_gamma": X_FLOW_GAMMA,
+    "flow_vanna": X_FLOW_VANNA,
+    "flow_charm": X_FLOW_CHARM,
+    "flow_other": X_FLOW_OTHER,
+    "crowded": X_CROWDED,
+    "liquidated_long_usd": X_LIQ_LONG_USD,
+    "liquidated_short_usd": X_LIQ_SHORT_USD,
+    "insurance_fund_usd": X_FUND,
+}
+
+
+def second_order_sample(config: ScenarioConfig, seeds: np.ndarray) -> dict[str, np.ndarray]:
+    """Each step's second-order measures ``[m, steps]`` of the sample paths ``seeds`` (episode 0, the
+    agent inactive: the same paths as :func:`hedgegym.train.evaluate.run_policy`'s), and ``atm_vol``."""
+    market = Market(config, n_envs=len(seeds), parallel=False)
+    market.reset(seeds=seeds, episodes=0)
+    steps = market.episode_steps
+    out = {name: np.empty((len(seeds), steps)) for name in (*SECOND_ORDER_SAMPLE, "atm_vol")}
+    for k in range(steps):
+        market.step()
+        for name, col in SECOND_ORDER_SAMPLE.items():
+            out[name][:, k] = market.ext[:, col]
+        out["atm_vol"][:, k] = market.state["atm_vol"]
+    return out
 
 
 def predicted_amplification(phi: float, permanent_share: float = 1.0, decay: float = 0.0) -> float:
@@ -164,6 +336,8 @@ def simulate(
     pin_boot = pin_diff[idx].mean(axis=1)
     mean_phi = float(arrays["mean_phi"].mean())
     years = steps * config.episode.dt
+    if second_order_on(config) and sample:
+        sample.update(second_order_sample(config, np.arange(seed, seed + sample["spot"].shape[0], dtype=np.int64)))
     return SimulationResult(
         scenario=config.name,
         paths=paths,
@@ -188,9 +362,61 @@ def simulate(
         dealer_effective_depth_usd=dealer_effective_depth(config),
         permanent_share=config.market.impact.permanent_share,
         resilience_decay=resilience_decay(config),
+        second_order=second_order_summary(config, arrays),
         per_path=arrays,
         sample=sample,
     )
+
+
+def _plot_second_order(result: SimulationResult, axes) -> None:
+    """The second-order panels of simulation.png: the first sample path's dealer flow by part (USD),
+    its liquidations and insurance fund (or ATM vol without liquidations), return autocorrelation."""
+    so, sample = result.second_order, result.sample
+    ax_flow, ax_liq, ax_ac = axes
+    spot = sample["spot"][0, 1:]
+    steps = np.arange(1, spot.shape[0] + 1)
+    bottom_pos, bottom_neg = np.zeros_like(spot), np.zeros_like(spot)
+    for name, color in (("gamma", "tab:blue"), ("vanna", "tab:purple"), ("charm", "tab:green"), ("other", "tab:grey")):
+        usd = sample[f"flow_{name}"][0] * spot
+        base = np.where(usd >= 0, bottom_pos, bottom_neg)
+        ax_flow.bar(steps, usd, bottom=base, width=1.0, color=color, label=name, lw=0)
+        bottom_pos += np.maximum(usd, 0.0)
+        bottom_neg += np.minimum(usd, 0.0)
+    ax_flow.axhline(0.0, color="black", lw=0.6)
+    ax_flow.set_title("dealer hedge flow of path 0 by part, USD (+ buys)", fontsize=9)
+    ax_flow.set_xlabel("step")
+    ax_flow.legend(fontsize=7, ncol=4)
+    if so["liquidations"]:
+        ax_liq.bar(
+            steps, -sample["liquidated_long_usd"][0], width=1.0, color="tab:red", label="longs liquidated (sold)"
+        )
+        ax_liq.bar(steps, sample["liquidated_short_usd"][0], width=1.0, color="tab:green", label="shorts liquidated")
+        twin = ax_liq.twinx()
+        twin.plot(steps, sample["insurance_fund_usd"][0], color="black", lw=1.0, label="insurance fund")
+        twin.set_ylabel("insurance fund, USD", fontsize=8)
+        ax_liq.set_title(
+            f"liquidations of path 0, USD; per path {_usd(so['liquidated_long_usd'])} longs / "
+            f"{_usd(so['liquidated_short_usd'])} shorts",
+            fontsize=9,
+        )
+        ax_liq.legend(fontsize=7, loc="lower left")
+    else:
+        for j in range(sample["atm_vol"].shape[0]):
+            ax_liq.plot(steps, sample["atm_vol"][j], lw=1.0)
+        ax_liq.set_title(f"ATM implied vol of the sample paths (mean max {so['max_atm_vol']:.3f})", fontsize=9)
+    ax_liq.set_xlabel("step")
+    lags = np.arange(1, len(so["return_autocorr"]) + 1)
+    ax_ac.bar(lags, so["return_autocorr"], color="tab:blue")
+    se = 1.0 / math.sqrt(max(result.paths * result.steps, 1))
+    ax_ac.axhspan(-2 * se, 2 * se, color="grey", alpha=0.3, label="+-2 se of no correlation")
+    ax_ac.axhline(0.0, color="black", lw=0.6)
+    ax_ac.set_xticks(lags)
+    ax_ac.set_xlabel("lag (steps)")
+    title = "return autocorrelation, pooled"
+    if so["cohorts"]:
+        title += f"; crowding {so['crowding']:.1%} of steps"
+    ax_ac.set_title(title, fontsize=9)
+    ax_ac.legend(fontsize=7)
 
 
 def _interval(draws: np.ndarray, point: float) -> tuple[float, float]:
@@ -208,7 +434,14 @@ def plot_simulation(result: SimulationResult, path: str | Path) -> None:
 
     from hedgegym.train.io import save_figure_atomic
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    so = result.second_order
+    if so and "flow_gamma" in result.sample:
+        fig = plt.figure(figsize=(15, 9))
+        grid = fig.add_gridspec(2, 6)
+        ax1, ax2 = fig.add_subplot(grid[0, :3]), fig.add_subplot(grid[0, 3:])
+        _plot_second_order(result, [fig.add_subplot(grid[1, 2 * j : 2 * j + 2]) for j in range(3)])
+    else:
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     steps = np.arange(result.sample["spot"].shape[1])
     for j in range(result.sample["spot"].shape[0]):
         (line,) = ax1.plot(steps, result.sample["spot"][j], lw=1.2)
@@ -250,6 +483,18 @@ def plot_simulation(result: SimulationResult, path: str | Path) -> None:
         f"{_law(result.predicted_amplification)} (permanent only)",
         fontsize=9,
     )
+    if so and so["implied_vol"]:
+        law = [
+            predicted_amplification(g + so["mean_psi"], result.permanent_share, result.resilience_decay) for g in grid
+        ]
+        ax2.plot(
+            grid,
+            law,
+            color="tab:purple",
+            lw=1.2,
+            ls="-.",
+            label=f"with the vanna term (mean psi {so['mean_psi']:+.3f})",
+        )
     ax2.legend(fontsize=7)
     fig.tight_layout()
     save_figure_atomic(fig, path)

@@ -29,6 +29,9 @@ def test_every_named_scenario_has_an_id_with_both_entry_points():
         "hedgegym/ZeroDTE-v1",
         "hedgegym/VaultEpoch-v1",
         "hedgegym/Frictionless-v1",
+        "hedgegym/VannaCrash-v1",
+        "hedgegym/CrowdedDealers-v1",
+        "hedgegym/LiquidationCascade-v1",
     } == set(IDS)
     for env_id in IDS:
         spec = gym.spec(env_id)
