@@ -946,19 +946,26 @@ def iv_base(i, state, p, key, step):
 @njit(cache=True, _nrt=False)
 def dealer_book_greeks(lines, p, step, t, spot, sigma_atm):
     """(delta, gamma, sum of quantity x vanna x line vol, charm) of the dealers' lines live at step
-    ``step``: the greeks of the flow decomposition (delta per unit of ln sigma_atm for the vanna)."""
+    ``step``: the greeks of the flow decomposition (delta per unit of ln sigma_atm for the vanna).
+    As in :func:`dealer_delta_gamma`, the call and the put of a strike side by side share one
+    evaluation (gamma, vanna and charm are the same for both; their deltas differ by one)."""
     delta = 0.0
     gamma = 0.0
     vanna_vol = 0.0
     charm = 0.0
+    last_strike = -1.0
+    last_expiry = -1.0
+    vol = call_d = put_d = g = va = ch = 0.0
     for j in range(lines.shape[0]):
         if lines[j, L_EXPIRY_STEP] <= step:
             continue
         strike = lines[j, L_STRIKE]
-        vol = line_vol(p, sigma_atm, strike, spot)
-        _, _, call_d, put_d, g, _, va, ch = strike_greeks(
-            spot, strike, lines[j, L_EXPIRY] - t, p.rate, vol, False, False
-        )
+        expiry = lines[j, L_EXPIRY]
+        if strike != last_strike or expiry != last_expiry:
+            vol = line_vol(p, sigma_atm, strike, spot)
+            _, _, call_d, put_d, g, _, va, ch = strike_greeks(spot, strike, expiry - t, p.rate, vol, False, False)
+            last_strike = strike
+            last_expiry = expiry
         q = lines[j, L_QUANTITY]
         delta += q * (call_d if lines[j, L_IS_CALL] == CALL else put_d)
         gamma += q * g
