@@ -33,6 +33,13 @@ Net delta (coins) is ``e = Delta_book + h_spot + h_perp + h_future exp(r (T_f - 
 Parameters come from the scenario's ``baselines`` section (:class:`BaselinesConfig`), overridden
 by keyword arguments of :func:`make_baseline`.
 
+Each hedger is one compiled row function (:func:`desired_trade_row`, with :func:`net_delta_row`,
+:func:`band_edge`, :func:`ww_half_width`, :func:`leland_book_delta_row`, :func:`place_row` and
+:func:`trades_to_actions_row`): ``policy(obs, market)`` runs it over the rows, and the evaluation's
+rollout (:meth:`Baseline.market_trades`) runs it fused with the env's action mapping, one pass per
+step, so the two cannot disagree. The NumPy functions :func:`band_trade` and
+:func:`whalley_wilmott_half_width` are ufuncs compiled from the same scalar source.
+
 Example:
     >>> import numpy as np
     >>> from hedgegym.envs.config import ScenarioConfig
@@ -51,10 +58,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import cached_property
 from typing import Any
 
 import numpy as np
-from numba import njit
+from numba import njit, prange, vectorize
 from pydantic import ValidationError
 
 from hedgegym.agents.routing import route_cheapest
@@ -68,15 +76,25 @@ from hedgegym.envs.config import (
     validate_config,
 )
 from hedgegym.envs.greeks import line_greeks
-from hedgegym.envs.kernel import line_vol
+from hedgegym.envs.kernel import (
+    ACTION_DELTA,
+    ACTION_TARGET,
+    ACTION_TRADE,
+    actions_to_trades_rows,
+    future_delta,
+    line_vol,
+)
 from hedgegym.envs.layout import (
     CALL,
+    FUTURE,
     L_EXPIRY,
     L_EXPIRY_STEP,
     L_IS_CALL,
     L_QUANTITY,
     L_STRIKE,
     N_VENUES,
+    PERP,
+    SPOT,
 )
 
 DUST = 1e-9
@@ -85,8 +103,49 @@ DUST = 1e-9
 Policy = Callable[[np.ndarray, Any], np.ndarray]
 """``policy(obs[N, OBS_DIM] float32, market: Market) -> actions[N, n_enabled_venues]`` in [-1, 1]."""
 
+ACTION_MODES = {"trade": ACTION_TRADE, "target": ACTION_TARGET, "delta": ACTION_DELTA}
+"""``agent.action_mode`` -> the kernel's code of the action mapping."""
+
+# The compiled hedgers' codes (:func:`desired_trade_row`); each class of the registry has one.
+NO_HEDGE, DELTA, FIXED_BAND, WHALLEY_WILMOTT, LELAND = 0, 1, 2, 3, 4
+# The venue code of a routed hedger: its trades are split by route_cheapest, in NumPy.
+ROUTED = -1
+
 
 # ------------------------------------------------------------------------------------ formulas
+# Each formula is written once, as a scalar numba function; the NumPy functions of the same name
+# are ufuncs compiled from the same source, so the compiled hedgers and the array callers agree.
+def _band_edge(net_delta, half_width):
+    return min(max(net_delta, -half_width), half_width) - net_delta
+
+
+_band_trade = vectorize(["float64(float64, float64)"], cache=True)(_band_edge)
+band_edge = njit(cache=True)(_band_edge)
+
+
+def band_trade(net_delta, half_width):
+    """Trade (coins) back to the edge of the band ``|e| <= H``: ``-(e - clip(e, -H, H))``; 0 inside.
+
+    Element-wise over arrays (broadcast); :func:`band_edge` is the same formula on scalars, for
+    numba code.
+
+    Example:
+        >>> band_trade(np.array([3.0, -0.5, -2.0]), 1.0).tolist()
+        [-2.0, 0.0, 1.0]
+    """
+    return _band_trade(net_delta, half_width)
+
+
+def _ww_half_width(gamma, spot, cost, risk_aversion, rate, tau):
+    return np.cbrt(1.5 * math.exp(-rate * tau) * cost * spot * gamma * gamma / risk_aversion)
+
+
+_whalley_wilmott = vectorize(["float64(float64, float64, float64, float64, float64, float64)"], cache=True)(
+    _ww_half_width
+)
+ww_half_width = njit(cache=True)(_ww_half_width)
+
+
 def whalley_wilmott_half_width(gamma, spot, cost, risk_aversion, rate=0.0, tau=0.0):
     """Half-width of the Whalley–Wilmott no-trade band around the delta hedge, coins.
 
@@ -103,6 +162,9 @@ def whalley_wilmott_half_width(gamma, spot, cost, risk_aversion, rate=0.0, tau=0
         risk_aversion: absolute risk aversion gamma of exp(-gamma W), per USD (> 0).
         rate: carry rate r per year. tau: time to the book's expiry T - t, years.
 
+    Element-wise over arrays (broadcast); :func:`ww_half_width` is the same formula on scalars, for
+    numba code.
+
     Units: Gamma in coins of delta per USD/coin of spot (coins^2/USD), so c S Gamma^2 / gamma is in
     coins^3 and H in coins.
 
@@ -110,8 +172,7 @@ def whalley_wilmott_half_width(gamma, spot, cost, risk_aversion, rate=0.0, tau=0
         >>> round(float(whalley_wilmott_half_width(-0.0198, 100.0, 0.01, 1.0)), 5)
         0.08378
     """
-    gamma = np.asarray(gamma, dtype=np.float64)
-    return np.cbrt(1.5 * np.exp(-rate * np.asarray(tau)) * cost * np.asarray(spot) * gamma * gamma / risk_aversion)
+    return _whalley_wilmott(gamma, spot, cost, risk_aversion, rate, tau)
 
 
 @njit(cache=True)
@@ -148,39 +209,210 @@ def leland_volatility(sigma, cost, dt, gamma_sign=-1.0):
     return sigma * math.sqrt(max(factor, 0.0))
 
 
-def band_trade(net_delta, half_width):
-    """Trade (coins) back to the edge of the band ``|e| <= H``: ``-(e - clip(e, -H, H))``; 0 inside.
-
-    Example:
-        >>> band_trade(np.array([3.0, -0.5, -2.0]), 1.0).tolist()
-        [-2.0, 0.0, 1.0]
-    """
-    net_delta = np.asarray(net_delta, dtype=np.float64)
-    return np.clip(net_delta, -half_width, half_width) - net_delta
+# ------------------------------------------------------------------------------------ compiled hedger
+# Row functions: row ``i`` of the market's arrays (``state`` records, ``hedge[N, 3]``), ``p`` its
+# parameter record. The NumPy-facing methods of :class:`Baseline` and the evaluation's rollout both
+# run them, so there is one hedger, whichever loop drives it.
+@njit(cache=True)
+def net_delta_row(state, hedge, i, p):
+    """Net delta of row ``i``, coins: book delta + spot + perp + futures contracts x exp(r (T_f - t))."""
+    return state[i].book_delta + hedge[i, SPOT] + hedge[i, PERP] + hedge[i, FUTURE] * future_delta(state, i, p)
 
 
 @njit(cache=True)
-def _leland_book_delta(state, agent_lines, params, cost, interval, out):
-    """Book delta per row with every live line at its smile vol adjusted by Leland's factor."""
+def leland_book_delta_row(state, i, agent_lines, p, cost, interval):
+    """Book delta of row ``i`` with every live line at its smile vol adjusted by Leland's factor."""
+    t = state[i].t
+    spot = math.exp(state[i].log_spot)
+    sign = 1.0 if state[i].book_gamma > 0.0 else -1.0
+    delta = 0.0
+    for j in range(agent_lines.shape[0]):
+        if agent_lines[j, L_EXPIRY_STEP] <= state[i].step:
+            continue
+        tau = agent_lines[j, L_EXPIRY] - t
+        vol = line_vol(p, state[i].atm_vol, agent_lines[j, L_STRIKE], spot)
+        vol_hat = leland_volatility(vol, cost, interval, sign)
+        _, d, _, _, _, _ = line_greeks(
+            spot, agent_lines[j, L_STRIKE], tau, p.rate, vol_hat, agent_lines[j, L_IS_CALL] == CALL
+        )
+        delta += agent_lines[j, L_QUANTITY] * d
+    return delta
+
+
+@njit(cache=True)
+def desired_trade_row(code, state, hedge, i, p, agent_lines, hp):
+    """The trade hedger ``code`` wants in row ``i``, coins of delta (see the module's table).
+
+    ``hp`` = (band_width, cost, risk_aversion, expiry, leland_interval, leland_interval_steps):
+    :attr:`Baseline.compiled_params`.
+    """
+    if code == NO_HEDGE:
+        return 0.0
+    net = net_delta_row(state, hedge, i, p)
+    if code == DELTA:
+        return -net
+    if code == FIXED_BAND:
+        return band_edge(net, hp[0] * p.book_gross)
+    if code == WHALLEY_WILMOTT:
+        tau = max(hp[3] - state[i].t, 0.0)
+        return band_edge(
+            net, ww_half_width(state[i].book_gamma, math.exp(state[i].log_spot), hp[1], hp[2], p.rate, tau)
+        )
+    # LELAND: rebalance on its grid only.
+    if int(state[i].step) % int(hp[5]) != 0:
+        return 0.0
+    return state[i].book_delta - net - leland_book_delta_row(state, i, agent_lines, p, hp[1], hp[4])
+
+
+@njit(cache=True)
+def place_row(demand, venue, trades, i):
+    """Row ``i`` of ``trades[N, 3]``: ``demand`` coins of delta on ``venue``, nothing elsewhere;
+    an order below :data:`DUST` is dropped."""
+    for v in range(N_VENUES):
+        trades[i, v] = 0.0
+    trades[i, venue] = 0.0 if abs(demand) < DUST else demand
+
+
+@njit(cache=True)
+def trades_to_actions_row(trades, state, hedge, i, p, mode, enabled, max_trade, actions):
+    """Row ``i`` of ``actions[N, n_enabled]``: the actions whose mapping (``actions_to_trades_rows``)
+    gives the trades ``trades[i]`` (coins of delta per venue), clipped to [-1, 1].
+
+    Mode "trade": ``q / max_trade``; "target": the position after the trade (futures in delta:
+    contracts x exp(r (T_f - t))); "delta": the deviation from the full hedge, ``q + e / n``."""
+    n_enabled = enabled.shape[0]
+    gap = net_delta_row(state, hedge, i, p) / n_enabled if mode == ACTION_DELTA else 0.0
+    fut_delta = future_delta(state, i, p) if mode == ACTION_TARGET else 1.0
+    for j in range(n_enabled):
+        v = enabled[j]
+        units = trades[i, v]
+        if mode == ACTION_TARGET:
+            units += hedge[i, v]
+            if v == FUTURE:
+                units += hedge[i, FUTURE] * (fut_delta - 1.0)
+        elif mode == ACTION_DELTA:
+            units += gap
+        actions[i, j] = min(max(units / max_trade, -1.0), 1.0)
+
+
+@njit(cache=True)
+def _desired_trades(code, state, hedge, params, agent_lines, hp, out):
     p = params[0]
-    rate = p.rate
     for i in range(state.shape[0]):
-        t = state[i].t
-        spot = math.exp(state[i].log_spot)
-        sign = 1.0 if state[i].book_gamma > 0.0 else -1.0
-        delta = 0.0
-        for j in range(agent_lines.shape[0]):
-            if agent_lines[j, L_EXPIRY_STEP] <= state[i].step:
-                continue
-            tau = agent_lines[j, L_EXPIRY] - t
-            vol = line_vol(p, state[i].atm_vol, agent_lines[j, L_STRIKE], spot)
-            vol_hat = leland_volatility(vol, cost, interval, sign)
-            _, d, _, _, _, _ = line_greeks(
-                spot, agent_lines[j, L_STRIKE], tau, rate, vol_hat, agent_lines[j, L_IS_CALL] == CALL
-            )
-            delta += agent_lines[j, L_QUANTITY] * d
-        out[i] = delta
+        out[i] = desired_trade_row(code, state, hedge, i, p, agent_lines, hp)
     return out
+
+
+@njit(cache=True)
+def _drop_dust(trades):
+    for i in range(trades.shape[0]):
+        for v in range(trades.shape[1]):
+            if abs(trades[i, v]) < DUST:
+                trades[i, v] = 0.0
+    return trades
+
+
+@njit(cache=True)
+def _place(demand, venue, trades):
+    for i in range(demand.shape[0]):
+        place_row(demand[i], venue, trades, i)
+    return trades
+
+
+@njit(cache=True)
+def _trades_to_actions(trades, state, hedge, params, mode, enabled, max_trade, actions):
+    p = params[0]
+    for i in range(state.shape[0]):
+        trades_to_actions_row(trades, state, hedge, i, p, mode, enabled, max_trade, actions)
+    return actions
+
+
+@njit(cache=True)
+def _hedge_row(code, venue, state, hedge, i, p, agent_lines, hp, mode, enabled, max_trade, venue_trades, actions):
+    """The hedger's actions in row ``i`` (fixed venue): desired trade, placed, as actions."""
+    place_row(desired_trade_row(code, state, hedge, i, p, agent_lines, hp), venue, venue_trades, i)
+    trades_to_actions_row(venue_trades, state, hedge, i, p, mode, enabled, max_trade, actions)
+
+
+@njit(cache=True)
+def _actions_rows(code, venue, state, hedge, params, agent_lines, hp, mode, enabled, max_trade, venue_trades, actions):
+    p = params[0]
+    for i in range(state.shape[0]):
+        _hedge_row(code, venue, state, hedge, i, p, agent_lines, hp, mode, enabled, max_trade, venue_trades, actions)
+    return actions
+
+
+@njit(cache=True)
+def _row_trades(actions, enabled, mode, max_trade, min_trade, state, hedge, params, trades, i):
+    """Row ``i`` of ``trades``: the env's mapping of row ``i``'s actions; True when they are finite."""
+    for j in range(actions.shape[1]):
+        if not math.isfinite(actions[i, j]):
+            return False
+    actions_to_trades_rows(
+        actions[i : i + 1],
+        enabled,
+        mode,
+        max_trade,
+        min_trade,
+        state[i : i + 1],
+        hedge[i : i + 1],
+        params,
+        trades[i : i + 1],
+    )
+    return True
+
+
+@njit(cache=True)
+def _market_trades_serial(
+    code,
+    venue,
+    state,
+    hedge,
+    params,
+    agent_lines,
+    hp,
+    mode,
+    enabled,
+    max_trade,
+    min_trade,
+    venue_trades,
+    actions,
+    trades,
+):
+    p = params[0]
+    bad = 0
+    for i in range(state.shape[0]):
+        _hedge_row(code, venue, state, hedge, i, p, agent_lines, hp, mode, enabled, max_trade, venue_trades, actions)
+        if not _row_trades(actions, enabled, mode, max_trade, min_trade, state, hedge, params, trades, i):
+            bad += 1
+    return bad
+
+
+@njit(cache=True, parallel=True)
+def _market_trades_parallel(
+    code,
+    venue,
+    state,
+    hedge,
+    params,
+    agent_lines,
+    hp,
+    mode,
+    enabled,
+    max_trade,
+    min_trade,
+    venue_trades,
+    actions,
+    trades,
+):
+    bad = 0
+    for i in prange(state.shape[0]):
+        _hedge_row(
+            code, venue, state, hedge, i, params[0], agent_lines, hp, mode, enabled, max_trade, venue_trades, actions
+        )
+        if not _row_trades(actions, enabled, mode, max_trade, min_trade, state, hedge, params, trades, i):
+            bad += 1
+    return bad
 
 
 # ------------------------------------------------------------------------------------ policies
@@ -193,12 +425,15 @@ def venue_cost(config: ScenarioConfig, venue: str) -> float:
 class Baseline:
     """A classical hedger: decide a trade in coins of delta, execute it on the venue(s).
 
-    Subclasses implement :meth:`desired_trade`. ``venue`` is "spot", "perp", "future" or
-    "cheapest". Stateless: everything is read from the market each call, so one object serves any
-    number of envs and episodes.
+    ``venue`` is "spot", "perp", "future" or "cheapest". Stateless: everything is read from the
+    market each call, so one object serves any number of envs and episodes. The hedgers of the
+    registry run compiled (:func:`desired_trade_row` with their ``code``); a subclass may instead
+    implement :meth:`desired_trade` in NumPy (``code = None``).
     """
 
     kind = ""
+    code: int | None = None
+    """The compiled hedger's code (:func:`desired_trade_row`), or None for a NumPy hedger."""
     uses_observation = False
     """The hedgers read the market, not the observation: an evaluation loop need not compute it."""
 
@@ -208,6 +443,8 @@ class Baseline:
         self.venue = params.venue or config.agent.venues[0]
         self.cost = venue_cost(config, self.venue)
         self._horizon = None if params.route_horizon_hours is None else params.route_horizon_hours / HOURS_PER_YEAR
+        self._venue_code = ROUTED if self.venue == "cheapest" else VENUE_NAMES.index(self.venue)
+        self._mode = ACTION_MODES[config.agent.action_mode]
 
     @property
     def name(self) -> str:
@@ -217,9 +454,28 @@ class Baseline:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
 
+    @property
+    def compiled_params(self) -> np.ndarray:
+        """``hp`` of :func:`desired_trade_row`: (band_width, cost, risk_aversion, expiry,
+        leland_interval, leland_interval_steps); entries a hedger does not use are 0."""
+        return np.array([self.params.band_width, self.cost, 0.0, 0.0, 0.0, 1.0])
+
+    @property
+    def compiled(self) -> bool:
+        """Whether this hedger's trade is the compiled :func:`desired_trade_row` (not a NumPy override)."""
+        return self.code is not None and type(self).desired_trade is Baseline.desired_trade
+
     def desired_trade(self, market) -> np.ndarray:
         """Trade per row, coins of delta, before venue split and clipping."""
-        raise NotImplementedError
+        if self.code is None:
+            raise NotImplementedError(f"{type(self).__name__} sets no compiled code: implement desired_trade")
+        return _desired_trades(
+            self.code, market.state, market.hedge, market.params, market.agent_lines, self._hp, np.empty(market.n_envs)
+        )
+
+    @cached_property
+    def _hp(self) -> np.ndarray:
+        return self.compiled_params
 
     def trades(self, market) -> np.ndarray:
         """``[N, 3]`` coins of delta per venue: the desired trade on the venue, or split; orders
@@ -230,31 +486,94 @@ class Baseline:
         """``[N, 3]`` coins of delta per venue for the signed trades ``demand[N]`` (coins of delta):
         on the hedger's venue, or split by :func:`route_cheapest`; orders below :data:`DUST` dropped.
         Also used by :class:`hedgegym.agents.residual.BandControl`, which sets the band itself."""
-        if self.venue == "cheapest":
+        demand = np.asarray(demand, dtype=np.float64).reshape(market.n_envs)
+        if self._venue_code == ROUTED:
             horizon = None if self._horizon is None else np.full(market.n_envs, self._horizon)
-            out = route_cheapest(market, demand, horizon)
-        else:
-            out = np.zeros((market.n_envs, N_VENUES))
-            out[:, VENUE_NAMES.index(self.venue)] = demand
-        out[np.abs(out) < DUST] = 0.0
-        return out
+            return _drop_dust(route_cheapest(market, demand, horizon))
+        return _place(demand, self._venue_code, np.empty((market.n_envs, N_VENUES)))
+
+    def to_actions(self, market, trades: np.ndarray) -> np.ndarray:
+        """The actions ``[N, n_enabled]`` that the env maps to ``trades[N, 3]`` (coins of delta per
+        venue) under ``agent.action_mode``, clipped to [-1, 1]: a trade beyond ``agent.max_trade`` is
+        cut to it (the hedgers are bound by the agent's limits)."""
+        return _trades_to_actions(
+            np.asarray(trades, dtype=np.float64),
+            market.state,
+            market.hedge,
+            market.params,
+            self._mode,
+            market.enabled_venues,
+            self.config.agent.max_trade,
+            np.empty((market.n_envs, market.enabled_venues.size)),
+        )
+
+    def actions(self, market) -> np.ndarray:
+        """The hedger's actions ``[N, n_enabled]`` in the market's current state."""
+        if self.compiled and self._venue_code != ROUTED:
+            return _actions_rows(
+                self.code,
+                self._venue_code,
+                market.state,
+                market.hedge,
+                market.params,
+                market.agent_lines,
+                self._hp,
+                self._mode,
+                market.enabled_venues,
+                self.config.agent.max_trade,
+                np.empty((market.n_envs, N_VENUES)),
+                np.empty((market.n_envs, market.enabled_venues.size)),
+            )
+        return self.to_actions(market, self.trades(market))
 
     def __call__(self, obs: np.ndarray, market) -> np.ndarray:
-        actions = market.trades_to_actions(self.trades(market))
+        actions = self.actions(market)
         return actions[0] if np.ndim(obs) == 1 else actions
+
+    def market_trades(self, market, out: np.ndarray | None = None) -> tuple[np.ndarray, bool]:
+        """``(trades[N, 3], finite)``: what ``market.actions_to_trades(self(obs, market))`` gives —
+        the kernel's trades of this step (coins; future: contracts), written into ``out`` when
+        given — and whether every action was finite. A hedger of the registry on a fixed venue does
+        it in one compiled pass over the rows (the evaluation's rollout calls it every step)."""
+        n = market.n_envs
+        if not (self.compiled and self._venue_code != ROUTED):
+            actions = self.actions(market)
+            trades = market.actions_to_trades(actions)
+            if out is not None:
+                out[:] = trades
+                trades = out
+            return trades, bool(np.all(np.isfinite(actions)))
+        trades = np.empty((n, N_VENUES)) if out is None else out
+        run = _market_trades_parallel if market.parallel else _market_trades_serial
+        agent = self.config.agent
+        bad = run(
+            self.code,
+            self._venue_code,
+            market.state,
+            market.hedge,
+            market.params,
+            market.agent_lines,
+            self._hp,
+            self._mode,
+            market.enabled_venues,
+            agent.max_trade,
+            agent.min_trade,
+            np.empty((n, N_VENUES)),
+            np.empty((n, market.enabled_venues.size)),
+            trades,
+        )
+        return trades, bad == 0
 
 
 class NoHedge(Baseline):
     """Never trades: the unhedged book (the reference for what hedging buys)."""
 
     kind = "no_hedge"
+    code = NO_HEDGE
 
     @property
     def name(self) -> str:
         return self.kind
-
-    def desired_trade(self, market) -> np.ndarray:
-        return np.zeros(market.n_envs)
 
 
 class DeltaHedge(Baseline):
@@ -266,19 +585,14 @@ class DeltaHedge(Baseline):
     """
 
     kind = "delta"
-
-    def desired_trade(self, market) -> np.ndarray:
-        return -market.net_delta()
+    code = DELTA
 
 
 class FixedBand(Baseline):
     """Trade to the band edge when ``|e| > w``, ``w = band_width * gross book quantity`` (coins)."""
 
     kind = "fixed_band"
-
-    def desired_trade(self, market) -> np.ndarray:
-        width = self.params.band_width * market.params["book_gross"][0]
-        return band_trade(market.net_delta(), width)
+    code = FIXED_BAND
 
 
 class WhalleyWilmott(Baseline):
@@ -292,6 +606,7 @@ class WhalleyWilmott(Baseline):
     """
 
     kind = "whalley_wilmott"
+    code = WHALLEY_WILMOTT
 
     def __init__(self, config: ScenarioConfig, params: BaselinesConfig):
         super().__init__(config, params)
@@ -305,6 +620,10 @@ class WhalleyWilmott(Baseline):
             )
         self.expiry = max(line.expiry_days for line in config.agent.lines) / DAYS_PER_YEAR
 
+    @property
+    def compiled_params(self) -> np.ndarray:
+        return np.array([self.params.band_width, self.cost, self.risk_aversion, self.expiry, 0.0, 1.0])
+
     def half_width(self, market) -> np.ndarray:
         """Band half-width per row, coins."""
         st = market.state
@@ -317,9 +636,6 @@ class WhalleyWilmott(Baseline):
             np.maximum(self.expiry - st["t"], 0.0),
         )
 
-    def desired_trade(self, market) -> np.ndarray:
-        return band_trade(market.net_delta(), self.half_width(market))
-
 
 class Leland(Baseline):
     """Delta at Leland's (1985) volatility, rebalanced every ``leland_interval_steps`` steps.
@@ -330,19 +646,16 @@ class Leland(Baseline):
     """
 
     kind = "leland"
+    code = LELAND
 
     def __init__(self, config: ScenarioConfig, params: BaselinesConfig):
         super().__init__(config, params)
         self.interval_steps = params.leland_interval_steps
         self.interval = self.interval_steps * config.episode.dt
 
-    def desired_trade(self, market) -> np.ndarray:
-        book_delta = _leland_book_delta(
-            market.state, market.agent_lines, market.params, self.cost, self.interval, np.empty(market.n_envs)
-        )
-        trade = market.state["book_delta"] - market.net_delta() - book_delta
-        on_grid = market.state["step"].astype(np.int64) % self.interval_steps == 0
-        return np.where(on_grid, trade, 0.0)
+    @property
+    def compiled_params(self) -> np.ndarray:
+        return np.array([self.params.band_width, self.cost, 0.0, 0.0, self.interval, float(self.interval_steps)])
 
 
 BASELINES: dict[str, type[Baseline]] = {

@@ -126,6 +126,7 @@ def run_policy(
     """
     steps = config.episode_steps
     n_act = len(config.agent.venues)
+    compiled = isinstance(policy, Baseline)
     per_batch: dict[str, list[np.ndarray]] = {}
     sample: dict[str, np.ndarray] = {}
     for start in range(0, len(seeds), batch_size):
@@ -138,11 +139,18 @@ def run_policy(
         phi = np.empty((m, steps))
         spot[:, 0], exo[:, 0] = market.spot[:m], market.exo_spot[:m]
         hedge[:, 0], pnl[:, 0] = market.hedge[:m], market.state["cum_pnl"][:m]
+        trades = np.empty((len(batch), market.hedge.shape[1]))
         for k in range(steps):
             if policy is None:
                 out = market.step()
+            elif compiled:
+                # A classical hedger: its actions and their mapping to trades in one compiled pass.
+                trades, finite = policy.market_trades(market, out=trades)
+                if not finite:
+                    raise PolicyError(f"policy {name!r} returned NaN or inf actions")
+                out = market.step(trades, check=False)
             else:
-                # A policy that declares it does not read observations (the baselines) is spared them.
+                # A policy that declares it does not read observations is spared them.
                 obs = market.observe() if getattr(policy, "uses_observation", True) else market.obs
                 actions = _actions(policy, obs, market, name, n_act)
                 out = market.step(market.actions_to_trades(actions), check=False)
