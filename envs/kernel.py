@@ -426,24 +426,14 @@ def clamp_log_price(y, p):
 
 # ------------------------------------------------------------------------------------ clearing
 @njit(cache=True, _nrt=False)
-def _clearing_residual(y, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm, y_ref=0.0, a=0.0, c0=0.0):
+def _clearing_residual(y, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm):
     """f(y) = y - s_pre - 0.01 e^y inv_D_eff (H(e^y) - H_prev), f'(y), H and phi, where the dealers'
     target is ``H(S) = hold - hedge_ratio Delta_live(t, S)`` when ``hedging`` (a rebalance), else the
     constant ``hold``.
 
     ``f'(y) = 1 - push + phi + 0.01 e^y inv_D_eff hedge_ratio sum(q vanna d vol / d ln S)``: the
     last term is the smile's (vols move with the price); phi is the BSM-gamma feedback of MODEL.md §3.
-
-    The second-order market: with implied-vol dynamics the ATM vol at ``y`` is
-    ``sigma_atm exp(spot_beta (y - y_ref))`` (:func:`iv_at`), whose slope joins the smile's (the vanna
-    term); with dealer cohorts the dealers' push is ``0.01 e^y (c0 - a Delta(e^y))`` (``a``: the sum
-    of ``share hedge_ratio / D`` of the cohorts trading at the clearing price, ``c0`` the rest of
-    their flow, see :func:`clearing_cohorts`) and the third value returned is ``Delta``, not a hedge.
     """
-    if p.iv_dynamics or p.cohorts_on:
-        return _clearing_residual_second_order(
-            y, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm, y_ref, a, c0
-        )
     # Newton may overshoot far out when f' is near the floor; the price it evaluates stays finite.
     spot = math.exp(clamp_log_price(y, p))
     inv_d = p.dealer_inv_depth
@@ -461,9 +451,26 @@ def _clearing_residual(y, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t
     return f, 1.0 - push + phi + smile_term, h, phi
 
 
+@njit(cache=True, _nrt=False, inline="always")
+def _residual(y, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm, y_ref, a, c0):
+    """The clearing's residual: :func:`_clearing_residual`, or with a second-order feature that
+    shapes the clearing (implied-vol dynamics, cohorts) :func:`_clearing_residual_second_order`."""
+    if p.iv_dynamics or p.cohorts_on:
+        return _clearing_residual_second_order(
+            y, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm, y_ref, a, c0
+        )
+    return _clearing_residual(y, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm)
+
+
 @njit(cache=True, _nrt=False)
 def _clearing_residual_second_order(y, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm, y_ref, a, c0):
-    """:func:`_clearing_residual` with implied-vol dynamics and/or dealer cohorts."""
+    """:func:`_clearing_residual` with implied-vol dynamics and/or dealer cohorts.
+
+    With implied-vol dynamics the ATM vol at ``y`` is ``sigma_atm exp(spot_beta (y - y_ref))``
+    (:func:`iv_at`), whose slope joins the smile's in f' (the vanna term); with dealer cohorts the
+    dealers' push is ``0.01 e^y (c0 - a Delta(e^y))`` (``a``: the sum of ``share hedge_ratio / D`` of
+    the cohorts trading at the clearing price, ``c0`` the rest of their flow, see
+    :func:`clearing_cohorts`) and the third value returned is ``Delta``, not a hedge."""
     yc = clamp_log_price(y, p)
     spot = math.exp(yc)
     sig = sigma_atm
@@ -539,7 +546,7 @@ def clear_market(s_pre, y_prev, h_prev, hedging, hold, dealer_lines, p, step, t,
     within one cell does; the root is then refined by bisection.
     """
     floor = p.phi_floor
-    f0, fp0, h0, phi0 = _clearing_residual(
+    f0, fp0, h0, phi0 = _residual(
         s_pre, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm, y_ref, a, c0
     )
     if f0 == 0.0:
@@ -560,7 +567,7 @@ def clear_market(s_pre, y_prev, h_prev, hedging, hold, dealer_lines, p, step, t,
                 # H and phi of the last evaluation stand: it was that close in log-price.
                 converged = True
                 break
-            f, fp, h, phi = _clearing_residual(
+            f, fp, h, phi = _residual(
                 y, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm, y_ref, a, c0
             )
         if trusted and converged and 1.0 + phi > floor:
@@ -575,7 +582,7 @@ def clear_market(s_pre, y_prev, h_prev, hedging, hold, dealer_lines, p, step, t,
         found = False
         for j in range(1, CLEARING_SCAN_CELLS + 1):
             cand = s_pre + cell * j if up else s_pre - cell * j
-            fc, fpc, _, _ = _clearing_residual(
+            fc, fpc, _, _ = _residual(
                 cand, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm, y_ref, a, c0
             )
             if (fc >= 0.0) == up:
@@ -589,7 +596,7 @@ def clear_market(s_pre, y_prev, h_prev, hedging, hold, dealer_lines, p, step, t,
                 b = cand
                 for _ in range(CLEARING_BISECTIONS):
                     m = 0.5 * (a + b)
-                    _, fpm, _, _ = _clearing_residual(
+                    _, fpm, _, _ = _residual(
                         m, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm, y_ref, a, c0
                     )
                     if fpm > 0.0:
@@ -597,7 +604,7 @@ def clear_market(s_pre, y_prev, h_prev, hedging, hold, dealer_lines, p, step, t,
                     else:
                         b = m
                 turn = 0.5 * (a + b)
-                ft, _, _, _ = _clearing_residual(
+                ft, _, _, _ = _residual(
                     turn, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm, y_ref, a, c0
                 )
                 if (ft >= 0.0) == up:
@@ -610,7 +617,7 @@ def clear_market(s_pre, y_prev, h_prev, hedging, hold, dealer_lines, p, step, t,
             # f(lo) has the sign of f0, f(hi) the other one.
             for _ in range(CLEARING_BISECTIONS):
                 mid = 0.5 * (lo + hi)
-                fm, _, _, _ = _clearing_residual(
+                fm, _, _, _ = _residual(
                     mid, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm, y_ref, a, c0
                 )
                 if (fm >= 0.0) == up:
@@ -618,13 +625,13 @@ def clear_market(s_pre, y_prev, h_prev, hedging, hold, dealer_lines, p, step, t,
                 else:
                     lo = mid
             y = 0.5 * (lo + hi)
-            f, fp, h, phi = _clearing_residual(
+            f, fp, h, phi = _residual(
                 y, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm, y_ref, a, c0
             )
             if 1.0 + phi > floor:
                 return y, h, phi, False
     y = y_prev + (s_pre - y_prev) / floor
-    _, _, h, _ = _clearing_residual(y, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm, y_ref, a, c0)
+    _, _, h, _ = _residual(y, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm, y_ref, a, c0)
     return y, h, phi0, True
 
 

@@ -329,3 +329,30 @@ def test_features_off_leave_ext_untouched_and_add_no_keys():
     assert not market.second_order
     assert not np.any(market.ext)
     assert not set(SECOND_ORDER_METRICS) & set(market.episode_metrics())
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"market.implied_vol": {"enabled": True, "spot_beta": -3.0}},
+        {"dealers.cohorts": [{"share": 0.6}, {"share": 0.4, "lag": 2}]},
+        {"market.implied_vol": {"enabled": True, "spot_beta": 2.0}, "dealers.cohorts": [{"share": 1.0}]},
+    ],
+)
+def test_second_order_clearing_derivative_is_the_derivative_of_its_residual(overrides):
+    # Newton's f' with the vanna term (and the cohorts' push): a wrong slope would still converge,
+    # slower, and the crisis test would look at the wrong one.
+    from hedgegym.envs import kernel
+
+    market = Market(load_scenario("short-gamma-crash", overrides), n_envs=1)
+    y_ref, step, sigma_atm = math.log(1e5), 12, 0.63
+    a, c0 = (2e-9, 3e-7) if market.config.dealers.cohorts else (0.0, 0.0)
+    args = (math.log(1e5), 300.0, True, 0.0, market.dealer_lines, market.params[0], step)
+    tail = (step * market.config.episode.dt, sigma_atm, y_ref, a, c0)
+    for spot in (8e4, 9.5e4, 1e5, 1.07e5):
+        y = math.log(spot)
+        _, fprime, _, _ = kernel._clearing_residual_second_order(y, *args, *tail)
+        eps = 1e-5
+        up = kernel._clearing_residual_second_order(y + eps, *args, *tail)[0]
+        down = kernel._clearing_residual_second_order(y - eps, *args, *tail)[0]
+        assert fprime == pytest.approx((up - down) / (2 * eps), abs=1e-7)
