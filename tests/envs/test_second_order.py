@@ -356,3 +356,33 @@ def test_second_order_clearing_derivative_is_the_derivative_of_its_residual(over
         up = kernel._clearing_residual_second_order(y + eps, *args, *tail)[0]
         down = kernel._clearing_residual_second_order(y - eps, *args, *tail)[0]
         assert fprime == pytest.approx((up - down) / (2 * eps), abs=1e-7)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_every_feature_at_its_bounds_runs_finite(seed):
+    # The config's bounds keep every step finite: the steepest spot-vol beta and vol of vol, cohorts
+    # with the longest lag, and the largest leveraged open interest against the thinnest perp book.
+    cfg = load_scenario(
+        "short-gamma-crash",
+        {
+            "market.implied_vol": {"enabled": True, "spot_beta": -20.0, "vol_of_vol": 20.0, "kappa": 8760.0},
+            "dealers.cohorts": [
+                {"share": 0.5, "lag": 24, "rebalance_every": 3, "offset": 2},
+                {"share": 0.5, "band": 10.0},
+            ],
+            "venues.perp.depth_usd_per_pct": 1e3,
+            "venues.perp.liquidations": {
+                "enabled": True,
+                "long_oi_usd": 1e12,
+                "short_oi_usd": 1e12,
+                "leverage": 200.0,
+                "max_leverage": 200.0,
+                "entry_dispersion": 1.0,
+                "maintenance_margin": 0.5,
+                "buckets": 256,
+            },
+        },
+    )
+    market, _, _, _, _ = run_market(cfg, 4, seed0=seed)
+    assert all(np.all(np.isfinite(v)) for v in market.episode_metrics().values())
+    assert np.all(np.isfinite(market.observe()))
