@@ -210,7 +210,10 @@ class HedgingEnv(gym.Env):
     ``book_pnl``, ``hedge_pnl``, ``fees``, ``slippage_usd``, ``slippage_bps`` (of traded notional),
     ``funding``, ``carry``, ``interest``, ``turnover_usd``, ``n_trades``, ``realised_vol`` and
     ``realised_vol_exo`` (annualised), ``vol_amplification`` (their ratio), ``mean_phi``, ``crisis_steps``,
-    ``halt_steps``, ``pin_distance``, ``pin_distance_exo``, ``steps``, ``reward``.
+    ``halt_steps``, ``pin_distance``, ``pin_distance_exo``, ``steps``, ``reward``; with a
+    second-order feature on, also the keys of ``hedgegym.envs.market.SECOND_ORDER_METRICS`` (the
+    flow decomposition, ``mean_phi_vanna``, ``crowding``, ``return_autocorr_1`` to ``_4``, the
+    liquidations, the insurance fund and ADL).
 
     ## Seeding
     ``reset(seed=s)`` starts the stream ``s`` at episode 0; each later ``reset()`` without a seed
