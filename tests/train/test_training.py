@@ -111,7 +111,9 @@ def test_shipped_config_trains_saves_and_evaluates(path, tmp_path):
     # The model loads and acts; the evaluation compared it with every baseline on the held-out seeds.
     model = sb3.load_model(cfg.algorithm.name, run / "model.zip")
     actions, _ = model.predict(np.zeros((3, 19), dtype=np.float32), deterministic=True)
-    assert actions.shape == (3, len(cfg.scenario.resolved.agent.venues))
+    control = cfg.algorithm.control
+    n_actions = 2 if control is not None and control.kind == "band" else len(cfg.scenario.resolved.agent.venues)
+    assert actions.shape == (3, n_actions)
     metrics = json.loads((run / "evaluation" / "metrics.json").read_text())
     assert metrics["seed"] == cfg.evaluation.seed and metrics["episodes"] == 20
     assert len(metrics["policies"]) == 1 + len(cfg.evaluation.baselines)
