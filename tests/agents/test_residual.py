@@ -107,7 +107,7 @@ def test_wrapper_pickles_and_a_zero_policy_evaluates_as_the_hedger(config, tmp_p
 
     from hedgegym.agents import sb3
     from hedgegym.agents.residual_vec_env import ResidualVecEnv, find_residual
-    from hedgegym.train.policies import SB3Policy, load_sb3_policy, policy_interface, embed_interface
+    from hedgegym.train.policies import SB3Policy, embed_interface, load_sb3_policy, policy_interface
 
     control = BandControl.build("whalley_wilmott@cheapest", config)
     env = sb3.make_vec_env(config, 4, 0, control=control)
