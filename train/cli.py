@@ -1,4 +1,4 @@
-"""The `hedgegym` command: simulate, scenarios, evaluate, train. A thin layer over the library."""
+"""The `hedgegym` command: simulate, scenarios, evaluate, train, sweep, matrix. A thin layer over the library."""
 
 from __future__ import annotations
 
@@ -402,6 +402,222 @@ def evaluate(
         [
             "hedgegym evaluate",
             source,
+            *(f"--set {s}" for s in sets or []),
+            f"--baselines {baselines}",
+            *(f"--policy {p}" for p in policy or []),
+            f"--episodes {episodes}",
+            f"--seed {seed}",
+            f"--out {run_dir}",
+        ]
+    )
+    result.write(run_dir, command=command)
+    console.print(f"wrote {run_dir}")
+
+
+# ------------------------------------------------------------------------------------ Ray: sweep, matrix
+@app.command()
+def sweep(
+    config: Path = typer.Argument(None, help="Experiment YAML (configs/*.yaml); omitted with --resume."),
+    space: Path = typer.Option(None, "--space", help="Search space YAML over dotted config fields (configs/spaces/)."),
+    trials: int = typer.Option(16, "--trials", "-n", help="Trials of the sweep (TPE proposals)."),
+    seeds: int = typer.Option(
+        None, "--seeds", help="Train K seeds of the sweep's best config (or of CONFIG, without --space)."
+    ),
+    address: str = typer.Option(None, "--address", help="An existing Ray cluster (auto, HOST:6379); default local."),
+    workers: int = typer.Option(None, "--workers", "-w", help="Trials at once; default: CPUs / --cpus-per-trial."),
+    cpus_per_trial: int = typer.Option(1, "--cpus-per-trial", help="CPUs per trial: its numba and torch threads."),
+    max_failures: int = typer.Option(3, "--max-failures", help="Retries of a trial whose worker failed."),
+    out: Path = typer.Option(None, "--out", help="Sweep directory to create (must be new); default runs/sweep-..."),
+    resume: Path = typer.Option(None, "--resume", help="Continue an interrupted sweep directory."),
+    sets: list[str] = typer.Option(None, "--set", help="Override a field of CONFIG for every trial (repeatable)."),
+) -> None:
+    """Tune CONFIG on Ray: Optuna TPE proposals, ASHA early stopping on the periodic held-out objective.
+
+    Each trial is one `hedgegym train` run in SWEEP/trials/; the leaderboard ranks them against the
+    best baseline and SWEEP/best_config.yaml trains as is. --seeds K reports the win across seeds.
+    """
+    from hedgegym.train.sweep import SweepInterrupted, run_sweep
+
+    check_out(out)
+    try:
+        result = run_sweep(
+            config,
+            space,
+            sets=parse_sets(sets),
+            trials=trials,
+            seeds=seeds,
+            address=address,
+            workers=workers,
+            cpus_per_trial=cpus_per_trial,
+            max_failures=max_failures,
+            out=out,
+            resume=resume,
+            command=" ".join(["hedgegym", *sys.argv[1:]]),
+            notify=lambda line: console.print(line, highlight=False, soft_wrap=True),
+        )
+    except SweepInterrupted as err:
+        console.print(str(err), highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
+    if result.leaderboard:
+        _print_leaderboard(result)
+    if result.seed_summary is not None or result.seeds:
+        _print_seeds(result)
+    console.print(f"wrote {result.sweep_dir}", highlight=False)
+
+
+def _print_leaderboard(result) -> None:
+    table = Table(title=f"sweep {result.sweep_dir.name}: {len(result.leaderboard)} trials, {result.seconds:,.0f} s")
+    for column in ("rank", "trial", "status", *(p.rsplit(".", 1)[-1] for p in result.parameters)):
+        table.add_column(column)
+    for column in ("timesteps", "held-out objective", "final objective", "vs best baseline [95 % CI]"):
+        table.add_column(column, justify="right")
+    for row in result.leaderboard:
+        vs = (
+            f"{row['vs_best_baseline']:+,.0f} [{row['vs_low']:+,.0f}, {row['vs_high']:+,.0f}]"
+            if row["vs_best_baseline"] is not None
+            else "-"
+        )
+        table.add_row(
+            str(row["rank"]),
+            row["trial"],
+            row["status"],
+            *(_value(row.get(p)) for p in result.parameters),
+            f"{row['timesteps']:,}",
+            _value(row["held_out_objective"], ",.0f"),
+            _value(row["final_objective"], ",.0f"),
+            vs,
+        )
+    console.print(table)
+    if result.best_config is not None:
+        best = result.leaderboard[0]
+        console.print(
+            f"best: trial {best['trial']}, {best['vs_best_baseline']:+,.0f} USD against {best['reference']}; "
+            f"config: {result.best_config} (hedgegym train {result.best_config})",
+            highlight=False,
+            soft_wrap=True,
+        )
+    else:
+        console.print("no trial finished: no best config", highlight=False)
+
+
+def _print_seeds(result) -> None:
+    table = Table(title=f"seed study: {len(result.seeds)} seeds")
+    table.add_column("seed", justify="right")
+    for column in ("final objective", "vs best baseline [95 % CI]"):
+        table.add_column(column, justify="right")
+    table.add_column("wins")
+    for row in result.seeds:
+        vs = (
+            f"{row['vs_best_baseline']:+,.0f} [{row['vs_low']:+,.0f}, {row['vs_high']:+,.0f}]"
+            if row["vs_best_baseline"] is not None
+            else "-"
+        )
+        table.add_row(str(row["seed"]), _value(row["final_objective"], ",.0f"), vs, "yes" if row["wins"] else "no")
+    console.print(table)
+    s = result.seed_summary
+    if s is not None:
+        console.print(
+            f"across {s['n']} seeds: {s['mean']:+,.0f} USD [{s['low']:+,.0f}, {s['high']:+,.0f}] against "
+            f"{s['reference']} (mean of the paired differences, 95 % t-interval); {s['wins']} of {s['n']} seeds "
+            f"win, {s['significant_wins']} with an interval above zero",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+def _value(value, spec: str = ".4g") -> str:
+    if value is None:
+        return "-"
+    return format(value, spec) if isinstance(value, float) else str(value)
+
+
+@app.command()
+def matrix(
+    scenario: list[str] = typer.Option(None, "--scenario", "-s", help="A named scenario (repeatable)."),
+    config: list[Path] = typer.Option(None, "--config", "-c", help="A scenario YAML file (repeatable)."),
+    policy: list[str] = typer.Option(None, "--policy", "-p", help="A model .zip or module:function (repeatable)."),
+    baselines: str = typer.Option("all", "--baselines", "-b", help="all, none, or names separated by commas."),
+    episodes: int = typer.Option(1000, "--episodes", "-n", help="Episodes per policy and scenario."),
+    seed: int = typer.Option(0, "--seed", help="Seed of episode 0 (episode j uses seed + j)."),
+    block: int = typer.Option(4096, "--block", help="Episodes per Ray task (a multiple of 4096)."),
+    address: str = typer.Option(None, "--address", help="An existing Ray cluster (auto, HOST:6379); default local."),
+    workers: int = typer.Option(None, "--workers", "-w", help="Tasks at once; default: CPUs / --cpus-per-task."),
+    cpus_per_task: int = typer.Option(1, "--cpus-per-task", help="CPUs per task: its numba and torch threads."),
+    local: bool = typer.Option(False, "--local", help="Run the same work in this process, without Ray."),
+    out: Path = typer.Option(None, "--out", help="Directory for the results; must be new or empty."),
+    sets: list[str] = SetOpt,
+) -> None:
+    """Evaluate policies x scenarios x seed blocks as Ray tasks: per scenario the report of `hedgegym evaluate`
+    (bit for bit), and the matrix of objectives against each scenario's best baseline."""
+    from hedgegym.train.io import claim_dir, new_run_dir
+    from hedgegym.train.matrix import evaluate_matrix
+    from hedgegym.train.policies import PolicyError
+
+    check_count("--episodes", episodes, "episode")
+    check_seed(seed, episodes, "episodes")
+    check_out(out)
+    overrides = parse_sets(sets)
+    try:
+        configs = [resolve_scenario(name, None, overrides) for name in scenario or []]
+        configs += [resolve_scenario(None, path, overrides) for path in config or []]
+    except ConfigError as err:
+        fail(str(err))
+    if not configs:
+        configs = [resolve_scenario(None, None, overrides)]
+    if os.getcwd() not in sys.path:  # `--policy my_hedgers:fn` from the current folder, as in evaluate
+        sys.path.insert(0, os.getcwd())
+    if not local:
+        from hedgegym.train.cluster import require_ray
+
+        require_ray("matrix")
+    try:
+        run_dir = claim_dir(out) if out is not None else new_run_dir("runs", "matrix")
+    except RunDirError as err:
+        fail(str(err))
+    with progress_bar() as bar:
+        task = bar.add_task(f"evaluating {len(configs)} scenarios", total=None)
+        try:
+            result = evaluate_matrix(
+                configs,
+                policy or [],
+                baselines,
+                episodes,
+                seed,
+                block=block,
+                local=local,
+                address=address,
+                workers=workers,
+                cpus_per_task=cpus_per_task,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+        except (PolicyError, ValueError) as err:
+            fail(str(err))
+    for res in result.results.values():
+        for note in res.notes:
+            console.print(note, highlight=False, soft_wrap=True)
+    table = Table(title=f"matrix: {episodes:,} episodes, seed {seed}, {result.mode} ({result.seconds:.1f} s)")
+    table.add_column("policy")
+    policies = []
+    for res in result.results.values():
+        policies += [p for p in res.policies if p not in policies]
+    for name in result.results:
+        table.add_column(f"{name}: objective / vs best baseline", justify="right")
+    for p in policies:
+        cells = []
+        for res in result.results.values():
+            if p not in res.objectives:
+                cells.append("-")
+                continue
+            diff = res.paired[p]["mean_variance"]
+            vs = "reference" if p == res.reference else f"{diff.value:+,.0f} [{diff.low:+,.0f}, {diff.high:+,.0f}]"
+            cells.append(f"{res.objectives[p]:,.0f} / {vs}")
+        table.add_row(p, *cells)
+    console.print(table)
+    command = " ".join(
+        [
+            "hedgegym matrix",
+            *(f"--scenario {s}" for s in scenario or []),
+            *(f"--config {c}" for c in config or []),
             *(f"--set {s}" for s in sets or []),
             f"--baselines {baselines}",
             *(f"--policy {p}" for p in policy or []),
