@@ -213,13 +213,13 @@ def leland_volatility(sigma, cost, dt, gamma_sign=-1.0):
 # Row functions: row ``i`` of the market's arrays (``state`` records, ``hedge[N, 3]``), ``p`` its
 # parameter record. The NumPy-facing methods of :class:`Baseline` and the evaluation's rollout both
 # run them, so there is one hedger, whichever loop drives it.
-@njit(cache=True)
+@njit(cache=True, _nrt=False, inline="always")
 def net_delta_row(state, hedge, i, p):
     """Net delta of row ``i``, coins: book delta + spot + perp + futures contracts x exp(r (T_f - t))."""
     return state[i].book_delta + hedge[i, SPOT] + hedge[i, PERP] + hedge[i, FUTURE] * future_delta(state, i, p)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def leland_book_delta_row(state, i, agent_lines, p, cost, interval):
     """Book delta of row ``i`` with every live line at its smile vol adjusted by Leland's factor."""
     t = state[i].t
@@ -239,7 +239,7 @@ def leland_book_delta_row(state, i, agent_lines, p, cost, interval):
     return delta
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False, inline="always")
 def desired_trade_row(code, state, hedge, i, p, agent_lines, hp):
     """The trade hedger ``code`` wants in row ``i``, coins of delta (see the module's table).
 
@@ -264,7 +264,7 @@ def desired_trade_row(code, state, hedge, i, p, agent_lines, hp):
     return state[i].book_delta - net - leland_book_delta_row(state, i, agent_lines, p, hp[1], hp[4])
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False, inline="always")
 def place_row(demand, venue, trades, i):
     """Row ``i`` of ``trades[N, 3]``: ``demand`` coins of delta on ``venue``, nothing elsewhere;
     an order below :data:`DUST` is dropped."""
@@ -273,7 +273,7 @@ def place_row(demand, venue, trades, i):
     trades[i, venue] = 0.0 if abs(demand) < DUST else demand
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False, inline="always")
 def trades_to_actions_row(trades, state, hedge, i, p, mode, enabled, max_trade, actions):
     """Row ``i`` of ``actions[N, n_enabled]``: the actions whose mapping (``actions_to_trades_rows``)
     gives the trades ``trades[i]`` (coins of delta per venue), clipped to [-1, 1].
@@ -295,7 +295,7 @@ def trades_to_actions_row(trades, state, hedge, i, p, mode, enabled, max_trade, 
         actions[i, j] = min(max(units / max_trade, -1.0), 1.0)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _desired_trades(code, state, hedge, params, agent_lines, hp, out):
     p = params[0]
     for i in range(state.shape[0]):
@@ -303,7 +303,7 @@ def _desired_trades(code, state, hedge, params, agent_lines, hp, out):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _drop_dust(trades):
     for i in range(trades.shape[0]):
         for v in range(trades.shape[1]):
@@ -312,14 +312,14 @@ def _drop_dust(trades):
     return trades
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _place(demand, venue, trades):
     for i in range(demand.shape[0]):
         place_row(demand[i], venue, trades, i)
     return trades
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _trades_to_actions(trades, state, hedge, params, mode, enabled, max_trade, actions):
     p = params[0]
     for i in range(state.shape[0]):
@@ -327,14 +327,14 @@ def _trades_to_actions(trades, state, hedge, params, mode, enabled, max_trade, a
     return actions
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False, inline="always")
 def _hedge_row(code, venue, state, hedge, i, p, agent_lines, hp, mode, enabled, max_trade, venue_trades, actions):
     """The hedger's actions in row ``i`` (fixed venue): desired trade, placed, as actions."""
     place_row(desired_trade_row(code, state, hedge, i, p, agent_lines, hp), venue, venue_trades, i)
     trades_to_actions_row(venue_trades, state, hedge, i, p, mode, enabled, max_trade, actions)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _actions_rows(code, venue, state, hedge, params, agent_lines, hp, mode, enabled, max_trade, venue_trades, actions):
     p = params[0]
     for i in range(state.shape[0]):
@@ -342,27 +342,41 @@ def _actions_rows(code, venue, state, hedge, params, agent_lines, hp, mode, enab
     return actions
 
 
-@njit(cache=True)
-def _row_trades(actions, enabled, mode, max_trade, min_trade, state, hedge, params, trades, i):
-    """Row ``i`` of ``trades``: the env's mapping of row ``i``'s actions; True when they are finite."""
-    for j in range(actions.shape[1]):
-        if not math.isfinite(actions[i, j]):
-            return False
+@njit(cache=True, _nrt=False)
+def _market_trades_block(
+    lo,
+    hi,
+    code,
+    venue,
+    state,
+    hedge,
+    params,
+    agent_lines,
+    hp,
+    mode,
+    enabled,
+    max_trade,
+    min_trade,
+    venue_trades,
+    actions,
+    trades,
+):
+    """Rows ``lo:hi``: the hedger's actions, then the env's mapping of them to the kernel's trades
+    (``actions_to_trades_rows``, called once for the block: per row, its slicing would cost more
+    than the hedger)."""
+    p = params[0]
+    for i in range(lo, hi):
+        _hedge_row(code, venue, state, hedge, i, p, agent_lines, hp, mode, enabled, max_trade, venue_trades, actions)
     actions_to_trades_rows(
-        actions[i : i + 1],
-        enabled,
-        mode,
-        max_trade,
-        min_trade,
-        state[i : i + 1],
-        hedge[i : i + 1],
-        params,
-        trades[i : i + 1],
+        actions[lo:hi], enabled, mode, max_trade, min_trade, state[lo:hi], hedge[lo:hi], params, trades[lo:hi]
     )
-    return True
 
 
-@njit(cache=True)
+_BLOCK = 512
+"""Rows per block of the parallel rollout pass."""
+
+
+@njit(cache=True, _nrt=False)
 def _market_trades_serial(
     code,
     venue,
@@ -379,16 +393,27 @@ def _market_trades_serial(
     actions,
     trades,
 ):
-    p = params[0]
-    bad = 0
-    for i in range(state.shape[0]):
-        _hedge_row(code, venue, state, hedge, i, p, agent_lines, hp, mode, enabled, max_trade, venue_trades, actions)
-        if not _row_trades(actions, enabled, mode, max_trade, min_trade, state, hedge, params, trades, i):
-            bad += 1
-    return bad
+    _market_trades_block(
+        0,
+        state.shape[0],
+        code,
+        venue,
+        state,
+        hedge,
+        params,
+        agent_lines,
+        hp,
+        mode,
+        enabled,
+        max_trade,
+        min_trade,
+        venue_trades,
+        actions,
+        trades,
+    )
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, _nrt=False)
 def _market_trades_parallel(
     code,
     venue,
@@ -405,14 +430,26 @@ def _market_trades_parallel(
     actions,
     trades,
 ):
-    bad = 0
-    for i in prange(state.shape[0]):
-        _hedge_row(
-            code, venue, state, hedge, i, params[0], agent_lines, hp, mode, enabled, max_trade, venue_trades, actions
+    n = state.shape[0]
+    for b in prange((n + _BLOCK - 1) // _BLOCK):
+        _market_trades_block(
+            b * _BLOCK,
+            min((b + 1) * _BLOCK, n),
+            code,
+            venue,
+            state,
+            hedge,
+            params,
+            agent_lines,
+            hp,
+            mode,
+            enabled,
+            max_trade,
+            min_trade,
+            venue_trades,
+            actions,
+            trades,
         )
-        if not _row_trades(actions, enabled, mode, max_trade, min_trade, state, hedge, params, trades, i):
-            bad += 1
-    return bad
 
 
 # ------------------------------------------------------------------------------------ policies
@@ -544,9 +581,10 @@ class Baseline:
                 trades = out
             return trades, bool(np.all(np.isfinite(actions)))
         trades = np.empty((n, N_VENUES)) if out is None else out
+        actions = np.empty((n, market.enabled_venues.size))
         run = _market_trades_parallel if market.parallel else _market_trades_serial
         agent = self.config.agent
-        bad = run(
+        run(
             self.code,
             self._venue_code,
             market.state,
@@ -559,10 +597,10 @@ class Baseline:
             agent.max_trade,
             agent.min_trade,
             np.empty((n, N_VENUES)),
-            np.empty((n, market.enabled_venues.size)),
+            actions,
             trades,
         )
-        return trades, bad == 0
+        return trades, bool(np.isfinite(actions).all())
 
 
 class NoHedge(Baseline):
