@@ -320,6 +320,10 @@ class _Recorder(BaseCallback):
     def _on_training_start(self) -> None:
         self.next_checkpoint = _next_multiple(self.num_timesteps, self.config.training.checkpoint_every)
         self.next_evaluation = _next_multiple(self.num_timesteps, self.config.evaluation.every)
+        if self.num_timesteps == 0 and self.config.evaluation.every and self.config.algorithm.control is not None:
+            # A policy acting through a control starts as its hedger: the start is a candidate for
+            # best_model.zip, so training that never improves on the hedger returns the hedger.
+            self.evaluate()
 
     def _on_rollout_start(self) -> None:
         t = self.num_timesteps
