@@ -83,6 +83,7 @@ from hedgegym.envs.kernel import (
     actions_to_trades_rows,
     future_delta,
     line_vol,
+    step_serial,
 )
 from hedgegym.envs.layout import (
     CALL,
@@ -372,8 +373,8 @@ def _market_trades_block(
     )
 
 
-_BLOCK = 512
-"""Rows per block of the parallel rollout pass."""
+_BLOCK = 128
+"""Rows per block of the parallel passes: a block's state stays in a core's cache over a rollout's steps."""
 
 
 @njit(cache=True, _nrt=False)
@@ -441,6 +442,133 @@ def _market_trades_parallel(
             hedge,
             params,
             agent_lines,
+            hp,
+            mode,
+            enabled,
+            max_trade,
+            min_trade,
+            venue_trades,
+            actions,
+            trades,
+        )
+
+
+@njit(cache=True, _nrt=False)
+def _finite(actions, lo, hi):
+    for i in range(lo, hi):
+        for j in range(actions.shape[1]):
+            if not math.isfinite(actions[i, j]):
+                return False
+    return True
+
+
+@njit(cache=True, _nrt=False)
+def _rollout_block(
+    lo,
+    hi,
+    steps,
+    code,
+    venue,
+    state,
+    hedge,
+    keys,
+    params,
+    venues,
+    dealer_lines,
+    agent_lines,
+    out,
+    ext,
+    hp,
+    mode,
+    enabled,
+    max_trade,
+    min_trade,
+    venue_trades,
+    actions,
+    trades,
+):
+    """Rows ``lo:hi`` through ``steps`` steps: each step the hedger's trades, then the kernel's step
+    (``kernel.step_serial``, what :meth:`Market.step` runs) on the block. False, with the block
+    stopped before that step, when an action is not finite."""
+    for _ in range(steps):
+        _market_trades_block(
+            lo,
+            hi,
+            code,
+            venue,
+            state,
+            hedge,
+            params,
+            agent_lines,
+            hp,
+            mode,
+            enabled,
+            max_trade,
+            min_trade,
+            venue_trades,
+            actions,
+            trades,
+        )
+        if not _finite(actions, lo, hi):
+            return False
+        step_serial(
+            state[lo:hi],
+            hedge[lo:hi],
+            keys[lo:hi],
+            trades[lo:hi],
+            params,
+            venues,
+            dealer_lines,
+            agent_lines,
+            out[lo:hi],
+            ext[lo:hi],
+        )
+    return True
+
+
+@njit(cache=True, parallel=True, _nrt=False)
+def _rollout_parallel(
+    steps,
+    code,
+    venue,
+    state,
+    hedge,
+    keys,
+    params,
+    venues,
+    dealer_lines,
+    agent_lines,
+    out,
+    ext,
+    hp,
+    mode,
+    enabled,
+    max_trade,
+    min_trade,
+    venue_trades,
+    actions,
+    trades,
+    finite,
+):
+    """:func:`_rollout_block` over blocks of :data:`_BLOCK` rows spread over threads; ``finite[b]``
+    is block b's result. Rows are independent (the kernel's contract), so blocks may run ahead."""
+    n = state.shape[0]
+    for b in prange((n + _BLOCK - 1) // _BLOCK):
+        finite[b] = _rollout_block(
+            b * _BLOCK,
+            min((b + 1) * _BLOCK, n),
+            steps,
+            code,
+            venue,
+            state,
+            hedge,
+            keys,
+            params,
+            venues,
+            dealer_lines,
+            agent_lines,
+            out,
+            ext,
             hp,
             mode,
             enabled,
@@ -546,7 +674,7 @@ class Baseline:
 
     def actions(self, market) -> np.ndarray:
         """The hedger's actions ``[N, n_enabled]`` in the market's current state."""
-        if self.compiled and self._venue_code != ROUTED:
+        if self.fused:
             return _actions_rows(
                 self.code,
                 self._venue_code,
@@ -567,13 +695,58 @@ class Baseline:
         actions = self.actions(market)
         return actions[0] if np.ndim(obs) == 1 else actions
 
+    @property
+    def fused(self) -> bool:
+        """Whether :meth:`rollout` can step a market: a compiled hedger on a fixed venue."""
+        return self.compiled and self._venue_code != ROUTED
+
+    def rollout(self, market, steps: int) -> bool:
+        """Advance every row of ``market`` by ``steps`` steps under this hedger in one compiled call:
+        the same trades and the same kernel step as ``steps`` rounds of
+        ``market.step(market.actions_to_trades(self(obs, market)))``, with the loop over steps out
+        of Python (rows in blocks of :data:`_BLOCK`, spread over threads when ``market.parallel``;
+        rows are independent, so the order of blocks and steps does not change a result).
+
+        Returns False when an action was not finite (the rows concerned stop before that step).
+        Only for a :attr:`fused` hedger; the last step's ``market.out`` holds each row's outputs.
+        """
+        if not self.fused:
+            raise ValueError(f"{self.name}: rollout needs a compiled hedger on a fixed venue (see Baseline.fused)")
+        n, agent = market.n_envs, self.config.agent
+        args = (
+            self.code,
+            self._venue_code,
+            market.state,
+            market.hedge,
+            market.keys,
+            market.params,
+            market.venues,
+            market.dealer_lines,
+            market.agent_lines,
+            market.out,
+            market.ext,
+            self._hp,
+            self._mode,
+            market.enabled_venues,
+            agent.max_trade,
+            agent.min_trade,
+            np.empty((n, N_VENUES)),
+            np.empty((n, market.enabled_venues.size)),
+            np.empty((n, N_VENUES)),
+        )
+        if not market.parallel:
+            return bool(_rollout_block(0, n, int(steps), *args))
+        finite = np.ones((n + _BLOCK - 1) // _BLOCK, dtype=np.bool_)
+        _rollout_parallel(int(steps), *args, finite)
+        return bool(finite.all())
+
     def market_trades(self, market, out: np.ndarray | None = None) -> tuple[np.ndarray, bool]:
         """``(trades[N, 3], finite)``: what ``market.actions_to_trades(self(obs, market))`` gives —
         the kernel's trades of this step (coins; future: contracts), written into ``out`` when
         given — and whether every action was finite. A hedger of the registry on a fixed venue does
         it in one compiled pass over the rows (the evaluation's rollout calls it every step)."""
         n = market.n_envs
-        if not (self.compiled and self._venue_code != ROUTED):
+        if not self.fused:
             actions = self.actions(market)
             trades = market.actions_to_trades(actions)
             if out is not None:

@@ -33,7 +33,11 @@ Intervals: percentile bootstrap over episodes (Efron & Tibshirani 1993, ch. 13),
 always containing the point estimate (:func:`estimate`).
 Two policies run on the same seeds are compared by the *paired* bootstrap: the same resampled
 episode indices for both, so the interval of a difference reflects only the policies' difference,
-not the paths' common luck.
+not the paths' common luck. Resample b draws its n episodes from the kernel's counter-based
+generator under a key of its own (:func:`bootstrap_counts`), so it is a pure function of the seed
+and b: :func:`bootstrap_many` draws each chunk of resamples once and weighs every policy with it,
+and compiled code draws the counts and the tail statistics (:func:`_resample_chunk`) while one
+matrix product per chunk gives every mean.
 
 Example:
     >>> import numpy as np
@@ -49,12 +53,19 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit, prange
+
+from hedgegym.envs.kernel import episode_key, mix64, uniform
 
 CONFIDENCE = 0.95
 N_RESAMPLES = 1000
 ALPHA = 0.95
-# Resamples per chunk: bounds the weights matrix at chunk x episodes float64 (8 MB at 10k episodes).
+# Resamples per chunk: at most 100, and the weights matrix chunk x episodes float64 within 8 MB.
 _CHUNK = 100
+_CHUNK_BYTES = 8 << 20
+# The bootstrap's random stream is the kernel's counter-based generator under its own key, derived
+# from the seed through this constant: never the key of a simulated episode ("bootstrap" in ASCII).
+_BOOTSTRAP_STREAM = np.uint64(0x626F6F7473747261)
 
 
 @dataclass(frozen=True)
@@ -123,8 +134,9 @@ _MEANS = (
 
 
 # ------------------------------------------------------------------------------------ statistics
-def _means(columns: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
-    """Weighted means ``[B, k]`` of the columns ``[n, k]`` (``B = 1`` without weights).
+def _means(columns: np.ndarray, weights: np.ndarray | None, total: float | None = None) -> np.ndarray:
+    """Weighted means ``[B, k]`` of the columns ``[n, k]`` (``B = 1`` without weights); ``total``:
+    the sum of every row of weights when known (n for resample counts).
 
     One matrix product serves every statistic of a resample chunk: one BLAS call instead of one
     per metric, which matters at 10,000 episodes x 1,000 resamples.
@@ -132,7 +144,7 @@ def _means(columns: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
     if weights is None:
         return columns.mean(axis=0, keepdims=True)
     w = np.asarray(weights, dtype=np.float64)
-    return (w @ columns) / w.sum(axis=1, keepdims=True)
+    return (w @ columns) / (w.sum(axis=1, keepdims=True) if total is None else total)
 
 
 def _out(values: np.ndarray, weights: np.ndarray | None):
@@ -225,21 +237,56 @@ def entropic_risk(pnl, risk_aversion_usd: float, weights=None):
     return _out(values, weights)
 
 
-def _tail_risk(loss: np.ndarray, weights: np.ndarray | None, alpha: float) -> tuple[np.ndarray, np.ndarray]:
-    """``(VaR, ES)`` of ``loss`` at ``alpha`` per resample, from one sort (see the two functions below)."""
-    order = np.argsort(loss, kind="stable")
-    values = loss[order]
-    w = np.ones((1, loss.shape[0])) if weights is None else np.asarray(weights, dtype=np.float64)[:, order]
-    cum = np.cumsum(w, axis=1)
-    total = cum[:, -1:]
+@njit(cache=True, _nrt=False, error_model="numpy")
+def _tail_row(values, order, weights, total, alpha):
+    """``(VaR, ES)`` at ``alpha`` of the losses ``values`` sorted ascending (``values[k] =
+    loss[order[k]]``) under the weights ``weights[n]`` (episode order) of sum ``total``.
+
+    With ``cum_k`` the weight of the k smallest losses and ``L = alpha T``, VaR is the first sorted
+    loss with ``cum_k >= L``, and ES sums ``clip(cum_k - L, 0, w_k) v_k / (T - L)``: the mass of each
+    loss inside the worst ``(1 - alpha)`` share. Only that tail is visited, from the worst loss down,
+    with ``cum_k = T - (weight above k)``: exact for counts (integers), so the VaR's index is the
+    one a full cumulative sum finds.
+    """
+    n = values.shape[0]
     level = alpha * total
     # The relative tolerance keeps alpha * n = 19.000000000000004 from skipping to the 20th loss.
-    var = values[np.argmax(cum >= level * (1.0 - 1e-12), axis=1)]
-    # Sorted ascending, the mass of each loss inside the worst (1 - alpha) share is what lies above
-    # alpha * total; the tail is measured from the same level so that the two cancel exactly.
-    take = np.clip(cum - level, 0.0, w)
-    es = (take @ values) / (total - level)[:, 0]
+    threshold = level * (1.0 - 1e-12)
+    above = 0.0
+    tail = 0.0
+    k = n - 1
+    while k >= 0:
+        w = weights[order[k]]
+        cum = total - above
+        if cum < threshold:
+            break
+        tail += min(max(cum - level, 0.0), w) * values[k]
+        above += w
+        k -= 1
+    return values[min(k + 1, n - 1)], tail / (total - level)
+
+
+@njit(cache=True, _nrt=False, error_model="numpy")
+def _tail_scan(values, order, weights, totals, alpha, var, es):
+    """:func:`_tail_row` of each row of ``weights[B, n]``, of sums ``totals[B]``."""
+    for b in range(weights.shape[0]):
+        var[b], es[b] = _tail_row(values, order, weights[b], totals[b], alpha)
+
+
+def _tail_risk(
+    loss: np.ndarray, weights: np.ndarray | None, alpha: float, prepared=None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(VaR, ES)`` of ``loss`` at ``alpha`` per resample, from one sort (see the two functions below)."""
+    order, values = prepared if prepared is not None else _sorted_losses(loss)
+    w = np.ones((1, loss.shape[0])) if weights is None else np.ascontiguousarray(weights, dtype=np.float64)
+    var, es = np.empty(w.shape[0]), np.empty(w.shape[0])
+    _tail_scan(values, order, w, w.sum(axis=1), alpha, var, es)
     return var, es
+
+
+def _sorted_losses(loss: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    order = np.argsort(loss, kind="stable")
+    return order, loss[order]
 
 
 def value_at_risk(loss, alpha: float = ALPHA, weights=None):
@@ -287,6 +334,55 @@ def vol_amplification(realised_vol, realised_vol_exo, weights=None):
     return np.sqrt(pooled_ratio(rv * rv, rx * rx, weights, empty=1.0))
 
 
+class _Episodes:
+    """One policy's per-episode values as the columns every statistic is a weighted mean of, and its
+    losses sorted once: prepared once, then evaluated on the sample and on every resample chunk."""
+
+    def __init__(self, per_episode: Mapping[str, np.ndarray], risk_aversion: float, pnl_scale: float, alpha: float):
+        pnl = np.asarray(per_episode["pnl"], dtype=np.float64)
+        self.pnl, self.alpha = pnl, alpha
+        self.lam = lam = risk_aversion / pnl_scale
+        moments, self.centre = _moment_columns(pnl)
+        exp_column, self.top = _exp_column(pnl, lam) if lam > 0.0 else (np.zeros_like(pnl), 0.0)
+        columns = {"moment": moments[:, 0], "moment2": moments[:, 1], "exp": exp_column}
+        vols = {
+            k: np.asarray(per_episode[k], dtype=np.float64) ** 2
+            for k in ("realised_vol", "realised_vol_exo", "realised_vol_no_agent_impact")
+            if k in per_episode
+        }
+        columns.update(vols)
+        columns.update(
+            {k: np.asarray(per_episode[k], dtype=np.float64) for k in ("turnover_usd", *_MEANS) if k in per_episode}
+        )
+        self.names = list(columns)
+        self.columns = np.column_stack(list(columns.values()))
+        self.losses = _sorted_losses(-pnl)
+
+    def statistics(self, weights=None, tail=None, total=None) -> dict[str, np.ndarray | float]:
+        """Every metric: floats, or one value per row of ``weights[B, n]``; for resample counts
+        (:func:`_resample_chunk`), ``tail`` is their ``(VaR, ES)`` already computed and ``total`` n."""
+        lam, weights = self.lam, None if weights is None else np.asarray(weights, dtype=np.float64)
+        means = dict(zip(self.names, _means(self.columns, weights, total).T, strict=True))
+        mean, var = _moments_from(np.column_stack([means["moment"], means["moment2"]]), self.centre)
+        var_95, cvar_95 = tail if tail is not None else _tail_risk(-self.pnl, weights, self.alpha, self.losses)
+        out: dict[str, np.ndarray] = {
+            "mean_variance": mean - lam / 2.0 * var,
+            "pnl_mean": mean,
+            "pnl_std": np.sqrt(var),
+            "var_95": var_95,
+            "cvar_95": cvar_95,
+            "entropic_risk": _entropic_from(means["exp"], self.top, self.pnl, lam, weights) if lam > 0.0 else -mean,
+            "slippage_bps": _ratio(1e4 * means["slippage_usd"], means["turnover_usd"], 0.0),
+            "vol_amplification": np.sqrt(_ratio(means["realised_vol"], means["realised_vol_exo"], 1.0)),
+        }
+        if "realised_vol_no_agent_impact" in means:
+            without = np.sqrt(_ratio(means["realised_vol_no_agent_impact"], means["realised_vol_exo"], 1.0))
+            out["vol_amplification_no_agent_impact"] = without
+            out["agent_vol_amplification"] = out["vol_amplification"] - without
+        out.update({k: means[k] for k in _MEANS if k in means})
+        return {k: (float(out[k][0]) if weights is None else out[k]) for k in METRICS if k in out}
+
+
 def episode_statistics(
     per_episode: Mapping[str, np.ndarray], risk_aversion: float, pnl_scale: float, weights=None, alpha: float = ALPHA
 ) -> dict[str, np.ndarray | float]:
@@ -297,58 +393,96 @@ def episode_statistics(
     The same formulas as the functions above, with all weighted means of a resample chunk from one
     matrix product. Returns floats, or ``B`` values per metric with ``weights[B, n]``.
     """
-    pnl = np.asarray(per_episode["pnl"], dtype=np.float64)
-    lam = risk_aversion / pnl_scale
-    moments, centre = _moment_columns(pnl)
-    exp_column, top = _exp_column(pnl, lam) if lam > 0.0 else (np.zeros_like(pnl), 0.0)
-    columns = {"moment": moments[:, 0], "moment2": moments[:, 1], "exp": exp_column}
-    vols = {
-        k: np.asarray(per_episode[k], dtype=np.float64) ** 2
-        for k in ("realised_vol", "realised_vol_exo", "realised_vol_no_agent_impact")
-        if k in per_episode
-    }
-    columns.update(vols)
-    columns.update(
-        {k: np.asarray(per_episode[k], dtype=np.float64) for k in ("turnover_usd", *_MEANS) if k in per_episode}
-    )
-    means = dict(zip(columns, _means(np.column_stack(list(columns.values())), weights).T, strict=True))
-
-    mean, var = _moments_from(np.column_stack([means["moment"], means["moment2"]]), centre)
-    var_95, cvar_95 = _tail_risk(-pnl, weights, alpha)
-    out: dict[str, np.ndarray] = {
-        "mean_variance": mean - lam / 2.0 * var,
-        "pnl_mean": mean,
-        "pnl_std": np.sqrt(var),
-        "var_95": var_95,
-        "cvar_95": cvar_95,
-        "entropic_risk": _entropic_from(means["exp"], top, pnl, lam, weights) if lam > 0.0 else -mean,
-        "slippage_bps": _ratio(1e4 * means["slippage_usd"], means["turnover_usd"], 0.0),
-        "vol_amplification": np.sqrt(_ratio(means["realised_vol"], means["realised_vol_exo"], 1.0)),
-    }
-    if "realised_vol_no_agent_impact" in means:
-        without = np.sqrt(_ratio(means["realised_vol_no_agent_impact"], means["realised_vol_exo"], 1.0))
-        out["vol_amplification_no_agent_impact"] = without
-        out["agent_vol_amplification"] = out["vol_amplification"] - without
-    out.update({k: means[k] for k in _MEANS if k in means})
-    return {k: (float(out[k][0]) if weights is None else out[k]) for k in METRICS if k in out}
+    return _Episodes(per_episode, risk_aversion, pnl_scale, alpha).statistics(weights)
 
 
 # ------------------------------------------------------------------------------------ bootstrap
+@njit(cache=True)
+def _resample_stream(seed):
+    """The key from which resample b's key is derived (``episode_key(stream, b)``)."""
+    return mix64(np.uint64(seed) ^ _BOOTSTRAP_STREAM)
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def _resample_chunk(stream, first, orders, values, alpha, counts, var, es):
+    """Resamples ``first, first + 1, ...`` into ``counts[b, n]``, and each policy's tail of each.
+
+    Resample b draws n episodes with replacement, draw j the episode ``floor(n u_j)`` of the uniforms
+    of its key ``episode_key(stream, b)``. ``orders[P, n]`` and ``values[P, n]``: each policy's
+    losses sorted (:func:`_sorted_losses`); ``var[P, B]``, ``es[P, B]``: their :func:`_tail_row`
+    under each resample (the row of counts is still in cache).
+    """
+    n = counts.shape[1]
+    for r in prange(counts.shape[0]):
+        key = episode_key(stream, first + np.uint64(r))
+        drawn = np.zeros(n, dtype=np.int32)
+        for j in range(n):
+            drawn[min(int(uniform(key, np.uint64(j)) * n), n - 1)] += 1
+        for i in range(n):
+            counts[r, i] = drawn[i]
+        for p in range(orders.shape[0]):
+            var[p, r], es[p, r] = _tail_row(values[p], orders[p], counts[r], float(n), alpha)
+
+
+def _resamples(n: int, n_resamples: int, seed: int, losses, alpha: float = ALPHA, chunk: int = _CHUNK):
+    """Chunks ``(counts[b, n], var[P, b], es[P, b])`` of :func:`_resample_chunk` for the sorted
+    losses ``losses`` (``[(order, values)]`` of P policies)."""
+    if n < 1:
+        raise ValueError(f"bootstrap needs at least one episode (got {n})")
+    if not 0 <= seed < 2**64:
+        raise ValueError(f"bootstrap seed must be in [0, 2**64) (got {seed})")
+    stream = np.uint64(_resample_stream(np.uint64(seed)))
+    orders = np.array([o for o, _ in losses], dtype=np.int64).reshape(len(losses), n)
+    values = np.array([v for _, v in losses], dtype=np.float64).reshape(len(losses), n)
+    rows = _chunk_rows(n, chunk)
+    for first in range(0, n_resamples, rows):
+        b = min(rows, n_resamples - first)
+        counts, var, es = np.empty((b, n)), np.empty((len(losses), b)), np.empty((len(losses), b))
+        _resample_chunk(stream, np.uint64(first), orders, values, alpha, counts, var, es)
+        yield counts, var, es
+
+
+def _chunk_rows(n: int, chunk: int) -> int:
+    return max(1, min(chunk, _CHUNK_BYTES // (8 * n)))
+
+
 def bootstrap_counts(
     n: int, n_resamples: int = N_RESAMPLES, seed: int = 0, chunk: int = _CHUNK
 ) -> Iterator[np.ndarray]:
     """Resample weights in chunks ``[<= chunk, n]``: entry (b, i) counts how often episode i is
-    drawn into resample b (n draws with replacement). The same ``seed`` gives the same resamples,
-    which is what pairs two policies' bootstraps."""
-    if n < 1:
-        raise ValueError(f"bootstrap needs at least one episode (got {n})")
-    rng = np.random.default_rng(seed)
-    done = 0
-    while done < n_resamples:
-        b = min(chunk, n_resamples - done)
-        idx = rng.integers(0, n, size=(b, n)) + (np.arange(b) * n)[:, None]
-        yield np.bincount(idx.ravel(), minlength=b * n).reshape(b, n).astype(np.float64)
-        done += b
+    drawn into resample b (n draws with replacement; at most 8 MB a chunk).
+
+    Resample b is a pure function of ``(seed, b)`` — the kernel's counter-based generator
+    (:func:`hedgegym.envs.kernel.uniform`) under a key of its own — whatever the chunking or the
+    threads: the same ``seed`` gives the same resamples, which is what pairs two policies'
+    bootstraps (common random numbers). :func:`bootstrap` uses exactly these.
+    """
+    for counts, _, _ in _resamples(n, n_resamples, seed, [], chunk=chunk):
+        yield counts
+
+
+def bootstrap_many(
+    per_episode: Mapping[str, Mapping[str, np.ndarray]],
+    risk_aversion: float,
+    pnl_scale: float,
+    n_resamples: int = N_RESAMPLES,
+    seed: int = 0,
+) -> dict[str, tuple[dict[str, float], dict[str, np.ndarray]]]:
+    """:func:`bootstrap` of several policies run on the same episodes, ``{name: (point, draws)}``:
+    each chunk of resamples is drawn once and weighs every policy (the pairing of
+    :func:`paired_difference`), and each policy's columns are prepared once."""
+    prepared = {name: _Episodes(data, risk_aversion, pnl_scale, ALPHA) for name, data in per_episode.items()}
+    sizes = {len(e.pnl) for e in prepared.values()}
+    if len(sizes) > 1:
+        raise ValueError(f"bootstrap_many: the policies have different numbers of episodes {sorted(sizes)}")
+    n = sizes.pop() if sizes else 0
+    points = {name: e.statistics() for name, e in prepared.items()}
+    chunks: dict[str, dict[str, list[np.ndarray]]] = {name: {k: [] for k in points[name]} for name in prepared}
+    for w, var, es in _resamples(n, n_resamples, seed, [e.losses for e in prepared.values()]):
+        for p, (name, e) in enumerate(prepared.items()):
+            for k, v in e.statistics(w, tail=(var[p], es[p]), total=float(n)).items():
+                chunks[name][k].append(v)
+    return {name: (points[name], {k: np.concatenate(v) for k, v in chunks[name].items()}) for name in prepared}
 
 
 def bootstrap(
@@ -359,14 +493,8 @@ def bootstrap(
     seed: int = 0,
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """``(point, draws)``: the statistics of :func:`episode_statistics` and their ``n_resamples``
-    bootstrap replicates (resampled episodes seeded by ``seed``)."""
-    n = len(per_episode["pnl"])
-    point = episode_statistics(per_episode, risk_aversion, pnl_scale)
-    chunks: dict[str, list[np.ndarray]] = {k: [] for k in point}
-    for w in bootstrap_counts(n, n_resamples, seed):
-        for k, v in episode_statistics(per_episode, risk_aversion, pnl_scale, weights=w).items():
-            chunks[k].append(v)
-    return point, {k: np.concatenate(v) for k, v in chunks.items()}
+    bootstrap replicates (the resamples of :func:`bootstrap_counts` seeded by ``seed``)."""
+    return bootstrap_many({"": per_episode}, risk_aversion, pnl_scale, n_resamples, seed)[""]
 
 
 def percentile_interval(draws: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float]:
