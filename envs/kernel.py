@@ -452,10 +452,12 @@ def _clearing_residual(y, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t
 
 
 @njit(cache=True, _nrt=False, inline="always")
-def _residual(y, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm, y_ref, a, c0):
-    """The clearing's residual: :func:`_clearing_residual`, or with a second-order feature that
-    shapes the clearing (implied-vol dynamics, cohorts) :func:`_clearing_residual_second_order`."""
-    if p.iv_dynamics or p.cohorts_on:
+def _residual(y, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm, y_ref, a, c0, second_order):
+    """The clearing's residual: :func:`_clearing_residual`, or, where ``second_order`` (implied-vol
+    dynamics or cohorts shape the clearing), :func:`_clearing_residual_second_order`. ``second_order``
+    is a compile-time constant of each :func:`clear_market` specialisation (omitted: False), so the
+    first-order clearing compiles to the first-order residual alone."""
+    if second_order:
         return _clearing_residual_second_order(
             y, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm, y_ref, a, c0
         )
@@ -528,7 +530,22 @@ CLEARING_BISECTIONS = 60
 
 
 @njit(cache=True, _nrt=False)
-def clear_market(s_pre, y_prev, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm, y_ref=0.0, a=0.0, c0=0.0):
+def clear_market(
+    s_pre,
+    y_prev,
+    h_prev,
+    hedging,
+    hold,
+    dealer_lines,
+    p,
+    step,
+    t,
+    sigma_atm,
+    y_ref=0.0,
+    a=0.0,
+    c0=0.0,
+    second_order=False,
+):
     """Solve the clearing equation of MODEL.md §3 for the log-price; returns (y, H, phi, crisis).
 
     The equation ``f(y) = 0`` (see :func:`_clearing_residual`) may have several roots in a stressed
@@ -547,7 +564,7 @@ def clear_market(s_pre, y_prev, h_prev, hedging, hold, dealer_lines, p, step, t,
     """
     floor = p.phi_floor
     f0, fp0, h0, phi0 = _residual(
-        s_pre, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm, y_ref, a, c0
+        s_pre, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm, y_ref, a, c0, second_order
     )
     if f0 == 0.0:
         if 1.0 + phi0 > floor:
@@ -568,7 +585,7 @@ def clear_market(s_pre, y_prev, h_prev, hedging, hold, dealer_lines, p, step, t,
                 converged = True
                 break
             f, fp, h, phi = _residual(
-                y, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm, y_ref, a, c0
+                y, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm, y_ref, a, c0, second_order
             )
         if trusted and converged and 1.0 + phi > floor:
             return y, h, phi, False
@@ -583,7 +600,7 @@ def clear_market(s_pre, y_prev, h_prev, hedging, hold, dealer_lines, p, step, t,
         for j in range(1, CLEARING_SCAN_CELLS + 1):
             cand = s_pre + cell * j if up else s_pre - cell * j
             fc, fpc, _, _ = _residual(
-                cand, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm, y_ref, a, c0
+                cand, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm, y_ref, a, c0, second_order
             )
             if (fc >= 0.0) == up:
                 hi = cand
@@ -597,7 +614,7 @@ def clear_market(s_pre, y_prev, h_prev, hedging, hold, dealer_lines, p, step, t,
                 for _ in range(CLEARING_BISECTIONS):
                     m = 0.5 * (a + b)
                     _, fpm, _, _ = _residual(
-                        m, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm, y_ref, a, c0
+                        m, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm, y_ref, a, c0, second_order
                     )
                     if fpm > 0.0:
                         a = m
@@ -605,7 +622,7 @@ def clear_market(s_pre, y_prev, h_prev, hedging, hold, dealer_lines, p, step, t,
                         b = m
                 turn = 0.5 * (a + b)
                 ft, _, _, _ = _residual(
-                    turn, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm, y_ref, a, c0
+                    turn, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm, y_ref, a, c0, second_order
                 )
                 if (ft >= 0.0) == up:
                     hi = turn
@@ -618,7 +635,7 @@ def clear_market(s_pre, y_prev, h_prev, hedging, hold, dealer_lines, p, step, t,
             for _ in range(CLEARING_BISECTIONS):
                 mid = 0.5 * (lo + hi)
                 fm, _, _, _ = _residual(
-                    mid, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm, y_ref, a, c0
+                    mid, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm, y_ref, a, c0, second_order
                 )
                 if (fm >= 0.0) == up:
                     hi = mid
@@ -626,12 +643,14 @@ def clear_market(s_pre, y_prev, h_prev, hedging, hold, dealer_lines, p, step, t,
                     lo = mid
             y = 0.5 * (lo + hi)
             f, fp, h, phi = _residual(
-                y, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm, y_ref, a, c0
+                y, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm, y_ref, a, c0, second_order
             )
             if 1.0 + phi > floor:
                 return y, h, phi, False
     y = y_prev + (s_pre - y_prev) / floor
-    _, _, h, _ = _residual(y, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm, y_ref, a, c0)
+    _, _, h, _ = _residual(
+        y, s_pre, h_prev, hedging, hold, dealer_lines, p, step, t, sigma_atm, y_ref, a, c0, second_order
+    )
     return y, h, phi0, True
 
 
@@ -795,9 +814,27 @@ def clearing(i, state, p, dealer_lines, halted, step_new, t_new, y_prev, sigma_a
     if rebalance:
         hold = state[i].dealer_hold if state[i].dealer_hold_step == step_new else 0.0
         if inv_d > 0.0:
-            y, h_new, phi, capped = clear_market(
-                s_pre, y_prev, h_prev, True, hold, dealer_lines, p, step_new, t_new, sigma_atm, y_prev
-            )
+            if p.iv_dynamics:
+                y, h_new, phi, capped = clear_market(
+                    s_pre,
+                    y_prev,
+                    h_prev,
+                    True,
+                    hold,
+                    dealer_lines,
+                    p,
+                    step_new,
+                    t_new,
+                    sigma_atm,
+                    y_prev,
+                    0.0,
+                    0.0,
+                    True,
+                )
+            else:
+                y, h_new, phi, capped = clear_market(
+                    s_pre, y_prev, h_prev, True, hold, dealer_lines, p, step_new, t_new, sigma_atm
+                )
         else:
             spot_pre = math.exp(s_pre)
             d_delta, d_gamma, _ = dealer_delta_gamma(dealer_lines, p, step_new, t_new, spot_pre, sig_pre)
@@ -823,7 +860,7 @@ def clearing(i, state, p, dealer_lines, halted, step_new, t_new, y_prev, sigma_a
             state[i].dealer_unwind = 0.0
             if inv_d > 0.0:
                 y, h_new, _, capped = clear_market(
-                    s_pre, y_prev, h_prev, False, h_prev - unwind, dealer_lines, p, step_new, t_new, sigma_atm, y_prev
+                    s_pre, y_prev, h_prev, False, h_prev - unwind, dealer_lines, p, step_new, t_new, sigma_atm
                 )
             else:
                 h_new = h_prev - unwind
@@ -1026,7 +1063,7 @@ def clearing_cohorts(i, state, ext, p, dealer_lines, halted, step_new, t_new, y_
     delta_y = delta_pre
     if mask != 0 and (a != 0.0 or c0 != 0.0):
         y, d_root, phi_c, capped = clear_market(
-            s_pre, y_prev, 0.0, a != 0.0, 0.0, dealer_lines, p, step_new, t_new, sigma_atm, y_prev, a, c0
+            s_pre, y_prev, 0.0, a != 0.0, 0.0, dealer_lines, p, step_new, t_new, sigma_atm, y_prev, a, c0, True
         )
         if a != 0.0:
             delta_y = d_root
