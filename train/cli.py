@@ -539,7 +539,9 @@ def matrix(
     baselines: str = typer.Option("all", "--baselines", "-b", help="all, none, or names separated by commas."),
     episodes: int = typer.Option(1000, "--episodes", "-n", help="Episodes per policy and scenario."),
     seed: int = typer.Option(0, "--seed", help="Seed of episode 0 (episode j uses seed + j)."),
-    block: int = typer.Option(4096, "--block", help="Episodes per Ray task (a multiple of 4096)."),
+    block: int = typer.Option(
+        None, "--block", help="Episodes per Ray task, a multiple of the evaluation batch (default: one batch)."
+    ),
     address: str = typer.Option(None, "--address", help="An existing Ray cluster (auto, HOST:6379); default local."),
     workers: int = typer.Option(None, "--workers", "-w", help="Tasks at once; default: CPUs / --cpus-per-task."),
     cpus_per_task: int = typer.Option(1, "--cpus-per-task", help="CPUs per task: its numba and torch threads."),

@@ -98,7 +98,8 @@ def ray_session(address: str | None, workers: int, cpus: int) -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if address is None:
-            ray.init(num_cpus=workers * cpus, **kwargs)
+            # "local": always a new Ray inside this process, never a cluster that happens to run here.
+            ray.init(address="local", num_cpus=workers * cpus, **kwargs)
         else:
             try:
                 ray.init(address=address, **kwargs)

@@ -2,23 +2,24 @@
 
 ``hedgegym matrix`` evaluates the same policies on several scenarios. Each (scenario, policy, seed
 block) is one Ray task that runs :func:`hedgegym.train.evaluate.evaluate` on that block (the
-policy's episodes with and without its own impact); each (scenario, policy) is then one task that
-bootstraps the merged episodes; the driver assembles one :class:`~hedgegym.train.evaluate.EvaluationResult`
-per scenario exactly as ``evaluate`` does, and writes what ``hedgegym evaluate`` writes, per
-scenario, plus ``matrix.{json,md,csv}`` side by side.
+policy's episodes with and without its own impact); each scenario is then one task that
+bootstraps its policies' merged episodes; the driver assembles one
+:class:`~hedgegym.train.evaluate.EvaluationResult` per scenario exactly as ``evaluate`` does, and
+writes what ``hedgegym evaluate`` writes, per scenario, plus ``matrix.{json,md,csv}`` beside them.
 
 **Common random numbers, bit for bit.** Episode j of every policy is seed ``seed + j``, as in a
-local run. A block is a whole number of evaluation batches (``batch_size``, 4096 rows), and block k
-covers the seeds of the local run's batches ``k * block / batch_size ...``: every batch a policy
-sees — the rows stepped together, the observations a torch network reads in one forward pass —
+local run. A block is a whole number of evaluation batches (``batch_size``,
+:data:`hedgegym.train.evaluate.BATCH` rows), and block k covers the seeds of the local run's
+batches ``k * block / batch_size ...``: every batch a policy sees — the rows stepped together, the
+observations a torch network reads in one forward pass (whose rounding can depend on the batch) —
 is the batch it sees in ``hedgegym evaluate``, so the per-episode numbers are the same floating
-point numbers, and so are the bootstrap intervals (the same resamples, seeded by ``seed``). That
-holds on one machine, or on a cluster whose nodes have the same CPU and libraries (numba compiles
-for the CPU it runs on). ``local=True`` runs the same work in this process without Ray: the
-reference the tests compare with.
+point numbers, and so are the bootstrap intervals (the same call on the same arrays: the same
+resamples, seeded by ``seed``). That holds on one machine, or on a cluster whose nodes have the
+same CPU and libraries (numba compiles for the CPU it runs on). ``local=True`` runs the same work
+in this process without Ray: the reference the tests compare with.
 
 Example:
-    >>> seed_blocks(10_000, seed=7, block=4096)
+    >>> seed_blocks(10_000, seed=7, block=4096, batch_size=4096)
     [(7, 4096), (4103, 4096), (8199, 1808)]
     >>> seed_blocks(100, seed=0, block=100, batch_size=4096)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
@@ -131,13 +132,24 @@ def simulate_block(
     return result.per_episode[name], (result.samples[name] if n_sample_paths else {})
 
 
-def bootstrap_policy(
-    risk_aversion: float, pnl_scale: float, n_resamples: int, seed: int, *blocks: dict[str, np.ndarray]
-) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """One (scenario, policy): the bootstrap of its merged episodes (``blocks`` in seed order), as
-    ``evaluate`` computes it."""
-    merged = merge_blocks(blocks)
-    return M.bootstrap(merged, risk_aversion, pnl_scale, n_resamples, seed)
+def bootstrap_scenario(
+    names: Sequence[str], n_blocks: int, risk_aversion: float, pnl_scale: float, n_resamples: int, seed: int, *blocks
+) -> dict[str, tuple[dict[str, float], dict[str, np.ndarray]]]:
+    """One scenario: the bootstraps of its policies' merged episodes, ``{name: (point, draws)}``.
+
+    ``blocks``: each policy's ``n_blocks`` blocks in seed order, policy after policy. The same call
+    as ``evaluate``'s, on the same arrays: one set of resamples weighs every policy.
+    """
+    per_episode = {name: merge_blocks(blocks[i * n_blocks : (i + 1) * n_blocks]) for i, name in enumerate(names)}
+    return bootstrap_all(per_episode, risk_aversion, pnl_scale, n_resamples, seed)
+
+
+def bootstrap_all(per_episode, risk_aversion: float, pnl_scale: float, n_resamples: int, seed: int) -> dict:
+    """What :func:`hedgegym.train.evaluate.evaluate` bootstraps: every policy on one set of resamples."""
+    many = getattr(M, "bootstrap_many", None)
+    if many is not None:
+        return dict(many(per_episode, risk_aversion, pnl_scale, n_resamples, seed))
+    return {n: M.bootstrap(v, risk_aversion, pnl_scale, n_resamples, seed) for n, v in per_episode.items()}
 
 
 def merge_blocks(blocks: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -269,7 +281,7 @@ def evaluate_matrix(
     episodes: int = 1000,
     seed: int = 0,
     *,
-    block: int = BATCH,
+    block: int | None = None,
     batch_size: int = BATCH,
     n_resamples: int = M.N_RESAMPLES,
     local: bool = False,
@@ -283,7 +295,8 @@ def evaluate_matrix(
     ``policies``: ``--policy`` strings (model zips, ``module:function``); ``baselines`` as for
     ``hedgegym evaluate``. Each scenario's result equals ``evaluate(...)`` of the same policies on
     it with the same ``episodes``, ``seed`` and ``batch_size``, bit for bit. ``progress(done, total)``
-    counts tasks (scenarios when ``local``).
+    counts tasks (scenarios when ``local``). ``block``: episodes per task, a multiple of
+    ``batch_size`` (default: one batch).
     """
     started = time.perf_counter()
     check_count(episodes, "--episodes", "episode")
@@ -293,6 +306,7 @@ def evaluate_matrix(
     check_positive("--cpus-per-task", cpus_per_task, 256)
     if workers is not None:
         check_positive("--workers", workers, 1024)
+    block = batch_size if block is None else block
     blocks = seed_blocks(episodes, seed, block, batch_size)
     names = [c.name for c in scenarios]
     if not names:
@@ -340,7 +354,7 @@ def _run_ray(plans, blocks, episodes, seed, batch_size, n_resamples, cpus, progr
 
     # Two returns: the block's per-episode columns (what the bootstrap needs) and its sample paths.
     simulate = ray.remote(simulate_block).options(num_cpus=cpus, num_returns=2)
-    boot = ray.remote(bootstrap_policy).options(num_cpus=cpus)
+    boot = ray.remote(bootstrap_scenario).options(num_cpus=cpus)
     cwd = os.getcwd()
     block_refs: dict[tuple[str, str], list] = {}
     for name, plan in plans.items():
@@ -353,13 +367,15 @@ def _run_ray(plans, blocks, episodes, seed, batch_size, n_resamples, cpus, progr
                 for k, (first, count) in enumerate(blocks)
             ]
     boot_refs = {}
-    for (name, policy), refs in block_refs.items():
-        config = plans[name].config
+    for name, plan in plans.items():
+        config = plan.config
         # The blocks' refs as arguments of their own: Ray hands the task their values.
-        boot_refs[name, policy] = boot.remote(
-            config.agent.risk_aversion, config.pnl_scale, n_resamples, seed, *(columns for columns, _ in refs)
+        columns = [columns for policy in plan.specs for columns, _ in block_refs[name, policy]]
+        boot_refs[name] = boot.remote(
+            list(plan.specs), len(blocks), config.agent.risk_aversion, config.pnl_scale, n_resamples, seed, *columns
         )
-    pending = [r for refs in block_refs.values() for pair in refs for r in pair] + list(boot_refs.values())
+    # One ref per task: a block's columns (its sample paths come with them), each scenario's bootstrap.
+    pending = [columns for refs in block_refs.values() for columns, _ in refs] + list(boot_refs.values())
     total, done = len(pending), 0
     while pending:
         ready, pending = ray.wait(pending, num_returns=1)
@@ -369,11 +385,12 @@ def _run_ray(plans, blocks, episodes, seed, batch_size, n_resamples, cpus, progr
     results = {}
     for name, plan in plans.items():
         per_episode, samples, point, draws = {}, {}, {}, {}
+        boots = ray.get(boot_refs[name])
         for policy in plan.specs:
             refs = block_refs[name, policy]
             per_episode[policy] = merge_blocks(ray.get([columns for columns, _ in refs]))
             samples[policy] = ray.get(refs[0][1])
-            point[policy], draws[policy] = ray.get(boot_refs[name, policy])
+            point[policy], draws[policy] = boots[policy]
         results[name] = assemble(plan, per_episode, samples, point, draws, episodes, seed, n_resamples)
     return results, total
 
