@@ -118,6 +118,9 @@ def test_shipped_config_trains_saves_and_evaluates(path, tmp_path):
     assert metrics["seed"] == cfg.evaluation.seed and metrics["episodes"] == 20
     assert len(metrics["policies"]) == 1 + len(cfg.evaluation.baselines)
     assert result.evaluation is not None and result.best_objective is not None
+    if control is not None:  # the untrained policy (= its hedger) is a candidate for best_model.zip
+        history = json.loads((run / "history.json").read_text())
+        assert history["evaluations"][0]["timesteps"] == 0
 
 
 @pytest.mark.parametrize("name", ["ppo_multi", "sac_multi"])
