@@ -695,7 +695,7 @@ class Baseline:
         actions = self.actions(market)
         return actions[0] if np.ndim(obs) == 1 else actions
 
-    @property
+    @cached_property
     def fused(self) -> bool:
         """Whether :meth:`rollout` can step a market: a compiled hedger on a fixed venue."""
         return self.compiled and self._venue_code != ROUTED

@@ -149,7 +149,7 @@ def run_policy(
         if fused and not m:
             _rollout(policy, market, steps, name, progress)
         else:
-            sample = _step_loop(policy, market, steps, name, n_act, m, compiled, progress) or sample
+            sample = _step_loop(policy, market, steps, name, n_act, m, compiled, fused, progress) or sample
         ep = market.episode_metrics()
         ep["spot_final"] = market.spot.copy()
         ep["exo_spot_final"] = market.exo_spot.copy()
@@ -174,7 +174,9 @@ def _rollout(policy: Baseline, market: Market, steps: int, name: str, progress) 
         raise_if_interrupted()
 
 
-def _step_loop(policy, market: Market, steps: int, name: str, n_act: int, m: int, compiled: bool, progress) -> dict:
+def _step_loop(
+    policy, market: Market, steps: int, name: str, n_act: int, m: int, compiled: bool, fused: bool, progress
+) -> dict:
     """All ``steps`` of ``market``, one Python round per step; records the first ``m`` rows' paths
     (the ``sample`` of :func:`run_policy`; empty when ``m`` is 0)."""
     spot, exo, pnl = np.empty((m, steps + 1)), np.empty((m, steps + 1)), np.empty((m, steps + 1))
@@ -186,8 +188,12 @@ def _step_loop(policy, market: Market, steps: int, name: str, n_act: int, m: int
     for k in range(steps):
         if policy is None:
             out = market.step()
+        elif fused:
+            if not policy.rollout(market, 1):
+                raise PolicyError(f"policy {name!r} returned NaN or inf actions")
+            out = market.out
         elif compiled:
-            # A classical hedger: its actions and their mapping to trades in one compiled pass.
+            # A routed hedger: its actions (routing in NumPy) and their mapping to the kernel's trades.
             trades, finite = policy.market_trades(market, out=trades)
             if not finite:
                 raise PolicyError(f"policy {name!r} returned NaN or inf actions")

@@ -60,8 +60,8 @@ from hedgegym.envs.kernel import episode_key, mix64, uniform
 CONFIDENCE = 0.95
 N_RESAMPLES = 1000
 ALPHA = 0.95
-# Resamples per chunk: at most 100, and the weights matrix chunk x episodes float64 within 8 MB.
-_CHUNK = 100
+# Resamples per chunk: at most 96 (groups of 8), and the weights matrix chunk x episodes float64 within 8 MB.
+_CHUNK = 96
 _CHUNK_BYTES = 8 << 20
 # The bootstrap's random stream is the kernel's counter-based generator under its own key, derived
 # from the seed through this constant: never the key of a simulated episode ("bootstrap" in ASCII).
@@ -138,13 +138,70 @@ def _means(columns: np.ndarray, weights: np.ndarray | None, total: float | None 
     """Weighted means ``[B, k]`` of the columns ``[n, k]`` (``B = 1`` without weights); ``total``:
     the sum of every row of weights when known (n for resample counts).
 
-    One matrix product serves every statistic of a resample chunk: one BLAS call instead of one
-    per metric, which matters at 10,000 episodes x 1,000 resamples.
+    Without weights, NumPy's mean; with them, one compiled pass (:func:`_weighted_sums`) serves
+    every statistic of a resample chunk, which matters at 10,000 episodes x 1,000 resamples.
     """
     if weights is None:
         return columns.mean(axis=0, keepdims=True)
-    w = np.asarray(weights, dtype=np.float64)
-    return (w @ columns) / (w.sum(axis=1, keepdims=True) if total is None else total)
+    w = np.ascontiguousarray(weights, dtype=np.float64)
+    sums = np.empty((w.shape[0], columns.shape[1]))
+    _weighted_sums(w, np.ascontiguousarray(columns.T), sums)
+    return sums / (w.sum(axis=1, keepdims=True) if total is None else total)
+
+
+# Weighted sums leave their summation order to the vectoriser (like a BLAS matrix product): the same
+# numbers for a given machine and build, which may differ from another's in the last bits.
+_SUM_FLAGS = {"reassoc", "contract"}
+_GROUP = 8
+"""Resamples whose weighted sums share each pass over a column."""
+
+
+@njit(cache=True, _nrt=False, fastmath=_SUM_FLAGS)
+def _dot_group(w, r, x, out, c):
+    """``out[r + q, c] = w[r + q] . x`` for the 8 rows ``r .. r + 7``: one pass over ``x``."""
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+    for i in range(x.shape[0]):
+        xi = x[i]
+        s0 += w[r, i] * xi
+        s1 += w[r + 1, i] * xi
+        s2 += w[r + 2, i] * xi
+        s3 += w[r + 3, i] * xi
+        s4 += w[r + 4, i] * xi
+        s5 += w[r + 5, i] * xi
+        s6 += w[r + 6, i] * xi
+        s7 += w[r + 7, i] * xi
+    out[r, c], out[r + 1, c], out[r + 2, c], out[r + 3, c] = s0, s1, s2, s3
+    out[r + 4, c], out[r + 5, c], out[r + 6, c], out[r + 7, c] = s4, s5, s6, s7
+
+
+@njit(cache=True, _nrt=False, fastmath=_SUM_FLAGS)
+def _dot_row(w, r, x):
+    s = 0.0
+    for i in range(x.shape[0]):
+        s += w[r, i] * x[i]
+    return s
+
+
+@njit(cache=True, _nrt=False)
+def _row_sums(w, lo, hi, columns, out):
+    """``out[r, c] = sum_i w[r, i] columns[c, i]`` for the rows ``lo:hi`` of ``w[B, n]``, columns
+    ``[k, n]``: rows in groups of :data:`_GROUP`, each column read once per group."""
+    for c in range(columns.shape[0]):
+        r = lo
+        while r + _GROUP <= hi:
+            _dot_group(w, r, columns[c], out, c)
+            r += _GROUP
+        while r < hi:
+            out[r, c] = _dot_row(w, r, columns[c])
+            r += 1
+
+
+@njit(cache=True, parallel=True, _nrt=False)
+def _weighted_sums(w, columns, out):
+    """:func:`_row_sums` of every row of ``w[B, n]``, groups of rows spread over threads."""
+    rows = w.shape[0]
+    for g in prange((rows + _GROUP - 1) // _GROUP):
+        _row_sums(w, g * _GROUP, min((g + 1) * _GROUP, rows), columns, out)
 
 
 def _out(values: np.ndarray, weights: np.ndarray | None):
@@ -355,16 +412,33 @@ class _Episodes:
             {k: np.asarray(per_episode[k], dtype=np.float64) for k in ("turnover_usd", *_MEANS) if k in per_episode}
         )
         self.names = list(columns)
-        self.columns = np.column_stack(list(columns.values()))
         self.losses = _sorted_losses(-pnl)
+        # The sample statistics from NumPy's mean over episodes; the resamples' from the columns as rows.
+        stacked = np.column_stack(list(columns.values()))
+        self.point = self._statistics(
+            stacked.mean(axis=0, keepdims=True), None, _tail_risk(-pnl, None, alpha, self.losses)
+        )
+        self.columns = np.ascontiguousarray(stacked.T)
 
-    def statistics(self, weights=None, tail=None, total=None) -> dict[str, np.ndarray | float]:
-        """Every metric: floats, or one value per row of ``weights[B, n]``; for resample counts
-        (:func:`_resample_chunk`), ``tail`` is their ``(VaR, ES)`` already computed and ``total`` n."""
-        lam, weights = self.lam, None if weights is None else np.asarray(weights, dtype=np.float64)
-        means = dict(zip(self.names, _means(self.columns, weights, total).T, strict=True))
+    def statistics(self, weights=None, tail=None, sums=None) -> dict[str, np.ndarray | float]:
+        """Every metric: floats (the sample), or one value per row of ``weights[B, n]``; for resample
+        counts, ``tail`` (VaR, ES) and ``sums[B, k]`` (of each column) come computed
+        (:func:`_resample_chunk`), and every row sums to n."""
+        if weights is None:
+            return self.point
+        weights = np.asarray(weights, dtype=np.float64)
+        if sums is None:
+            means = _means(self.columns.T, weights)
+        else:
+            means = sums / float(weights.shape[1])
+        tail = tail if tail is not None else _tail_risk(-self.pnl, weights, self.alpha, self.losses)
+        return self._statistics(means, weights, tail)
+
+    def _statistics(self, means: np.ndarray, weights, tail) -> dict[str, np.ndarray | float]:
+        lam = self.lam
+        means = dict(zip(self.names, means.T, strict=True))
         mean, var = _moments_from(np.column_stack([means["moment"], means["moment2"]]), self.centre)
-        var_95, cvar_95 = tail if tail is not None else _tail_risk(-self.pnl, weights, self.alpha, self.losses)
+        var_95, cvar_95 = tail
         out: dict[str, np.ndarray] = {
             "mean_variance": mean - lam / 2.0 * var,
             "pnl_mean": mean,
@@ -404,42 +478,52 @@ def _resample_stream(seed):
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def _resample_chunk(stream, first, orders, values, alpha, counts, var, es):
-    """Resamples ``first, first + 1, ...`` into ``counts[b, n]``, and each policy's tail of each.
+def _resample_chunk(stream, first, orders, values, columns, alpha, counts, sums, var, es):
+    """Resamples ``first, first + 1, ...`` into ``counts[b, n]``, and every policy's statistics of them.
 
     Resample b draws n episodes with replacement, draw j the episode ``floor(n u_j)`` of the uniforms
-    of its key ``episode_key(stream, b)``. ``orders[P, n]`` and ``values[P, n]``: each policy's
-    losses sorted (:func:`_sorted_losses`); ``var[P, B]``, ``es[P, B]``: their :func:`_tail_row`
-    under each resample (the row of counts is still in cache).
+    of its key ``episode_key(stream, b)``. Per policy p: ``orders[p]`` and ``values[p]`` its losses
+    sorted (:func:`_sorted_losses`), ``columns[p]`` its columns ``[k, n]``; out: ``sums[p, b]``, the
+    weighted sums of each column, and ``var[p, b]``, ``es[p, b]`` (:func:`_tail_row`). Groups of
+    :data:`_GROUP` resamples are spread over threads, and computed while their counts are in cache.
     """
-    n = counts.shape[1]
-    for r in prange(counts.shape[0]):
-        key = episode_key(stream, first + np.uint64(r))
+    rows, n = counts.shape
+    for g in prange((rows + _GROUP - 1) // _GROUP):
+        lo, hi = g * _GROUP, min((g + 1) * _GROUP, rows)
         drawn = np.zeros(n, dtype=np.int32)
-        for j in range(n):
-            drawn[min(int(uniform(key, np.uint64(j)) * n), n - 1)] += 1
-        for i in range(n):
-            counts[r, i] = drawn[i]
-        for p in range(orders.shape[0]):
-            var[p, r], es[p, r] = _tail_row(values[p], orders[p], counts[r], float(n), alpha)
+        for r in range(lo, hi):
+            key = episode_key(stream, first + np.uint64(r))
+            drawn[:] = 0
+            for j in range(n):
+                drawn[min(int(uniform(key, np.uint64(j)) * n), n - 1)] += 1
+            for i in range(n):
+                counts[r, i] = drawn[i]
+            for p in range(orders.shape[0]):
+                var[p, r], es[p, r] = _tail_row(values[p], orders[p], counts[r], float(n), alpha)
+        for p in range(columns.shape[0]):
+            _row_sums(counts, lo, hi, columns[p], sums[p])
 
 
-def _resamples(n: int, n_resamples: int, seed: int, losses, alpha: float = ALPHA, chunk: int = _CHUNK):
-    """Chunks ``(counts[b, n], var[P, b], es[P, b])`` of :func:`_resample_chunk` for the sorted
-    losses ``losses`` (``[(order, values)]`` of P policies)."""
+def _resamples(n: int, n_resamples: int, seed: int, episodes=(), alpha: float = ALPHA, chunk: int = _CHUNK):
+    """Chunks ``(counts[b, n], sums[P, b, k], var[P, b], es[P, b])`` of :func:`_resample_chunk` for
+    the prepared policies ``episodes`` (:class:`_Episodes`, all with the same columns)."""
     if n < 1:
         raise ValueError(f"bootstrap needs at least one episode (got {n})")
     if not 0 <= seed < 2**64:
         raise ValueError(f"bootstrap seed must be in [0, 2**64) (got {seed})")
     stream = np.uint64(_resample_stream(np.uint64(seed)))
-    orders = np.array([o for o, _ in losses], dtype=np.int64).reshape(len(losses), n)
-    values = np.array([v for _, v in losses], dtype=np.float64).reshape(len(losses), n)
+    p = len(episodes)
+    orders = np.array([e.losses[0] for e in episodes], dtype=np.int64).reshape(p, n)
+    values = np.array([e.losses[1] for e in episodes], dtype=np.float64).reshape(p, n)
+    k = episodes[0].columns.shape[0] if episodes else 0
+    columns = np.array([e.columns for e in episodes], dtype=np.float64).reshape(p, k, n)
     rows = _chunk_rows(n, chunk)
     for first in range(0, n_resamples, rows):
         b = min(rows, n_resamples - first)
-        counts, var, es = np.empty((b, n)), np.empty((len(losses), b)), np.empty((len(losses), b))
-        _resample_chunk(stream, np.uint64(first), orders, values, alpha, counts, var, es)
-        yield counts, var, es
+        counts, sums = np.empty((b, n)), np.empty((p, b, columns.shape[1]))
+        var, es = np.empty((p, b)), np.empty((p, b))
+        _resample_chunk(stream, np.uint64(first), orders, values, columns, alpha, counts, sums, var, es)
+        yield counts, sums, var, es
 
 
 def _chunk_rows(n: int, chunk: int) -> int:
@@ -457,7 +541,7 @@ def bootstrap_counts(
     threads: the same ``seed`` gives the same resamples, which is what pairs two policies'
     bootstraps (common random numbers). :func:`bootstrap` uses exactly these.
     """
-    for counts, _, _ in _resamples(n, n_resamples, seed, [], chunk=chunk):
+    for counts, _, _, _ in _resamples(n, n_resamples, seed, chunk=chunk):
         yield counts
 
 
@@ -476,13 +560,22 @@ def bootstrap_many(
     if len(sizes) > 1:
         raise ValueError(f"bootstrap_many: the policies have different numbers of episodes {sorted(sizes)}")
     n = sizes.pop() if sizes else 0
-    points = {name: e.statistics() for name, e in prepared.items()}
-    chunks: dict[str, dict[str, list[np.ndarray]]] = {name: {k: [] for k in points[name]} for name in prepared}
-    for w, var, es in _resamples(n, n_resamples, seed, [e.losses for e in prepared.values()]):
-        for p, (name, e) in enumerate(prepared.items()):
-            for k, v in e.statistics(w, tail=(var[p], es[p]), total=float(n)).items():
-                chunks[name][k].append(v)
-    return {name: (points[name], {k: np.concatenate(v) for k, v in chunks[name].items()}) for name in prepared}
+    # Policies with the same columns (all of one evaluation) share each chunk's compiled pass.
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for name, e in prepared.items():
+        groups.setdefault(tuple(e.names), []).append(name)
+    out = {}
+    for names in groups.values():
+        episodes = [prepared[name] for name in names]
+        chunks: dict[str, dict[str, list[np.ndarray]]] = {name: {k: [] for k in prepared[name].point} for name in names}
+        for w, sums, var, es in _resamples(n, n_resamples, seed, episodes):
+            for p, (name, e) in enumerate(zip(names, episodes, strict=True)):
+                for k, v in e.statistics(w, tail=(var[p], es[p]), sums=sums[p]).items():
+                    chunks[name][k].append(v)
+        out.update(
+            {name: (prepared[name].point, {k: np.concatenate(v) for k, v in chunks[name].items()}) for name in names}
+        )
+    return {name: out[name] for name in prepared}
 
 
 def bootstrap(
@@ -516,11 +609,23 @@ def estimate(value: float, draws: np.ndarray, confidence: float = CONFIDENCE) ->
     return Estimate(value, min(lo, value), max(hi, value))
 
 
+def _estimates(values: list[float], draws: list[np.ndarray], confidence: float) -> list[Estimate]:
+    """:func:`estimate` of each value with its replicates (all of one length): one quantile call."""
+    if not values:
+        return []
+    lows, highs = np.quantile(np.vstack(draws), [(1.0 - confidence) / 2.0, (1.0 + confidence) / 2.0], axis=1)
+    out = []
+    for value, lo, hi in zip(values, lows, highs, strict=True):
+        value, lo, hi = float(value), float(lo), float(hi)
+        out.append(Estimate(value, min(lo, value), max(hi, value)))
+    return out
+
+
 def summarize(
     point: Mapping[str, float], draws: Mapping[str, np.ndarray], confidence: float = CONFIDENCE
 ) -> dict[str, Estimate]:
     """Each statistic with its percentile interval (:func:`estimate`)."""
-    return {k: estimate(point[k], draws[k], confidence) for k in point}
+    return dict(zip(point, _estimates([point[k] for k in point], [draws[k] for k in point], confidence), strict=True))
 
 
 def paired_difference(
@@ -536,18 +641,15 @@ def paired_difference(
     seed and number of episodes, episode i of both on the same seed): then replicate ``j`` of the
     difference is the difference on resample ``j``.
     """
-    out = {}
-    for k in point_a:
-        if k not in point_b:
-            continue
+    keys = [k for k in point_a if k in point_b]
+    for k in keys:
         if draws_a[k].shape != draws_b[k].shape:
             raise ValueError(
                 f"paired_difference: {k!r} has {draws_a[k].shape} vs {draws_b[k].shape} "
                 "replicates; bootstrap both with the same seed and n_resamples"
             )
-        diff = draws_a[k] - draws_b[k]
-        out[k] = estimate(point_a[k] - point_b[k], diff, confidence)
-    return out
+    values = [point_a[k] - point_b[k] for k in keys]
+    return dict(zip(keys, _estimates(values, [draws_a[k] - draws_b[k] for k in keys], confidence), strict=True))
 
 
 def best_of(values: Mapping[str, float], better: str | None) -> str | None:

@@ -109,3 +109,10 @@ def test_bootstrap_many_is_each_policys_bootstrap_on_common_resamples():
             np.testing.assert_array_equal(many[name][1][k], draws[k], err_msg=k)
     with pytest.raises(ValueError, match="different numbers of episodes"):
         M.bootstrap_many({"a": a, "short": episodes(10)}, 1.0, 1e4, n_resamples=10)
+
+
+def test_summarize_and_paired_difference_are_estimate_of_each_statistic():
+    a, b = episodes(200, 1), episodes(200, 2)
+    (pa, da), (pb, db) = (M.bootstrap(x, 1.0, 1e4, n_resamples=100, seed=0) for x in (a, b))
+    assert M.summarize(pa, da) == {k: M.estimate(pa[k], da[k]) for k in pa}
+    assert M.paired_difference(pa, da, pb, db) == {k: M.estimate(pa[k] - pb[k], da[k] - db[k]) for k in pa}
