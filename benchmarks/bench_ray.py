@@ -71,8 +71,7 @@ def time_ray_start() -> float:
         "    ray.get(ray.remote(lambda: 1).remote())\n"
         "    print(time.perf_counter() - t)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
+    return float(_python(code))
 
 
 def bench_sweep(workdir: Path, trials: int, timesteps: int, workers: int) -> dict:
@@ -114,10 +113,15 @@ def time_direct_train(workdir: Path, timesteps: int) -> float:
         "train(cfg, out=sys.argv[1])\n"
         "print(time.perf_counter() - t)\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code, str(workdir / "direct")], capture_output=True, text=True, check=True
-    )
-    return float(out.stdout.strip().splitlines()[-1])
+    return float(_python(code, str(workdir / "direct")))
+
+
+def _python(code: str, *args: str) -> str:
+    """The last line ``code`` prints, run in a fresh interpreter; its stderr if it fails."""
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"the benchmark's subprocess failed:\n{out.stderr[-3000:]}")
+    return out.stdout.strip().splitlines()[-1]
 
 
 def bench_matrix(episodes: int, model: Path) -> dict:

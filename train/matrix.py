@@ -23,7 +23,7 @@ Example:
     [(7, 4096), (4103, 4096), (8199, 1808)]
     >>> seed_blocks(100, seed=0, block=100, batch_size=4096)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
-    hedgegym.envs.config.ConfigError: --block 100: must be a multiple of the evaluation batch (4096 episodes) ...
+    hedgegym.envs.config.ConfigError: --block 100: must be a multiple of the evaluation batch (4096 episodes)...
 """
 
 from __future__ import annotations

@@ -464,14 +464,10 @@ class _Reporter:
         self.best: float | None = None
 
     def start(self, resumed: bool) -> None:
-        if not resumed:
-            return
-        # The evaluations up to the checkpoint were reported before the worker died; go on from there.
-        latest = _read_json(self.run_dir / "checkpoints" / "latest.json", {})
-        self.last = int(latest.get("timesteps", 0))
-        for entry in _read_json(self.run_dir / "history.json", {}).get("evaluations", []):
-            if entry["timesteps"] <= self.last:
-                self.best = entry["objective"] if self.best is None else max(self.best, entry["objective"])
+        if resumed:
+            # The evaluations up to the checkpoint were reported before the worker died; go on from there.
+            latest = _read_json(self.run_dir / "checkpoints" / "latest.json", {})
+            self.last = int(latest.get("timesteps", 0))
 
     def callback(self):
         from stable_baselines3.common.callbacks import BaseCallback
@@ -498,12 +494,15 @@ class _Reporter:
 
         for entry in _read_json(self.run_dir / "history.json", {}).get("evaluations", []):
             t = int(entry["timesteps"])
-            # The evaluation at the end is reported with the final results: ASHA stops a trial that
-            # reaches its budget, and this one still has its final evaluation to run.
+            # The best so far counts every evaluation the run has made (one at timestep 0 too): it is
+            # the objective of the best_model.zip the run keeps.
+            self.best = entry["objective"] if self.best is None else max(self.best, entry["objective"])
+            # Reported: the evaluations after the last report and before the end. The one at the end
+            # comes with the final results: ASHA stops a trial that reaches its budget, and this one
+            # still has its final evaluation to run. Timestep 0 is no rung.
             if t <= self.last or t >= total:
                 continue
             self.last = t
-            self.best = entry["objective"] if self.best is None else max(self.best, entry["objective"])
             tune.report({METRIC: self.best, "last_objective": entry["objective"], TIME_ATTR: t})
 
     def final(self) -> None:
@@ -529,8 +528,10 @@ def run_summary(run_dir: Path, config: ExperimentConfig | None = None) -> dict[s
     history = _read_json(run_dir / "history.json", {})
     metrics = _read_json(run_dir / "evaluation" / "metrics.json", None)
     evaluations = history.get("evaluations", [])
+    # run_info's count is refreshed at checkpoints and heartbeats; a trial stopped between them got further.
+    reached = max([int(info.get("timesteps", 0)), *(int(e["timesteps"]) for e in evaluations)])
     out = {
-        "timesteps": int(info.get("timesteps", evaluations[-1]["timesteps"] if evaluations else 0)),
+        "timesteps": reached,
         "held_out_objective": max((e["objective"] for e in evaluations), default=None),
         "final_objective": None,
         "vs_best_baseline": None,

@@ -225,10 +225,6 @@ def test_matrix_equals_local_evaluation_bit_for_bit(model, tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     info = read(tmp_path / "ray" / "run_info.json")
     assert info["mode"] == "ray" and info["tasks"] == 2 * 3 + 2  # a block per scenario x policy, a bootstrap each
-    local = run("matrix", *matrix_args, *common, "--local", "--out", tmp_path / "local", timeout=300)
-    assert local.returncode == 0, local.stderr[-3000:]
-    for name in ("matrix.json", "matrix.csv"):
-        assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes(), name
     for scenario in scenarios:
         alone = run("evaluate", "--scenario", scenario, *common, "--out", tmp_path / scenario, timeout=300)
         assert alone.returncode == 0, alone.stderr[-3000:]
@@ -258,6 +254,8 @@ def test_matrix_seed_blocks_merge_to_the_single_process_run(model):
     configs = [resolve_scenario(name, None, {"episode.horizon_days": 1}) for name in ("default", "zero-dte")]
     result = evaluate_matrix(configs, policies, "delta", 300, 5, block=128, batch_size=64, workers=2)
     assert result.tasks == 2 * 3 * 3 + 2  # 3 blocks (128, 128, 44) per scenario x policy, a bootstrap each
+    local = evaluate_matrix(configs, policies, "delta", 300, 5, block=128, batch_size=64, local=True)
+    assert json.dumps(local.matrix_json()) == json.dumps(result.matrix_json())
     for config in configs:
         config, notes = with_policy_interface(config, policies)
         resolved = resolve_policies(["delta@spot", *policies], config)
@@ -265,6 +263,7 @@ def test_matrix_seed_blocks_merge_to_the_single_process_run(model):
         alone.notes = notes
         mine = result.results[config.name]
         assert json.dumps(mine.metrics_json()) == json.dumps(alone.metrics_json())
+        assert json.dumps(local.results[config.name].metrics_json()) == json.dumps(alone.metrics_json())
         assert mine.episodes_csv() == alone.episodes_csv()
         for name in alone.policies:
             for key, values in alone.samples[name].items():
@@ -282,19 +281,19 @@ def lean_hedger(obs, market):
     "args, expected",
     [
         (["--trials", "0"], ["error: --trials 0: must be an integer in [1, 10,000]"]),
-        (["--space", "field.yaml"], ["error: invalid search space in ", "ashaa: unknown field"]),
         (
-            ["--space", "spec.yaml"],
-            ["error: invalid search space in ", "loguniform: low must be > 0 (got [0.0, 0.001])"],
+            ["--space", "bad.yaml"],
+            [
+                "error: invalid search space in bad.yaml: ",
+                "ashaa: unknown field",  # a field the space does not have
+                "loguniform: low must be > 0 (got [0.0, 0.001])",  # a bad distribution
+            ],
         ),
     ],
 )
 def test_bad_sweep_input_is_one_line_before_ray_starts(args, expected, tmp_path):
-    (tmp_path / "field.yaml").write_text(
-        "parameters:\n  algorithm.hyperparameters.gamma: {uniform: [0.9, 0.99]}\nashaa: {}\n"
-    )
-    (tmp_path / "spec.yaml").write_text(
-        "parameters:\n  algorithm.hyperparameters.learning_rate: {loguniform: [0, 1.0e-3]}\n"
+    (tmp_path / "bad.yaml").write_text(
+        "parameters:\n  algorithm.hyperparameters.learning_rate: {loguniform: [0, 1.0e-3]}\nashaa: {}\n"
     )
     if "--space" not in args:
         args = [*args, "--space", str(SPACE)]
