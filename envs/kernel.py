@@ -824,27 +824,30 @@ def clearing(i, state, p, dealer_lines, halted, step_new, t_new, y_prev, sigma_a
     if rebalance:
         hold = state[i].dealer_hold if state[i].dealer_hold_step == step_new else 0.0
         if inv_d > 0.0:
-            # The ATM vol's move within the step shapes the clearing only in the second-order kernel.
-            iv = False
+            # The ATM vol's move within the step shapes the clearing only in the second-order kernel
+            # (a branch on the constant second_order is pruned before typing: no nested condition).
             if second_order:
-                iv = p.iv_dynamics
-            if iv:
-                y, h_new, phi, capped = clear_market(
-                    s_pre,
-                    y_prev,
-                    h_prev,
-                    rebalance,
-                    hold,
-                    dealer_lines,
-                    p,
-                    step_new,
-                    t_new,
-                    sigma_atm,
-                    y_prev,
-                    0.0,
-                    0.0,
-                    second_order,
-                )
+                if p.iv_dynamics:
+                    y, h_new, phi, capped = clear_market(
+                        s_pre,
+                        y_prev,
+                        h_prev,
+                        rebalance,
+                        hold,
+                        dealer_lines,
+                        p,
+                        step_new,
+                        t_new,
+                        sigma_atm,
+                        y_prev,
+                        0.0,
+                        0.0,
+                        True,
+                    )
+                else:
+                    y, h_new, phi, capped = clear_market(
+                        s_pre, y_prev, h_prev, True, hold, dealer_lines, p, step_new, t_new, sigma_atm
+                    )
             else:
                 y, h_new, phi, capped = clear_market(
                     s_pre, y_prev, h_prev, True, hold, dealer_lines, p, step_new, t_new, sigma_atm
