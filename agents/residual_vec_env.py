@@ -2,6 +2,19 @@
 
 Its own module because it imports stable-baselines3 (the control itself does not), and a
 checkpoint pickles it, so it must be importable by name.
+
+Example:
+    >>> import numpy as np
+    >>> from hedgegym.agents.residual import BandControl
+    >>> from hedgegym.envs.config import resolve_config
+    >>> from hedgegym.envs.sb3_vec_env import make_sb3_vec_env
+    >>> config = resolve_config("default")
+    >>> venv = ResidualVecEnv(make_sb3_vec_env(config, n_envs=2, seed=0), BandControl.build("whalley_wilmott", config))
+    >>> venv.action_space.shape, venv.reset().shape
+    ((2,), (2, 19))
+    >>> obs, rewards, dones, infos = venv.step(np.zeros((2, 2), dtype=np.float32))
+    >>> bool(np.isfinite(rewards).all())
+    True
 """
 
 from __future__ import annotations
