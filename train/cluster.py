@@ -101,6 +101,7 @@ def ray_session(address: str | None, workers: int, cpus: int) -> Iterator[None]:
             # "local": always a new Ray inside this process, never a cluster that happens to run here.
             ray.init(address="local", num_cpus=workers * cpus, **kwargs)
         else:
+            _check_reachable(address)
             try:
                 ray.init(address=address, **kwargs)
             except (ConnectionError, ValueError, RuntimeError) as err:
@@ -112,3 +113,20 @@ def ray_session(address: str | None, workers: int, cpus: int) -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
+
+
+def _check_reachable(address: str) -> None:
+    """A ``HOST:PORT`` (or ``ray://HOST:PORT``) that accepts no connection is refused in seconds;
+    Ray itself waits minutes for a cluster that is not there. ``auto`` is left to Ray."""
+    import socket
+
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=5).close()
+    except OSError as err:
+        raise ConfigError(
+            f"--address {address!r}: cannot connect to a Ray cluster there ({err.strerror or err}); "
+            "start one with `ray start --head` or omit --address for a local Ray"
+        ) from None

@@ -804,6 +804,12 @@ def run_sweep(
     except SweepInterrupted:
         _update(sweep_dir, status="interrupted")
         raise
+    except ConfigError:
+        # Refused before any trial started (no cluster at --address, a space with no valid draw): a
+        # fresh sweep directory holds nothing worth keeping, and the same --out works again at once.
+        if resume is None and not any((sweep_dir / "trials").glob("*.json")):
+            shutil.rmtree(sweep_dir, ignore_errors=True)
+        raise
     finally:
         os.close(lock)
     result.seconds = time.monotonic() - started

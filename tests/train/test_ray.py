@@ -281,6 +281,7 @@ def lean_hedger(obs, market):
     "args, expected",
     [
         (["--trials", "0"], ["error: --trials 0: must be an integer in [1, 10,000]"]),
+        (["--address", "127.0.0.1:1"], ["error: --address '127.0.0.1:1': cannot connect to a Ray cluster there"]),
         (
             ["--space", "bad.yaml"],
             [
@@ -291,7 +292,7 @@ def lean_hedger(obs, market):
         ),
     ],
 )
-def test_bad_sweep_input_is_one_line_before_ray_starts(args, expected, tmp_path):
+def test_bad_sweep_input_is_one_line_and_leaves_no_sweep_directory(args, expected, tmp_path):
     (tmp_path / "bad.yaml").write_text(
         "parameters:\n  algorithm.hyperparameters.learning_rate: {loguniform: [0, 1.0e-3]}\nashaa: {}\n"
     )
