@@ -695,6 +695,8 @@ def reset_row(i, seed, episode, state, hedge, keys, p, venues, dealer_lines, age
     _, d_gamma = dealer_hedge_at(state, i, dealer_lines, p, 0, 0.0, spot, sigma_atm)
     state[i].gex = 0.01 * p.hedge_ratio * d_gamma * spot * spot
     state[i].phi = state[i].gex * p.dealer_inv_depth
+    if p.second_order:
+        reset_second_order(i, state, ext, p, dealer_lines, spot, sigma_atm)
     mark_book(state, i, agent_lines, p, 0, 0.0, spot, sigma_atm)
     if p.initial_delta_hedge:
         hedge[i, SPOT] = -state[i].book_delta
@@ -703,20 +705,10 @@ def reset_row(i, seed, episode, state, hedge, keys, p, venues, dealer_lines, age
 
 @njit(cache=True)
 def reset_rows(rows, seeds, episodes, state, hedge, keys, params, venues, dealer_lines, agent_lines, ext):
-    """Reset the listed rows; ``seeds`` and ``episodes`` (uint64) are per listed row. The second-order
-    state (``ext``) is reset by :func:`reset_second_order_rows`, called after this where a feature is on."""
+    """Reset the listed rows; ``seeds`` and ``episodes`` (uint64) are per listed row."""
     p = params[0]
     for n in range(rows.shape[0]):
         reset_row(rows[n], seeds[n], episodes[n], state, hedge, keys, p, venues, dealer_lines, agent_lines, ext)
-
-
-@njit(cache=True, _nrt=False)
-def reset_second_order_rows(rows, state, ext, params, dealer_lines):
-    """The second-order state of the listed rows, just reset by :func:`reset_rows` (at spot0 and the
-    initial ATM vol): :func:`reset_second_order`."""
-    p = params[0]
-    for n in range(rows.shape[0]):
-        reset_second_order(rows[n], state, ext, p, dealer_lines, p.spot0, state[rows[n]].atm_vol)
 
 
 # ------------------------------------------------------------------------------------ step phases
@@ -801,15 +793,14 @@ def impacted_log_price(i, state, p):
 
 
 @njit(cache=True, _nrt=False, inline="always")
-def clearing(i, state, p, dealer_lines, halted, step_new, t_new, y_prev, sigma_atm, second_order):
+def clearing(i, state, p, dealer_lines, halted, step_new, t_new, y_prev, sigma_atm):
     """Phase 3 (MODEL.md §3): the dealers trade to their new hedge at the price their own flow makes.
 
     At a rebalance step they hedge ``-hedge_ratio Delta`` of their live lines, and keep the hedge of
     lines settling at this very step (``dealer_hold``): options settle on the price before their
     hedges are unwound. That hedge becomes ``dealer_unwind`` and is traded away at the next step
     the dealers trade, through the clearing like any flow (at once, not spread). Returns
-    (dealer flow, phi, crisis). ``second_order`` (a constant of each step kernel) adds the ATM vol's
-    move with the price within the step (implied-vol dynamics, :func:`iv_at`)."""
+    (dealer flow, phi, crisis)."""
     ps = p.permanent_share
     s_pre, crisis = impacted_log_price(i, state, p)
     h_prev = state[i].dealer_hedge
@@ -818,36 +809,28 @@ def clearing(i, state, p, dealer_lines, halted, step_new, t_new, y_prev, sigma_a
     inv_d = p.dealer_inv_depth
     # With implied-vol dynamics the ATM vol moves with the price within the step (iv_at).
     sig_pre = sigma_atm
-    if second_order:
-        if p.iv_dynamics:
-            sig_pre = iv_at(p, sigma_atm, s_pre - y_prev)[0]
+    if p.iv_dynamics:
+        sig_pre = iv_at(p, sigma_atm, s_pre - y_prev)[0]
     if rebalance:
         hold = state[i].dealer_hold if state[i].dealer_hold_step == step_new else 0.0
         if inv_d > 0.0:
-            # The ATM vol's move within the step shapes the clearing only in the second-order kernel
-            # (a branch on the constant second_order is pruned before typing: no nested condition).
-            if second_order:
-                if p.iv_dynamics:
-                    y, h_new, phi, capped = clear_market(
-                        s_pre,
-                        y_prev,
-                        h_prev,
-                        rebalance,
-                        hold,
-                        dealer_lines,
-                        p,
-                        step_new,
-                        t_new,
-                        sigma_atm,
-                        y_prev,
-                        0.0,
-                        0.0,
-                        True,
-                    )
-                else:
-                    y, h_new, phi, capped = clear_market(
-                        s_pre, y_prev, h_prev, True, hold, dealer_lines, p, step_new, t_new, sigma_atm
-                    )
+            if p.iv_dynamics:
+                y, h_new, phi, capped = clear_market(
+                    s_pre,
+                    y_prev,
+                    h_prev,
+                    True,
+                    hold,
+                    dealer_lines,
+                    p,
+                    step_new,
+                    t_new,
+                    sigma_atm,
+                    y_prev,
+                    0.0,
+                    0.0,
+                    True,
+                )
             else:
                 y, h_new, phi, capped = clear_market(
                     s_pre, y_prev, h_prev, True, hold, dealer_lines, p, step_new, t_new, sigma_atm
@@ -860,9 +843,8 @@ def clearing(i, state, p, dealer_lines, halted, step_new, t_new, y_prev, sigma_a
         nxt = next_rebalance_step(step_new, p)
         state[i].dealer_hold_step = nxt
         sig_y = sigma_atm
-        if second_order:
-            if p.iv_dynamics:
-                sig_y = iv_at(p, sigma_atm, y - y_prev)[0]
+        if p.iv_dynamics:
+            sig_y = iv_at(p, sigma_atm, y - y_prev)[0]
         state[i].dealer_hold = -p.hedge_ratio * settling_delta(dealer_lines, p, nxt, t_new, math.exp(y), sig_y)
         state[i].dealer_unwind = hold
     else:
@@ -890,7 +872,7 @@ def clearing(i, state, p, dealer_lines, halted, step_new, t_new, y_prev, sigma_a
 
 
 @njit(cache=True, _nrt=False, inline="always")
-def venue_dynamics(i, state, p, venues, key, step, dealer_flow, tau_f_prev, flow_perp, flow_future, second_order):
+def venue_dynamics(i, state, p, venues, key, step, dealer_flow, tau_f_prev, flow_perp=0.0, flow_future=0.0):
     """Phase 4 (MODEL.md §3–§4): transient impact decays by ``exp(-resilience dt)`` (Obizhaeva & Wang
     2013); the spot log-price is set; perp premium and futures basis follow exact OU updates and take
     the untransmitted share of the dealers' flow on their venue. Returns (new log-price, its price,
@@ -905,10 +887,7 @@ def venue_dynamics(i, state, p, venues, key, step, dealer_flow, tau_f_prev, flow
     premium = state[i].premium * p.premium_decay
     if p.premium_sd > 0.0:
         premium += p.premium_sd * step_normal(key, step, Z_PREMIUM)
-    cohorts = False
-    if second_order:
-        cohorts = p.cohorts_on
-    if cohorts:
+    if p.cohorts_on:
         premium += (1.0 - venues[PERP, V_TRANSMISSION]) * 0.01 * flow_perp * spot_new * venues[PERP, V_INV_DEPTH]
     else:
         premium += (1.0 - venues[PERP, V_TRANSMISSION]) * p.mix_perp * flow_usd * venues[PERP, V_INV_DEPTH]
@@ -916,7 +895,7 @@ def venue_dynamics(i, state, p, venues, key, step, dealer_flow, tau_f_prev, flow
     basis = p.basis_mean + (state[i].basis - p.basis_mean) * p.basis_decay
     if p.basis_sd > 0.0:
         basis += p.basis_sd * step_normal(key, step, Z_BASIS)
-    if cohorts:
+    if p.cohorts_on:
         basis += (
             (1.0 - venues[FUTURE, V_TRANSMISSION])
             * 0.01
@@ -1292,16 +1271,13 @@ def reset_second_order(i, state, ext, p, dealer_lines, spot, sigma_atm):
 
 
 # ------------------------------------------------------------------------------------ step
-@njit(cache=True, _nrt=False, inline="always")
-def step_row_body(i, state, hedge, keys, trades, p, venues, dealer_lines, agent_lines, out, ext, second_order):
+@njit(cache=True, _nrt=False)
+def step_row(i, state, hedge, keys, trades, p, venues, dealer_lines, agent_lines, out, ext):
     """Advance row ``i`` by one step (MODEL.md §1, items 1-6), phase by phase. See the module docstring.
 
-    ``second_order`` is a constant of each kernel (:func:`step_row`: False, :func:`step_row_second_order`:
-    True): inlined with False, every branch on it is pruned before typing, so the first-order step
-    compiles to the first-order phases alone. With True the second-order market's phases (README "The
-    market model") run under their flags: the ATM vol's own dynamics (``iv_dynamics``), the cohorts'
-    clearing (``cohorts_on``), the liquidation cascade (``liquidations``), and the measures into
-    ``ext``."""
+    The second-order market's phases (README "The market model") run under their flags: the ATM vol's
+    own dynamics (``iv_dynamics``), the cohorts' clearing (``cohorts_on``), the liquidation cascade
+    (``liquidations``), and the measures into ``ext`` (``second_order``)."""
     dt = p.dt
     step = int(state[i].step)
     step_new = step + 1
@@ -1317,43 +1293,35 @@ def step_row_body(i, state, hedge, keys, trades, p, venues, dealer_lines, agent_
     fees, slippage, notional, n_trades = agent_trades(i, state, hedge, trades, p, venues, halted, mids_prev, out)
     cash_after_trades = state[i].cash
     x_new = exogenous_move(i, state, p, key, step)
+    second_order = p.second_order
     sigma_prev = state[i].atm_vol
+    if p.iv_dynamics:
+        sigma_atm = iv_base(i, state, p, key, step)
+    else:
+        sigma_atm = atm_vol(p, state[i].v)
     crowded = False
     cohorts_traded = False
     flow_perp = 0.0
     flow_future = 0.0
-    if second_order:
-        if p.iv_dynamics:
-            sigma_atm = iv_base(i, state, p, key, step)
-        else:
-            sigma_atm = atm_vol(p, state[i].v)
-        if p.cohorts_on:
-            dealer_flow, flow_perp, flow_future, phi, crisis, crowded, cohorts_traded = clearing_cohorts(
-                i, state, ext, p, dealer_lines, halted, step_new, t_new, y_prev, sigma_atm
-            )
-        else:
-            dealer_flow, phi, crisis = clearing(
-                i, state, p, dealer_lines, halted, step_new, t_new, y_prev, sigma_atm, second_order
-            )
-        if p.liquidations:
-            long_usd, short_usd, rounds, adl = liquidation_cascade(i, state, ext, p, venues)
-            ext[i, X_LIQ_LONG_USD] = long_usd
-            ext[i, X_LIQ_SHORT_USD] = short_usd
-            ext[i, X_LIQ_ROUNDS] = rounds
-            ext[i, X_ADL_EVENTS_STEP] = adl
-    else:
-        sigma_atm = atm_vol(p, state[i].v)
-        dealer_flow, phi, crisis = clearing(
-            i, state, p, dealer_lines, halted, step_new, t_new, y_prev, sigma_atm, second_order
+    if p.cohorts_on:
+        dealer_flow, flow_perp, flow_future, phi, crisis, crowded, cohorts_traded = clearing_cohorts(
+            i, state, ext, p, dealer_lines, halted, step_new, t_new, y_prev, sigma_atm
         )
+    else:
+        dealer_flow, phi, crisis = clearing(i, state, p, dealer_lines, halted, step_new, t_new, y_prev, sigma_atm)
+    if p.liquidations:
+        long_usd, short_usd, rounds, adl = liquidation_cascade(i, state, ext, p, venues)
+        ext[i, X_LIQ_LONG_USD] = long_usd
+        ext[i, X_LIQ_SHORT_USD] = short_usd
+        ext[i, X_LIQ_ROUNDS] = rounds
+        ext[i, X_ADL_EVENTS_STEP] = adl
     y_new, spot_new, band_hit = venue_dynamics(
-        i, state, p, venues, key, step, dealer_flow, tau_f_prev, flow_perp, flow_future, second_order
+        i, state, p, venues, key, step, dealer_flow, tau_f_prev, flow_perp, flow_future
     )
     crisis = crisis or band_hit
-    if second_order:
-        if p.iv_dynamics:
-            # The ATM vol of the step's close: it moved with the whole step's return (spot_beta).
-            sigma_atm = iv_at(p, sigma_atm, y_new - y_prev)[0]
+    if p.iv_dynamics:
+        # The ATM vol of the step's close: it moved with the whole step's return (spot_beta).
+        sigma_atm = iv_at(p, sigma_atm, y_new - y_prev)[0]
     state[i].t = t_new
     state[i].step = step_new
     hedge_pnl, funding, carry, interest = hedge_and_cash(
@@ -1383,12 +1351,7 @@ def step_row_body(i, state, hedge, keys, trades, p, venues, dealer_lines, agent_
 
     # Phase 7: accumulators and the step's outputs.
     exo_ret = x_new - x_prev
-    inv_d = p.dealer_inv_depth
-    hr_gex = p.hedge_ratio
-    if second_order:
-        if p.cohorts_on:
-            inv_d = p.dealer_inv_depth_eff
-            hr_gex = p.dealer_hedge_ratio_eff
+    inv_d = p.dealer_inv_depth_eff if p.cohorts_on else p.dealer_inv_depth
     if inv_d > 0.0:
         gex = phi / inv_d
     elif dealer_lines.shape[0] == 0:
@@ -1396,7 +1359,7 @@ def step_row_body(i, state, hedge, keys, trades, p, venues, dealer_lines, agent_
     else:
         # Infinite depth: phi is 0 whatever the book; report the book's GEX anyway.
         _, d_gamma, _ = dealer_delta_gamma(dealer_lines, p, step_new, t_new, spot_new, sigma_atm)
-        gex = 0.01 * hr_gex * d_gamma * spot_new * spot_new
+        gex = 0.01 * (p.dealer_hedge_ratio_eff if p.cohorts_on else p.hedge_ratio) * d_gamma * spot_new * spot_new
     state[i].phi = phi
     state[i].gex = gex
     state[i].atm_vol = sigma_atm
@@ -1461,31 +1424,11 @@ def step_row_body(i, state, hedge, keys, trades, p, venues, dealer_lines, agent_
 
 
 @njit(cache=True, _nrt=False)
-def step_row(i, state, hedge, keys, trades, p, venues, dealer_lines, agent_lines, out, ext):
-    """The first-order step of row ``i`` (:func:`step_row_body`; ``ext`` is not touched)."""
-    step_row_body(i, state, hedge, keys, trades, p, venues, dealer_lines, agent_lines, out, ext, False)
-
-
-@njit(cache=True, _nrt=False)
-def step_row_second_order(i, state, hedge, keys, trades, p, venues, dealer_lines, agent_lines, out, ext):
-    """The step of row ``i`` with the second-order market (:func:`step_row_body`)."""
-    step_row_body(i, state, hedge, keys, trades, p, venues, dealer_lines, agent_lines, out, ext, True)
-
-
-@njit(cache=True, _nrt=False)
 def step_serial(state, hedge, keys, trades, params, venues, dealer_lines, agent_lines, out, ext):
-    """Step every row, single-threaded (the first-order market: every second-order flag off)."""
+    """Step every row, single-threaded."""
     p = params[0]
     for i in range(state.shape[0]):
         step_row(i, state, hedge, keys, trades, p, venues, dealer_lines, agent_lines, out, ext)
-
-
-@njit(cache=True, _nrt=False)
-def step_serial_second_order(state, hedge, keys, trades, params, venues, dealer_lines, agent_lines, out, ext):
-    """:func:`step_serial` with the second-order market (a scenario with any of its features on)."""
-    p = params[0]
-    for i in range(state.shape[0]):
-        step_row_second_order(i, state, hedge, keys, trades, p, venues, dealer_lines, agent_lines, out, ext)
 
 
 @njit(cache=True, parallel=True, _nrt=False)
@@ -1495,13 +1438,6 @@ def step_parallel(state, hedge, keys, trades, params, venues, dealer_lines, agen
     # from outside a prange into its body.
     for i in prange(state.shape[0]):
         step_row(i, state, hedge, keys, trades, params[0], venues, dealer_lines, agent_lines, out, ext)
-
-
-@njit(cache=True, parallel=True, _nrt=False)
-def step_parallel_second_order(state, hedge, keys, trades, params, venues, dealer_lines, agent_lines, out, ext):
-    """:func:`step_parallel` with the second-order market."""
-    for i in prange(state.shape[0]):
-        step_row_second_order(i, state, hedge, keys, trades, params[0], venues, dealer_lines, agent_lines, out, ext)
 
 
 # ------------------------------------------------------------------------------------ actions

@@ -420,11 +420,7 @@ class Market:
         self.params["agent_impact"] = bool(agent_impact)
         self.pin_strike = pin_strike(self.config)
         self.parallel = self.n_envs >= PARALLEL_THRESHOLD if parallel is None else bool(parallel)
-        second_order = bool(self.params["second_order"][0])
-        if second_order:
-            self._step_kernel = kernel.step_parallel_second_order if self.parallel else kernel.step_serial_second_order
-        else:
-            self._step_kernel = kernel.step_parallel if self.parallel else kernel.step_serial
+        self._step_kernel = kernel.step_parallel if self.parallel else kernel.step_serial
         self.state = np.zeros(self.n_envs, dtype=STATE_DTYPE)
         self.hedge = np.zeros((self.n_envs, N_VENUES))
         self.keys = np.zeros(self.n_envs, dtype=np.uint64)
@@ -461,8 +457,6 @@ class Market:
             self.agent_lines,
             self.ext,
         )
-        if self.second_order:
-            kernel.reset_second_order_rows(rows, self.state, self.ext, self.params, self.dealer_lines)
 
     def step(self, trades=None, check: bool = True) -> np.ndarray:
         """Advance every row by one step. ``trades[N, 3]``: coins per venue (zeros: agent inactive).

@@ -386,3 +386,21 @@ def test_every_feature_at_its_bounds_runs_finite(seed):
     market, _, _, _, _ = run_market(cfg, 4, seed0=seed)
     assert all(np.all(np.isfinite(v)) for v in market.episode_metrics().values())
     assert np.all(np.isfinite(market.observe()))
+
+
+@pytest.mark.parametrize("scenario", ["default", "liquidation-cascade", "crowded-dealers", "vanna-crash"])
+def test_the_public_step_kernels_step_the_market_the_market_steps(scenario):
+    # kernel.step_serial / step_parallel pick the first- or second-order step from params, so a caller
+    # stepping a Market's arrays itself (the baselines' rollout, the benchmarks) meets the same market.
+    from hedgegym.envs import kernel
+
+    cfg = load_scenario(scenario)
+    a, b = Market(cfg, n_envs=6, parallel=False), Market(cfg, n_envs=6, parallel=False)
+    trades = np.random.default_rng(1).uniform(-5.0, 5.0, (6, 3))
+    for m in (a, b):
+        m.reset(seeds=np.arange(6))
+    for k in range(a.episode_steps):
+        a.step(trades)
+        fn = kernel.step_serial if k % 2 else kernel.step_parallel
+        fn(b.state, b.hedge, b.keys, trades, b.params, b.venues, b.dealer_lines, b.agent_lines, b.out, b.ext)
+    assert a.state.tobytes() == b.state.tobytes() and a.ext.tobytes() == b.ext.tobytes()
