@@ -216,8 +216,15 @@ def leland_volatility(sigma, cost, dt, gamma_sign=-1.0):
 # run them, so there is one hedger, whichever loop drives it.
 @njit(cache=True, _nrt=False, inline="always")
 def net_delta_row(state, hedge, i, p):
-    """Net delta of row ``i``, coins: book delta + spot + perp + futures contracts x exp(r (T_f - t))."""
-    return state[i].book_delta + hedge[i, SPOT] + hedge[i, PERP] + hedge[i, FUTURE] * future_delta(state, i, p)
+    """Net delta of row ``i``, coins: book delta + spot + perp + futures contracts x exp(r (T_f - t))
+    (without futures, the exponential is not computed: its term is 0 either way)."""
+    futures = hedge[i, FUTURE]
+    return (
+        state[i].book_delta
+        + hedge[i, SPOT]
+        + hedge[i, PERP]
+        + (futures * future_delta(state, i, p) if futures != 0.0 else futures)
+    )
 
 
 @njit(cache=True, _nrt=False)

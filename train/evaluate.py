@@ -121,7 +121,10 @@ def run_policy(
     """Run one episode per seed (episode index 0) under ``policy``; returns ``(per_episode, sample)``.
 
     The one loop that steps a :class:`Market` for evaluation and for ``simulate`` (``policy=None``:
-    the agent is inactive). ``per_episode``: the columns of ``Market.episode_metrics`` plus
+    the agent is inactive). A classical hedger on a fixed venue (:attr:`Baseline.fused`) runs its
+    rows' steps in compiled chunks (:meth:`Baseline.rollout`: the same trades and kernel step as
+    the Python round, bit for bit); every other policy, and the recorded sample episodes, one
+    Python round per step. ``per_episode``: the columns of ``Market.episode_metrics`` plus
     ``spot_final`` and ``exo_spot_final``; ``sample``, of the first ``n_sample_paths`` episodes:
     ``spot`` and ``exo_spot`` ``[m, steps + 1]`` (USD), ``hedge`` ``[m, steps + 1, 3]`` (spot and
     perp in coins, future in contracts), ``pnl``, the cumulative P&L ``[m, steps + 1]`` (USD), and

@@ -55,7 +55,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, prange
 
-from hedgegym.envs.kernel import episode_key, mix64, uniform
+from hedgegym.envs.kernel import episode_key, mix64
 
 CONFIDENCE = 0.95
 N_RESAMPLES = 1000
@@ -477,25 +477,44 @@ def _resample_stream(seed):
     return mix64(np.uint64(seed) ^ _BOOTSTRAP_STREAM)
 
 
+_SPLITMIX_STEP = np.uint64(0x9E3779B97F4A7C15)
+"""SplitMix64's increment (Steele, Lea & Flood 2014): output j of a key is mix64(key + (j + 1) step)."""
+_LOW32, _SHIFT32 = np.uint64(0xFFFFFFFF), np.uint64(32)
+
+
+@njit(cache=True, _nrt=False)
+def _draw_counts(key, n, drawn):
+    """``drawn[i]``: how often episode i is drawn in n draws with replacement under ``key``. Output
+    j of SplitMix64 gives draws 2j and 2j + 1, its high and low 32 bits u, as episode
+    ``floor(u n / 2^32)`` (no bin is more likely than another by more than n / 2^32)."""
+    size = np.uint64(n)
+    for i in range(n):
+        drawn[i] = 0
+    for j in range((n + 1) // 2):
+        bits = mix64(key + (np.uint64(j) + np.uint64(1)) * _SPLITMIX_STEP)
+        drawn[((bits >> _SHIFT32) * size) >> _SHIFT32] += 1
+        if 2 * j + 1 < n:
+            drawn[((bits & _LOW32) * size) >> _SHIFT32] += 1
+
+
 @njit(cache=True, parallel=True, error_model="numpy")
-def _resample_chunk(stream, first, orders, values, columns, alpha, counts, sums, var, es):
+def _resample_chunk(stream, first, orders, values, columns, alpha, scratch, counts, sums, var, es):
     """Resamples ``first, first + 1, ...`` into ``counts[b, n]``, and every policy's statistics of them.
 
-    Resample b draws n episodes with replacement, draw j the episode ``floor(n u_j)`` of the uniforms
-    of its key ``episode_key(stream, b)``. Per policy p: ``orders[p]`` and ``values[p]`` its losses
-    sorted (:func:`_sorted_losses`), ``columns[p]`` its columns ``[k, n]``; out: ``sums[p, b]``, the
-    weighted sums of each column, and ``var[p, b]``, ``es[p, b]`` (:func:`_tail_row`). Groups of
-    :data:`_GROUP` resamples are spread over threads, and computed while their counts are in cache.
+    Resample b draws n episodes with replacement under its key ``episode_key(stream, b)``
+    (:func:`_draw_counts`, into a row of ``scratch[groups, n]``: 16-bit counts while n < 2^16, so a
+    row stays in a core's first-level cache). Per policy p: ``orders[p]`` and ``values[p]`` its
+    losses sorted (:func:`_sorted_losses`), ``columns[p]`` its columns ``[k, n]``; out:
+    ``sums[p, b]``, the weighted sums of each column, and ``var[p, b]``, ``es[p, b]``
+    (:func:`_tail_row`). Groups of :data:`_GROUP` resamples are spread over threads, and computed
+    while their counts are in cache.
     """
     rows, n = counts.shape
     for g in prange((rows + _GROUP - 1) // _GROUP):
         lo, hi = g * _GROUP, min((g + 1) * _GROUP, rows)
-        drawn = np.zeros(n, dtype=np.int32)
+        drawn = scratch[g]
         for r in range(lo, hi):
-            key = episode_key(stream, first + np.uint64(r))
-            drawn[:] = 0
-            for j in range(n):
-                drawn[min(int(uniform(key, np.uint64(j)) * n), n - 1)] += 1
+            _draw_counts(episode_key(stream, first + np.uint64(r)), n, drawn)
             for i in range(n):
                 counts[r, i] = drawn[i]
             for p in range(orders.shape[0]):
@@ -506,7 +525,9 @@ def _resample_chunk(stream, first, orders, values, columns, alpha, counts, sums,
 
 def _resamples(n: int, n_resamples: int, seed: int, episodes=(), alpha: float = ALPHA, chunk: int = _CHUNK):
     """Chunks ``(counts[b, n], sums[P, b, k], var[P, b], es[P, b])`` of :func:`_resample_chunk` for
-    the prepared policies ``episodes`` (:class:`_Episodes`, all with the same columns)."""
+    the prepared policies ``episodes`` (:class:`_Episodes`, all with the same columns). A column
+    that is zero on every episode of every policy (a cost the scenario does not charge) is not
+    summed: its sums are 0, exactly what summing gives."""
     if n < 1:
         raise ValueError(f"bootstrap needs at least one episode (got {n})")
     if not 0 <= seed < 2**64:
@@ -517,12 +538,17 @@ def _resamples(n: int, n_resamples: int, seed: int, episodes=(), alpha: float = 
     values = np.array([e.losses[1] for e in episodes], dtype=np.float64).reshape(p, n)
     k = episodes[0].columns.shape[0] if episodes else 0
     columns = np.array([e.columns for e in episodes], dtype=np.float64).reshape(p, k, n)
+    summed = np.flatnonzero(np.any(columns != 0.0, axis=(0, 2)))
+    columns = np.ascontiguousarray(columns[:, summed])
     rows = _chunk_rows(n, chunk)
+    scratch = np.empty(((rows + _GROUP - 1) // _GROUP, n), dtype=np.uint16 if n < 2**16 else np.int64)
     for first in range(0, n_resamples, rows):
         b = min(rows, n_resamples - first)
-        counts, sums = np.empty((b, n)), np.empty((p, b, columns.shape[1]))
+        counts, sums = np.empty((b, n)), np.zeros((p, b, k))
+        part = np.empty((p, b, summed.size))
         var, es = np.empty((p, b)), np.empty((p, b))
-        _resample_chunk(stream, np.uint64(first), orders, values, columns, alpha, counts, sums, var, es)
+        _resample_chunk(stream, np.uint64(first), orders, values, columns, alpha, scratch, counts, part, var, es)
+        sums[:, :, summed] = part
         yield counts, sums, var, es
 
 
@@ -536,10 +562,11 @@ def bootstrap_counts(
     """Resample weights in chunks ``[<= chunk, n]``: entry (b, i) counts how often episode i is
     drawn into resample b (n draws with replacement; at most 8 MB a chunk).
 
-    Resample b is a pure function of ``(seed, b)`` — the kernel's counter-based generator
-    (:func:`hedgegym.envs.kernel.uniform`) under a key of its own — whatever the chunking or the
-    threads: the same ``seed`` gives the same resamples, which is what pairs two policies'
-    bootstraps (common random numbers). :func:`bootstrap` uses exactly these.
+    Resample b is a pure function of ``(seed, b)`` — counter-based SplitMix64, the kernel's
+    generator (:func:`hedgegym.envs.kernel.mix64`), under a key of its own (:func:`_draw_counts`)
+    — whatever the chunking or the threads: the same ``seed`` gives the same resamples, which is
+    what pairs two policies' bootstraps (common random numbers). :func:`bootstrap` uses exactly
+    these.
     """
     for counts, _, _, _ in _resamples(n, n_resamples, seed, chunk=chunk):
         yield counts
