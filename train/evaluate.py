@@ -31,7 +31,7 @@ import csv
 import io
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -413,16 +413,52 @@ def evaluate(
         per_episode[name] = data
         samples[name] = sample
 
-    kappa, scale = config.agent.risk_aversion, config.pnl_scale
-    point, draws, estimates = {}, {}, {}
-    objectives = {name: objective(per_episode[name], config) for name in resolved}
     # One set of resamples weighs every policy: the bootstraps are paired across policies.
-    for name, (point[name], draws[name]) in M.bootstrap_many(per_episode, kappa, scale, n_resamples, seed).items():
-        estimates[name] = M.summarize(point[name], draws[name])
-
+    boots = M.bootstrap_many(per_episode, config.agent.risk_aversion, config.pnl_scale, n_resamples, seed)
     names = list(resolved)
-    baselines = [n for n in names if isinstance(resolved[n][0], Baseline)] or names
-    reference = M.best_of({n: objectives[n] for n in baselines}, "max") or names[0]
+    return assemble_result(
+        config,
+        per_episode,
+        samples,
+        {n: boots[n][0] for n in names},
+        {n: boots[n][1] for n in names},
+        baselines=[n for n in names if isinstance(resolved[n][0], Baseline)],
+        episodes=episodes,
+        seed=seed,
+        n_resamples=n_resamples,
+        sources={n: src for n, (_, src) in resolved.items()},
+        notes=notes,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def assemble_result(
+    config: ScenarioConfig,
+    per_episode: Mapping[str, dict[str, np.ndarray]],
+    samples: Mapping[str, dict[str, np.ndarray]],
+    point: Mapping[str, dict[str, float]],
+    draws: Mapping[str, dict[str, np.ndarray]],
+    *,
+    baselines: Sequence[str],
+    episodes: int,
+    seed: int,
+    n_resamples: int,
+    sources: Mapping[str, str],
+    notes: Sequence[str],
+    seconds: float = 0.0,
+) -> EvaluationResult:
+    """The :class:`EvaluationResult` of the policies of ``point`` (in its order) from their episodes
+    and bootstraps: objectives, intervals, the reference (the best of ``baselines`` by the objective,
+    or of every policy when none is a baseline), paired differences against it, the best per metric.
+
+    The tail of :func:`evaluate`, and of ``hedgegym matrix`` (:func:`hedgegym.train.matrix.assemble`),
+    which merges Ray blocks: one function, so the two agree bit for bit.
+    """
+    names = list(point)
+    objectives = {n: objective(per_episode[n], config) for n in names}
+    estimates = {n: M.summarize(point[n], draws[n]) for n in names}
+    candidates = [n for n in names if n in set(baselines)] or names
+    reference = M.best_of({n: objectives[n] for n in candidates}, "max") or names[0]
     paired = {n: M.paired_difference(point[n], draws[n], point[reference], draws[reference]) for n in names}
     best = {}
     for metric, spec in M.METRICS.items():
@@ -437,18 +473,18 @@ def evaluate(
         seed=int(seed),
         n_resamples=n_resamples,
         policies=names,
-        sources={n: src for n, (_, src) in resolved.items()},
-        per_episode=per_episode,
+        sources=dict(sources),
+        per_episode=dict(per_episode),
         estimates=estimates,
         paired=paired,
         reference=reference,
         best=best,
-        samples=samples,
+        samples=dict(samples),
         objectives=objectives,
-        notes=notes,
-        seconds=time.perf_counter() - started,
-        point=point,
-        draws=draws,
+        notes=list(notes),
+        seconds=seconds,
+        point=dict(point),
+        draws=dict(draws),
     )
 
 

@@ -44,7 +44,7 @@ import numpy as np
 from hedgegym.envs.config import ConfigError, ScenarioConfig
 from hedgegym.train import metrics as M
 from hedgegym.train.cluster import check_positive, ray_session, require_ray, set_worker_threads
-from hedgegym.train.evaluate import BATCH, OBJECTIVE, EvaluationResult, objective
+from hedgegym.train.evaluate import BATCH, OBJECTIVE, EvaluationResult, assemble_result
 from hedgegym.train.io import claim_dir, git_commit, safe_name, write_json_atomic, write_text_atomic
 from hedgegym.train.limits import check_count, check_seed
 
@@ -407,39 +407,20 @@ def assemble(
 ) -> EvaluationResult:
     """The :class:`EvaluationResult` of one scenario from its policies' merged episodes and bootstraps.
 
-    The same steps as the end of :func:`hedgegym.train.evaluate.evaluate` (objectives, intervals,
-    the reference — the best baseline by the objective —, paired differences, the best per metric);
-    ``tests/train/test_ray.py`` checks the two agree bit for bit.
+    The end of :func:`hedgegym.train.evaluate.evaluate` itself (:func:`~hedgegym.train.evaluate.assemble_result`:
+    objectives, intervals, the reference — the best baseline by the objective —, paired differences,
+    the best per metric); ``tests/train/test_ray.py`` checks the two agree bit for bit.
     """
-    config = plan.config
-    names = list(plan.specs)
-    objectives = {n: objective(per_episode[n], config) for n in names}
-    estimates = {n: M.summarize(point[n], draws[n]) for n in names}
-    baselines = [n for n in names if n in plan.baselines] or names
-    reference = M.best_of({n: objectives[n] for n in baselines}, "max") or names[0]
-    paired = {n: M.paired_difference(point[n], draws[n], point[reference], draws[reference]) for n in names}
-    best = {}
-    for metric, spec in M.METRICS.items():
-        if metric in point[names[0]]:
-            values = objectives if metric == OBJECTIVE else {n: point[n][metric] for n in names}
-            winner = M.best_of(values, spec.better)
-            if winner is not None:
-                best[metric] = winner
-    return EvaluationResult(
-        config=config,
-        episodes=int(episodes),
-        seed=int(seed),
+    return assemble_result(
+        plan.config,
+        per_episode,
+        samples,
+        {n: point[n] for n in plan.specs},
+        draws,
+        baselines=plan.baselines,
+        episodes=episodes,
+        seed=seed,
         n_resamples=n_resamples,
-        policies=names,
-        sources=dict(plan.sources),
-        per_episode=dict(per_episode),
-        estimates=estimates,
-        paired=paired,
-        reference=reference,
-        best=best,
-        samples=dict(samples),
-        objectives=objectives,
-        notes=list(plan.notes),
-        point=dict(point),
-        draws=dict(draws),
+        sources=plan.sources,
+        notes=plan.notes,
     )
