@@ -320,6 +320,26 @@ def _print_run(result) -> None:
         )
 
 
+def evaluation_command(name, sources, sets, baselines, policy, episodes, seed, run_dir) -> str:
+    """The command line that repeats an evaluation (``evaluate``, ``matrix``), for its report.
+
+    >>> evaluation_command("matrix", ["--scenario a", "--scenario b"], ["x.y=1"], "delta", None, 10, 0, "out")
+    'hedgegym matrix --scenario a --scenario b --set x.y=1 --baselines delta --episodes 10 --seed 0 --out out'
+    """
+    return " ".join(
+        [
+            f"hedgegym {name}",
+            *sources,
+            *(f"--set {s}" for s in sets or []),
+            f"--baselines {baselines}",
+            *(f"--policy {p}" for p in policy or []),
+            f"--episodes {episodes}",
+            f"--seed {seed}",
+            f"--out {run_dir}",
+        ]
+    )
+
+
 @app.command()
 def evaluate(
     scenario: str = ScenarioOpt,
@@ -398,18 +418,7 @@ def evaluate(
         highlight=False,
     )
     source = f"--config {config}" if config is not None else f"--scenario {cfg.name}"
-    command = " ".join(
-        [
-            "hedgegym evaluate",
-            source,
-            *(f"--set {s}" for s in sets or []),
-            f"--baselines {baselines}",
-            *(f"--policy {p}" for p in policy or []),
-            f"--episodes {episodes}",
-            f"--seed {seed}",
-            f"--out {run_dir}",
-        ]
-    )
+    command = evaluation_command("evaluate", [source], sets, baselines, policy, episodes, seed, run_dir)
     result.write(run_dir, command=command)
     console.print(f"wrote {run_dir}")
 
@@ -615,19 +624,8 @@ def matrix(
             cells.append(f"{res.objectives[p]:,.0f} / {vs}")
         table.add_row(p, *cells)
     console.print(table)
-    command = " ".join(
-        [
-            "hedgegym matrix",
-            *(f"--scenario {s}" for s in scenario or []),
-            *(f"--config {c}" for c in config or []),
-            *(f"--set {s}" for s in sets or []),
-            f"--baselines {baselines}",
-            *(f"--policy {p}" for p in policy or []),
-            f"--episodes {episodes}",
-            f"--seed {seed}",
-            f"--out {run_dir}",
-        ]
-    )
+    sources = [*(f"--scenario {s}" for s in scenario or []), *(f"--config {c}" for c in config or [])]
+    command = evaluation_command("matrix", sources, sets, baselines, policy, episodes, seed, run_dir)
     result.write(run_dir, command=command)
     console.print(f"wrote {run_dir}")
 
