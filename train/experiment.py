@@ -329,6 +329,13 @@ class EvaluationConfig(StrictModel):
         2000, ge=1, le=MAX_EPISODES, description="Episodes of the final evaluation against the baselines."
     )
     baselines: list[str] = Field(default_factory=list, description="Baseline hedgers evaluated with the agent.")
+    select: Literal["best", "paired"] = Field(
+        "best",
+        description=(
+            "How a periodic evaluation replaces best_model.zip: 'best', a higher objective; 'paired', an objective"
+            " whose paired 95 % bootstrap interval against the incumbent's on the same episodes lies above 0."
+        ),
+    )
 
     @field_validator("baselines")
     @classmethod

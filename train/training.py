@@ -84,6 +84,8 @@ from hedgegym.train.plots import plot_training_curve
 
 MODEL_FILE = "model.zip"
 BEST_MODEL_FILE = "best_model.zip"
+# The episode P&Ls of best_model.zip's periodic evaluation, the incumbent a paired selection compares with.
+BEST_PNL_FILE = "best_pnl.npy"
 LATEST_CHECKPOINT = "latest.json"
 LOCK_FILE = ".lock"
 REPLAY_BUFFER_SUFFIX = "_replay_buffer.pkl"
@@ -372,14 +374,19 @@ class _Recorder(BaseCallback):
         """Held-out evaluation of the current policy; a new best is saved as best_model.zip."""
         vecnorm = sb3.find_vecnormalize(self.model.get_env())
         result = held_out_evaluation(self.model, vecnorm, self.config)
+        pnl = result.pop("pnl")
         result["timesteps"] = int(self.num_timesteps)
         self.history["evaluations"].append(result)
         for key in ("objective", "mean_pnl", "std_pnl"):
             self.logger.record(f"eval/{key}", result[key])
-        best = self.history["best"].get("objective")
-        if best is None or result["objective"] > best:
+        best = self.history["best"]
+        better, interval = _replaces_best(pnl, best, self.run_dir, self.config)
+        if interval is not None:
+            result["paired_vs_best"] = interval
+        if better:
             self.history["best"] = {"objective": result["objective"], "timesteps": int(self.num_timesteps)}
             _save_model(self.model, vecnorm, self.run_dir / BEST_MODEL_FILE, self.config)
+            write_bytes_atomic(self.run_dir / BEST_PNL_FILE, _npy_bytes(pnl))
             write_json_atomic(self.run_dir / "best.json", self.history["best"])
         _write_history(self.run_dir, self.history)
 
@@ -551,7 +558,64 @@ def held_out_evaluation(model, vecnorm, config: ExperimentConfig) -> dict[str, f
         n_sample_paths=0,
     )
     pnl = per_episode["pnl"]
-    return {"objective": objective(per_episode, scenario), "mean_pnl": float(pnl.mean()), "std_pnl": float(pnl.std())}
+    return {
+        "objective": objective(per_episode, scenario),
+        "mean_pnl": float(pnl.mean()),
+        "std_pnl": float(pnl.std()),
+        "pnl": pnl,
+    }
+
+
+def paired_objective_interval(pnl_a, pnl_b, scenario, confidence: float = 0.95) -> tuple[float, float, float]:
+    """``(difference, low, high)``: the objective of ``pnl_a`` minus that of ``pnl_b`` (episode i of
+    both on the same seed) with its paired percentile-bootstrap interval — the final report's
+    resamples (:func:`hedgegym.train.metrics.bootstrap_counts`, seed 0) and objective
+    (:func:`hedgegym.train.metrics.mean_variance_objective`), so training's selection and the report agree.
+    """
+    from hedgegym.train import metrics as M
+
+    a, b = np.asarray(pnl_a, dtype=np.float64), np.asarray(pnl_b, dtype=np.float64)
+    kappa, scale = scenario.agent.risk_aversion, scenario.pnl_scale
+    draws = np.concatenate(
+        [
+            M.mean_variance_objective(a, kappa, scale, counts) - M.mean_variance_objective(b, kappa, scale, counts)
+            for counts in M.bootstrap_counts(a.size)
+        ]
+    )
+    point = float(M.mean_variance_objective(a, kappa, scale) - M.mean_variance_objective(b, kappa, scale))
+    lo, hi = M.percentile_interval(draws, confidence)
+    return point, min(lo, point), max(hi, point)
+
+
+def _replaces_best(pnl: np.ndarray, best: dict, run_dir: Path, config: ExperimentConfig):
+    """``(better, interval)``: whether an evaluation with episode P&Ls ``pnl`` becomes best_model.zip
+    under ``evaluation.select``, and (``paired``) its paired interval against the incumbent, or None.
+
+    ``best``: a higher objective than the incumbent's. ``paired``: an interval that lies above 0 — a
+    checkpoint that only looks better on these episodes by chance (the maximum of many noisy
+    evaluations) does not replace the incumbent, so the run's best is one that holds on new paths.
+    """
+    from hedgegym.train.evaluate import objective
+
+    if not best:
+        return True, None
+    if config.evaluation.select == "best":
+        return objective({"pnl": pnl}, config.scenario.resolved) > best["objective"], None
+    try:
+        incumbent = np.load(run_dir / BEST_PNL_FILE, allow_pickle=False)
+    except (OSError, ValueError):
+        incumbent = None
+    if incumbent is None or incumbent.shape != pnl.shape:
+        # A best model from before this rule (or another episode count): judged by the objective alone.
+        return objective({"pnl": pnl}, config.scenario.resolved) > best["objective"], None
+    point, lo, hi = paired_objective_interval(pnl, incumbent, config.scenario.resolved)
+    return lo > 0.0, [point, lo, hi]
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(array, dtype=np.float64), allow_pickle=False)
+    return buf.getvalue()
 
 
 def final_evaluation(

@@ -259,3 +259,57 @@ def test_cli_trains_and_reports(tmp_path):
     text = result.output.replace("\n", "")
     assert "evaluation/report.md" in text and "run directory" in text
     assert (tmp_path / "run" / "evaluation" / "report.md").is_file()
+
+
+# ------------------------------------------------------------------ best-model selection
+def _numpy_objective(pnl, counts, kappa, scale):
+    """The mean-variance objective of the resample that repeats episode i counts[i] times (np.repeat)."""
+    x = np.repeat(pnl, counts)
+    return x.mean() - kappa / (2.0 * scale) * x.var()
+
+
+def test_paired_interval_is_the_bootstrap_of_the_objective_difference():
+    from hedgegym.envs.config import resolve_config
+    from hedgegym.train import metrics as M
+    from hedgegym.train.training import paired_objective_interval
+
+    scenario = resolve_config("default", {"agent.risk_aversion": 2.0})
+    kappa, scale = scenario.agent.risk_aversion, scenario.pnl_scale
+    rng = np.random.default_rng(3)
+    b = rng.normal(-5e4, 3e4, 300)
+    a = b + rng.normal(800.0, 2e3, 300)
+    point, lo, hi = paired_objective_interval(a, b, scenario)
+    # Recomputed without the weighted formulas: each resample's episodes written out and averaged.
+    draws = [
+        _numpy_objective(a, c, kappa, scale) - _numpy_objective(b, c, kappa, scale)
+        for chunk in M.bootstrap_counts(a.size)
+        for c in chunk.astype(np.int64)
+    ]
+    want = _numpy_objective(a, np.ones(300, np.int64), kappa, scale) - _numpy_objective(
+        b, np.ones(300, np.int64), kappa, scale
+    )
+    assert point == pytest.approx(want, rel=1e-9)
+    assert (lo, hi) == pytest.approx(tuple(np.quantile(draws, [0.025, 0.975])), rel=1e-6)
+    # A constant shift moves the mean and not the variance: the difference is the shift on every resample.
+    assert paired_objective_interval(b + 250.0, b, scenario) == pytest.approx((250.0, 250.0, 250.0))
+
+
+def test_paired_selection_keeps_the_incumbent_until_a_checkpoint_is_clearly_better(tmp_path):
+    from hedgegym.train.training import BEST_PNL_FILE, _npy_bytes, _replaces_best
+
+    cfg = tiny(config_path("ppo_spot"), **{"evaluation.select": "paired"})
+    rng = np.random.default_rng(0)
+    incumbent = rng.normal(-9e4, 3.7e4, 200)
+    (tmp_path / BEST_PNL_FILE).write_bytes(_npy_bytes(incumbent))
+    best = {"objective": -1.0e9, "timesteps": 0}
+    # Better on these paths by a little noise: a higher objective, but the interval holds 0.
+    lucky = incumbent + rng.normal(50.0, 3e3, 200)
+    better, (point, lo, hi) = _replaces_best(lucky, best, tmp_path, cfg)
+    assert not better and lo < 0.0 < hi
+    # Clearly better on the same paths: replaces it.
+    better, (point, lo, hi) = _replaces_best(incumbent + 3e3, best, tmp_path, cfg)
+    assert better and lo > 0.0
+    # The rule 'best' compares the objective alone (the incumbent's is -1e9 here).
+    assert _replaces_best(lucky, best, tmp_path, tiny(config_path("ppo_spot")))[0]
+    # No incumbent yet: the first evaluation is the best.
+    assert _replaces_best(lucky, {}, tmp_path, cfg) == (True, None)
