@@ -60,7 +60,7 @@ import socket
 import sys
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -1060,12 +1060,7 @@ def write_leaderboard(sweep_dir: Path, options: Mapping[str, Any]) -> tuple[list
     """Write ``leaderboard.csv``, ``leaderboard.md`` and, if a trial finished, ``best_config.yaml``."""
     rows, parameters = leaderboard(sweep_dir)
     columns = [*LEADERBOARD_COLUMNS[:3], *parameters, *LEADERBOARD_COLUMNS[3:]]
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow([_csv(row.get(c)) for c in columns])
-    write_text_atomic(sweep_dir / "leaderboard.csv", buf.getvalue())
+    write_text_atomic(sweep_dir / "leaderboard.csv", csv_text(rows, columns))
     best = rows[0] if rows and rows[0]["status"] == "finished" else None
     if best is not None:
         write_text_atomic(sweep_dir / "best_config.yaml", best_config_text(sweep_dir, options, best, parameters))
@@ -1165,12 +1160,7 @@ def write_seed_study(sweep_dir: Path, options: Mapping[str, Any]) -> tuple[list[
     write_json_atomic(sweep_dir / "seeds.json", {"seeds": rows, "across_seeds": summary})
     columns = ["seed", "status", "timesteps", "final_objective", "vs_best_baseline", "vs_low", "vs_high", "wins"]
     columns.append("run_dir")
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow([_csv(row.get(c)) for c in columns])
-    write_text_atomic(sweep_dir / "seeds.csv", buf.getvalue())
+    write_text_atomic(sweep_dir / "seeds.csv", csv_text(rows, columns))
     config = "best_config.yaml" if options["space"] is not None else options["config"]
     md = [
         f"# Seed study of {config}",
@@ -1196,6 +1186,23 @@ def write_seed_study(sweep_dir: Path, options: Mapping[str, Any]) -> tuple[list[
         ]
     write_text_atomic(sweep_dir / "seeds.md", "\n".join(md) + "\n")
     return rows, summary
+
+
+def csv_text(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    """A CSV of ``rows`` (dicts) in ``columns``: a missing value or None empty, floats by ``repr``
+    (every digit), lists and dicts as JSON.
+
+    >>> print(csv_text([{"a": 0.1, "b": [1, 2]}, {"a": None}], ["a", "b"]), end="")
+    a,b
+    0.1,"[1, 2]"
+    ,
+    """
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_csv(row.get(c)) for c in columns])
+    return buf.getvalue()
 
 
 def _csv(value: Any) -> str:
