@@ -562,7 +562,15 @@ def _read_json(path: Path, default: Any) -> Any:
 
 # ------------------------------------------------------------------------------------ Ray classes
 def _make_valid_search():
-    """``ValidSearch``: Optuna's TPE through Ray, drawing again any combination that is not a valid experiment."""
+    """``ValidSearch``: Optuna's TPE through Ray, drawing again any combination that is not a valid experiment.
+
+    Each draw is an Optuna ask under an id of its own (``<trial id>~rejected<k>``, k counting every
+    draw of the sweep); a draw that is not a valid experiment is told to Optuna as failed (TPE then
+    avoids it), and the trial's results go to the ask that was valid, through ``hedgegym_asks``
+    (trial id -> its ask's id). Only OptunaSearch's public methods (``suggest``,
+    ``on_trial_result``, ``on_trial_complete``) see the asks' ids: no private state of Ray's is
+    read or written, and ``save``/``restore`` (which pickle the searcher's attributes) keep the map.
+    """
     from ray.tune.search.optuna import OptunaSearch
 
     class ValidSearch(OptunaSearch):
@@ -571,6 +579,7 @@ def _make_valid_search():
             self.hedgegym_base = base
             self.hedgegym_space = space
             self.hedgegym_rejected = 0
+            self.hedgegym_asks: dict[str, str] = {}
 
         def suggest(self, trial_id: str):
             problem = None
@@ -581,12 +590,22 @@ def _make_valid_search():
                     return params
                 problem = experiment_problem(self.hedgegym_base, decode_params(self.hedgegym_space, params))
                 if problem is None:
-                    # The ask is the trial's from now on (OptunaSearch keeps its asks by trial id).
-                    self._ot_trials[trial_id] = self._ot_trials.pop(probe)
+                    # The trial's ask from now on (a searcher pickled before the map existed has none yet).
+                    self.__dict__.setdefault("hedgegym_asks", {})[trial_id] = probe
                     return params
                 self.hedgegym_rejected += 1
-                self.on_trial_complete(probe, None, error=True)  # told to Optuna as failed: TPE avoids it
+                super().on_trial_complete(probe, None, error=True)  # told to Optuna as failed: TPE avoids it
             raise ConfigError(f"the search space gave no valid experiment in {_RESAMPLES} draws; the last: {problem}")
+
+        def ask_id(self, trial_id: str) -> str:
+            """The id of the Optuna ask behind ``trial_id`` (itself for a trial of an older sweep)."""
+            return self.__dict__.get("hedgegym_asks", {}).get(trial_id, trial_id)
+
+        def on_trial_result(self, trial_id: str, result: dict) -> None:
+            super().on_trial_result(self.ask_id(trial_id), result)
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+            super().on_trial_complete(self.ask_id(trial_id), result, error)
 
     ValidSearch.__module__ = __name__
     ValidSearch.__qualname__ = "ValidSearch"
