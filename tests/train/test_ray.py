@@ -26,6 +26,7 @@ pytest.importorskip("ray.tune")
 pytest.importorskip("optuna")
 
 from scipy import stats  # noqa: E402
+from tiny_runs import ONE_DAY_RUN, PPO_SIZES  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "configs" / "ppo_spot.yaml"
@@ -34,17 +35,13 @@ HEDGEGYM = shutil.which("hedgegym") or str(Path(sys.executable).with_name("hedge
 # ppo_spot at a tiny budget: one-day episodes of the one-call book of the recovery tests, 4 envs,
 # a checkpoint and a held-out evaluation (4 episodes) every 256 timesteps, 8 final episodes against delta.
 SMALL = {
-    "env.n_envs": 4,
+    **ONE_DAY_RUN,
+    **PPO_SIZES,
     "training.total_timesteps": 1024,
     "training.checkpoint_every": 256,
     "evaluation.every": 256,
-    "evaluation.episodes": 4,
     "evaluation.final_episodes": 8,
     "evaluation.baselines": ["delta"],
-    "scenario.overrides.episode.horizon_days": 1.0,
-    "scenario.overrides.agent.lines": [{"strike": 100_000.0, "expiry_days": 1.0, "kind": "call", "quantity": -20.0}],
-    "algorithm.hyperparameters.n_steps": 32,
-    "algorithm.hyperparameters.batch_size": 64,
 }
 LIMIT = 420  # seconds a Ray command may take here (Ray's start alone is 5-20 s on a busy 2-core machine)
 

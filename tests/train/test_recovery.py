@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_runs import ONE_DAY_RUN, PPO_SIZES
 
 import hedgegym.train.training as training
 from hedgegym.agents import sb3
@@ -29,21 +30,14 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 HEDGEGYM = shutil.which("hedgegym") or str(Path(sys.executable).with_name("hedgegym"))
 # One-day episodes (24 steps), 4 envs, no baselines: each run is about a second of training.
 SMALL = {
-    "env.n_envs": 4,
+    **ONE_DAY_RUN,
     "training.checkpoint_every": 128,
     "evaluation.every": 0,
-    "evaluation.episodes": 4,
     "evaluation.final_episodes": 4,
     "evaluation.baselines": [],
-    "scenario.overrides.episode.horizon_days": 1.0,
-    "scenario.overrides.agent.lines": [{"strike": 100_000.0, "expiry_days": 1.0, "kind": "call", "quantity": -20.0}],
 }
 SIZES = {
-    "ppo": {
-        "algorithm.hyperparameters.n_steps": 32,
-        "algorithm.hyperparameters.batch_size": 64,
-        "algorithm.hyperparameters.n_epochs": 1,
-    },
+    "ppo": {**PPO_SIZES, "algorithm.hyperparameters.n_epochs": 1},
     "sac": {
         "algorithm.hyperparameters.learning_starts": 64,
         "algorithm.hyperparameters.batch_size": 32,
