@@ -33,7 +33,7 @@ import io
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -391,36 +391,18 @@ def _run_ray(plans, blocks, episodes, seed, batch_size, n_resamples, cpus, progr
             per_episode[policy] = merge_blocks(ray.get([columns for columns, _ in refs]))
             samples[policy] = ray.get(refs[0][1])
             point[policy], draws[policy] = boots[policy]
-        results[name] = assemble(plan, per_episode, samples, point, draws, episodes, seed, n_resamples)
+        # The end of evaluate() itself, so that the two agree bit for bit (tests/train/test_ray.py).
+        results[name] = assemble_result(
+            plan.config,
+            per_episode,
+            samples,
+            point,
+            draws,
+            baselines=plan.baselines,
+            episodes=episodes,
+            seed=seed,
+            n_resamples=n_resamples,
+            sources=plan.sources,
+            notes=plan.notes,
+        )
     return results, total
-
-
-def assemble(
-    plan: MatrixScenario,
-    per_episode: Mapping[str, dict[str, np.ndarray]],
-    samples: Mapping[str, dict[str, np.ndarray]],
-    point: Mapping[str, dict[str, float]],
-    draws: Mapping[str, dict[str, np.ndarray]],
-    episodes: int,
-    seed: int,
-    n_resamples: int,
-) -> EvaluationResult:
-    """The :class:`EvaluationResult` of one scenario from its policies' merged episodes and bootstraps.
-
-    The end of :func:`hedgegym.train.evaluate.evaluate` itself (:func:`~hedgegym.train.evaluate.assemble_result`:
-    objectives, intervals, the reference — the best baseline by the objective —, paired differences,
-    the best per metric); ``tests/train/test_ray.py`` checks the two agree bit for bit.
-    """
-    return assemble_result(
-        plan.config,
-        per_episode,
-        samples,
-        {n: point[n] for n in plan.specs},
-        draws,
-        baselines=plan.baselines,
-        episodes=episodes,
-        seed=seed,
-        n_resamples=n_resamples,
-        sources=plan.sources,
-        notes=plan.notes,
-    )
