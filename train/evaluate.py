@@ -41,7 +41,7 @@ import numpy as np
 from hedgegym.agents.baselines import Baseline
 from hedgegym.envs.config import ScenarioConfig, resolve_config, save_config
 from hedgegym.envs.layout import O_EXO_SPOT, O_PHI, O_SPOT
-from hedgegym.envs.market import Market
+from hedgegym.envs.market import SECOND_ORDER_METRICS, Market
 from hedgegym.train import metrics as M
 from hedgegym.train.io import claim_dir, git_commit, raise_if_interrupted, write_json_atomic, write_text_atomic
 from hedgegym.train.limits import check_count, check_seed
@@ -295,7 +295,8 @@ class EvaluationResult:
         }
 
     def episodes_csv(self) -> str:
-        """``episodes.csv``: one row per policy x episode."""
+        """``episodes.csv``: one row per policy x episode; with a second-order feature on, its
+        measures (:data:`~hedgegym.envs.market.SECOND_ORDER_METRICS`) in the last columns."""
         columns = [
             c
             for c in (
@@ -304,6 +305,7 @@ class EvaluationResult:
                 "agent_vol_amplification",
                 "spot_final",
                 "exo_spot_final",
+                *SECOND_ORDER_METRICS,  # where a second-order feature is on
             )
             if c in self.per_episode[self.policies[0]]
         ]

@@ -56,6 +56,8 @@ import numpy as np
 from numba import njit, prange
 
 from hedgegym.envs.kernel import episode_key, mix64
+from hedgegym.envs.layout import N_AUTOCORR_LAGS
+from hedgegym.envs.market import SECOND_ORDER_METRICS
 
 CONFIDENCE = 0.95
 N_RESAMPLES = 1000
@@ -115,8 +117,41 @@ METRICS: dict[str, MetricSpec] = {
     "crisis_steps": MetricSpec("crisis", "steps", "min", "liquidity-crisis steps per episode"),
     "halt_steps": MetricSpec("halts", "steps", "min", "circuit-breaker halted steps per episode"),
     "reward": MetricSpec("reward", "", "max", "sum of the env's reward per episode"),
+    **{
+        key: MetricSpec(label, unit, None, SECOND_ORDER_METRICS[key] + how)
+        for key, (label, unit, how) in {
+            "flow_gamma_usd": ("flow gamma", "USD", ", per episode"),
+            "flow_vanna_usd": ("flow vanna", "USD", ", per episode"),
+            "flow_charm_usd": ("flow charm", "USD", ", per episode"),
+            "flow_other_usd": ("flow other", "USD", ", per episode"),
+            "mean_phi_vanna": ("psi (vanna)", "", ", mean over episodes"),
+            "max_atm_vol": ("max ATM vol", "", ", mean over episodes"),
+            "crowding": ("crowding", "", ", mean over episodes"),
+            "cohort_trade_share": ("cohort trades", "", ", mean over episodes"),
+            **{
+                f"return_autocorr_{lag}": (f"autocorr {lag}", "", ", pooled over episodes")
+                for lag in range(1, N_AUTOCORR_LAGS + 1)
+            },
+            "liquidated_long_usd": ("liq. longs", "USD", ", per episode"),
+            "liquidated_short_usd": ("liq. shorts", "USD", ", per episode"),
+            "liquidation_steps": ("liq. steps", "steps", ", per episode"),
+            "max_cascade_rounds": ("cascade rounds", "", ", mean over episodes"),
+            "max_cascade_steps": ("cascade run", "steps", ", mean over episodes"),
+            "insurance_fund_usd": ("insurance fund", "USD", ", mean over episodes"),
+            "adl_events": ("ADL events", "", ", per episode"),
+            "adl_usd": ("ADL notional", "USD", ", per episode"),
+        }.items()
+    },
 }
-"""Every aggregate :func:`episode_statistics` returns, in report order."""
+"""Every aggregate :func:`episode_statistics` returns, in report order. The second-order market's
+(:data:`hedgegym.envs.market.SECOND_ORDER_METRICS`) only where the episodes have them (a scenario
+with a second-order feature on); they describe the market, so none has a better direction."""
+
+SECOND_ORDER = tuple(k for k in SECOND_ORDER_METRICS if not k.startswith("return_autocorr_"))
+"""The second-order columns whose statistic is their mean over episodes; the return autocorrelations
+are pooled instead, ``sum_j autocorr_j sum_r2_j / sum_j sum_r2_j`` (``sum r_k r_(k-l) / sum r_k^2``
+over every episode's returns), as ``hedgegym simulate`` reports them."""
+AUTOCORR_LAGS = tuple(range(1, N_AUTOCORR_LAGS + 1))
 
 _MEANS = (
     "slippage_usd",
@@ -409,8 +444,18 @@ class _Episodes:
         }
         columns.update(vols)
         columns.update(
-            {k: np.asarray(per_episode[k], dtype=np.float64) for k in ("turnover_usd", *_MEANS) if k in per_episode}
+            {
+                k: np.asarray(per_episode[k], dtype=np.float64)
+                for k in ("turnover_usd", *_MEANS, *SECOND_ORDER)
+                if k in per_episode
+            }
         )
+        if "return_autocorr_1" in per_episode:
+            r2 = np.asarray(per_episode["sum_r2"], dtype=np.float64)
+            columns["sum_r2"] = r2
+            columns.update(
+                {f"sum_rr_{lag}": np.asarray(per_episode[f"return_autocorr_{lag}"]) * r2 for lag in AUTOCORR_LAGS}
+            )
         self.names = list(columns)
         self.losses = _sorted_losses(-pnl)
         # The sample statistics from NumPy's mean over episodes; the resamples' from the columns as rows.
@@ -453,7 +498,14 @@ class _Episodes:
             without = np.sqrt(_ratio(means["realised_vol_no_agent_impact"], means["realised_vol_exo"], 1.0))
             out["vol_amplification_no_agent_impact"] = without
             out["agent_vol_amplification"] = out["vol_amplification"] - without
-        out.update({k: means[k] for k in _MEANS if k in means})
+        out.update({k: means[k] for k in (*_MEANS, *SECOND_ORDER) if k in means})
+        if "sum_r2" in means:
+            out.update(
+                {
+                    f"return_autocorr_{lag}": _ratio(means[f"sum_rr_{lag}"], means["sum_r2"], 0.0)
+                    for lag in AUTOCORR_LAGS
+                }
+            )
         return {k: (float(out[k][0]) if weights is None else out[k]) for k in METRICS if k in out}
 
 

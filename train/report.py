@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from hedgegym.envs.layout import N_AUTOCORR_LAGS
 from hedgegym.train import metrics as M
 from hedgegym.train.evaluate import OBJECTIVE
 
@@ -30,6 +31,56 @@ TABLE_COLUMNS = (
 )
 """The report's tables: (title, metrics)."""
 
+SECOND_ORDER_TABLES = (
+    (
+        "second-order market: the dealers' hedge flow per episode, USD",
+        ("flow_gamma_usd", "flow_vanna_usd", "flow_charm_usd", "flow_other_usd", "mean_phi_vanna", "max_atm_vol"),
+    ),
+    (
+        "second-order market: dealer cohorts and return autocorrelation",
+        ("crowding", "cohort_trade_share", *(f"return_autocorr_{lag}" for lag in range(1, N_AUTOCORR_LAGS + 1))),
+    ),
+    (
+        "second-order market: liquidations on the perp",
+        (
+            "liquidated_long_usd",
+            "liquidated_short_usd",
+            "liquidation_steps",
+            "max_cascade_rounds",
+            "max_cascade_steps",
+            "insurance_fund_usd",
+            "adl_events",
+            "adl_usd",
+        ),
+    ),
+)
+"""The tables added where the scenario turns a second-order feature on, each column only where its
+feature is (:func:`table_columns`)."""
+
+
+def table_columns(result: EvaluationResult) -> list[tuple[str, tuple[str, ...]]]:
+    """The report's tables for ``result``: :data:`TABLE_COLUMNS`, then the second-order ones whose
+    feature the scenario turns on (the flow decomposition and the return autocorrelation with any;
+    ``psi`` and the ATM vol with the implied-vol dynamics, crowding with dealer cohorts, the
+    liquidation table with the liquidation engine). Only metrics the evaluation has."""
+    from hedgegym.envs.market import liquidations_on
+
+    cfg = result.config
+    present = result.estimates[result.policies[0]]
+    off = set()
+    if not cfg.market.implied_vol.enabled:
+        off |= {"mean_phi_vanna", "max_atm_vol"}
+    if not cfg.dealers.cohorts:
+        off |= {"crowding", "cohort_trade_share"}
+    if not liquidations_on(cfg):
+        off |= set(SECOND_ORDER_TABLES[2][1])
+    tables = []
+    for title, names in (*TABLE_COLUMNS, *SECOND_ORDER_TABLES):
+        names = tuple(m for m in names if m in present and m not in off)
+        if names:
+            tables.append((title, names))
+    return tables
+
 
 def format_value(metric: str, value: float) -> str:
     """A metric's value for tables: USD compact (``-110.7k``, ``3.42M``), ratios with four decimals."""
@@ -38,6 +89,8 @@ def format_value(metric: str, value: float) -> str:
         return f"{value:.4f}"
     if metric == "agent_vol_amplification":
         return f"{value:+.5f}"
+    if metric.startswith("return_autocorr_"):
+        return f"{value:+.4f}"
     if metric in ("pin_distance", "pin_distance_exo"):
         return f"{value:.2%}"
     if unit == "bps":
@@ -67,8 +120,7 @@ def rich_tables(result: EvaluationResult) -> list:
     from rich.table import Table
 
     tables = []
-    for title, metric_names in TABLE_COLUMNS:
-        metric_names = [m for m in metric_names if m in result.estimates[result.policies[0]]]
+    for title, metric_names in table_columns(result):
         table = Table(
             title=f"{result.config.name}, {result.episodes} episodes, seed {result.seed}: {title} "
             "(value, 95 % CI; * best)",
@@ -123,8 +175,7 @@ def report_markdown(result: EvaluationResult, command: str | None = None) -> str
     parts += [f"- **{name}**: {result.sources[name]}" for name in result.policies]
     if result.notes:
         parts += ["", *(f"Note: {note}." for note in result.notes)]
-    for title, metric_names in TABLE_COLUMNS:
-        metric_names = [m for m in metric_names if m in present]
+    for title, metric_names in table_columns(result):
         parts += [
             "",
             f"## {title[0].upper()}{title[1:]}",

@@ -12,9 +12,11 @@ from typer.testing import CliRunner
 from hedgegym.agents.baselines import make_baseline
 from hedgegym.envs.config import load_scenario, resolve_config
 from hedgegym.envs.hedging_env import HedgingEnv
+from hedgegym.envs.market import SECOND_ORDER_METRICS
 from hedgegym.train import evaluate
 from hedgegym.train.cli import app
 from hedgegym.train.policies import PolicyError, expand_baselines, load_policy, load_sb3_policy
+from hedgegym.train.report import SECOND_ORDER_TABLES, report_markdown, table_columns
 
 # One day of hourly steps keeps every run here to milliseconds; the book expires with the episode.
 SHORT = {
@@ -99,6 +101,88 @@ def test_paired_difference_matches_the_episodes(short):
     assert diff.low < diff.value < diff.high
     with pytest.raises(KeyError, match="no policy 'ghost'"):
         result.compare("ghost", "no_hedge")
+
+
+# ------------------------------------------------------------------------------------ the second-order market
+def _episodes_in_hedging_env(config, policy_name: str, seeds) -> list[dict[str, np.ndarray]]:
+    """Each seed's episode stepped in HedgingEnv under a baseline: its per-step info, as arrays."""
+    env = HedgingEnv(config=config)
+    policy = make_baseline(policy_name, config)
+    out = []
+    for seed in seeds:
+        obs, info = env.reset(seed=int(seed))
+        steps = [info]
+        done = False
+        while not done:
+            obs, _, terminated, truncated, info = env.step(policy(obs, env.unwrapped.market))
+            steps.append(info)
+            done = terminated or truncated
+        out.append({k: np.array([step[k] for step in steps]) for k in ("spot", "liquidated_long_usd", "crowded")})
+    return out
+
+
+def test_second_order_measures_per_policy_match_the_steps_and_are_absent_without_a_feature(short):
+    plain = evaluate(["no_hedge", "delta"], short, episodes=4, seed=0, n_resamples=20, agent_impact_rerun=False)
+    assert not set(SECOND_ORDER_METRICS) & set(plain.estimates["no_hedge"])
+    assert not set(SECOND_ORDER_METRICS) & set(plain.episodes_csv().splitlines()[0].split(","))
+    assert "second-order" not in report_markdown(plain)
+
+    # A quarter of the cascade's day (24 steps of 15 minutes), dealer cohorts on too (crowding).
+    cohorts = [{"share": 0.5, "rebalance_every": 2, "lag": 1}, {"share": 0.5, "rebalance_every": 2, "lag": 1}]
+    config = load_scenario("liquidation-cascade", {"episode.horizon_days": 0.25, "dealers.cohorts": cohorts})
+    result = evaluate(["no_hedge", "delta"], config, episodes=6, seed=40, n_resamples=50, agent_impact_rerun=False)
+    for name in result.policies:
+        assert set(SECOND_ORDER_METRICS) <= set(result.estimates[name]), name
+    data = result.per_episode["no_hedge"]
+    assert data["liquidated_long_usd"].max() > 0.0 and data["crowding"].max() > 0.0
+    # The same episodes stepped in HedgingEnv: the per-step info, summed here, gives the per-episode
+    # liquidations and crowding; the returns from the step's spot give the pooled autocorrelation.
+    steps = _episodes_in_hedging_env(config, "no_hedge", range(40, 46))
+    liquidated = np.array([ep["liquidated_long_usd"][1:].sum() for ep in steps])
+    np.testing.assert_allclose(data["liquidated_long_usd"], liquidated, rtol=1e-12)
+    estimates = result.estimates["no_hedge"]
+    assert estimates["liquidated_long_usd"].value == pytest.approx(liquidated.mean(), rel=1e-12)
+    np.testing.assert_allclose(data["crowding"], [ep["crowded"][1:].mean() for ep in steps], rtol=1e-12)
+    returns = [np.diff(np.log(ep["spot"])) for ep in steps]
+    r2 = sum(float(r @ r) for r in returns)
+    for lag in (1, 2):
+        pooled = sum(float(r[lag:] @ r[:-lag]) for r in returns) / r2
+        assert estimates[f"return_autocorr_{lag}"].value == pytest.approx(pooled, rel=1e-9, abs=1e-12), lag
+    # A market measure has no better direction: no policy is marked best on one.
+    assert not set(SECOND_ORDER_METRICS) & set(result.best)
+    csv_header = result.episodes_csv().splitlines()[0].split(",")
+    assert csv_header[-len(SECOND_ORDER_METRICS) :] == list(SECOND_ORDER_METRICS)
+    titles = [title for title, _ in table_columns(result)]
+    assert titles[-3:] == [title for title, _ in SECOND_ORDER_TABLES]
+
+
+@pytest.mark.parametrize(
+    ("scenario", "shown", "hidden"),
+    [
+        ("vanna-crash", ["flow vanna", "psi (vanna)", "max ATM vol", "autocorr 1"], ["crowding", "liq. longs"]),
+        ("crowded-dealers", ["flow gamma", "crowding", "cohort trades", "autocorr 2"], ["psi (vanna)", "liq. longs"]),
+        ("liquidation-cascade", ["flow charm", "liq. longs", "insurance fund", "ADL events"], ["crowding"]),
+    ],
+)
+def test_cli_reports_the_second_order_measures_per_policy(scenario, shown, hidden, tmp_path):
+    out = tmp_path / "run"
+    args = ["--scenario", scenario, "--set", "episode.horizon_days=0.25", "--baselines", "no_hedge,delta"]
+    res = runner.invoke(app, ["evaluate", *args, "--episodes", "3", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    for policy in ("no_hedge", "delta@spot"):
+        for key in SECOND_ORDER_METRICS:
+            entry = metrics["policies"][policy]["metrics"][key]
+            assert entry["ci"][0] <= entry["value"] <= entry["ci"][1], (policy, key)
+    assert set(SECOND_ORDER_METRICS) <= set(metrics["metrics"])
+    rows = (out / "episodes.csv").read_text().splitlines()
+    assert rows[0].endswith(",".join(SECOND_ORDER_METRICS)) and len(rows) == 1 + 2 * 3
+    report = (out / "report.md").read_text()
+    assert "## Second-order market: the dealers' hedge flow per episode, USD" in report
+    for label in shown:
+        assert label in report and label in res.output, label
+    for label in hidden:
+        assert f"| {label} |" not in report and f" {label} " not in res.output, label
 
 
 # ------------------------------------------------------------------------------------ the command
