@@ -31,10 +31,12 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
 from hedgegym.envs.config import ScenarioConfig
-from hedgegym.envs.hedging_env import STEP_INFO_FLAGS, STEP_INFO_FLOATS, check_bool, check_int
+from hedgegym.envs.hedging_env import SECOND_ORDER_INFO, STEP_INFO_FLAGS, STEP_INFO_FLOATS, check_bool, check_int
 from hedgegym.envs.vector_env import HedgingVectorEnv
 
 _SCALAR_KEYS = tuple(name for name, _ in STEP_INFO_FLOATS + STEP_INFO_FLAGS) + ("book_delta",)
+# HedgingEnv's second-order step keys, where the scenario turns a second-order feature on.
+_SECOND_ORDER_KEYS = tuple(name for name, _ in SECOND_ORDER_INFO) + ("atm_vol",)
 
 
 class HedgingSB3VecEnv(VecEnv):
@@ -43,7 +45,8 @@ class HedgingSB3VecEnv(VecEnv):
     ``step_wait`` returns observations ``(num_envs, 19)`` float32, rewards ``(num_envs,)`` float32
     (as ``DummyVecEnv``), dones ``(num_envs,)`` bool and a list of ``num_envs`` info dicts. Each info
     holds the keys of :class:`~hedgegym.envs.hedging_env.HedgingEnv`'s step info as Python scalars
-    (``hedge``: an array ``(3,)``) and ``"TimeLimit.truncated"``; an env that ended also gets
+    (``hedge``: an array ``(3,)``; with a second-order feature on, its second-order keys too:
+    ``flow_gamma``, ..., ``atm_vol``) and ``"TimeLimit.truncated"``; an env that ended also gets
     ``"terminal_observation"``, ``"episode_metrics"`` (dict of floats) and Monitor's
     ``"episode": {"r": episode reward, "l": episode length, "t": seconds since this adapter was
     made}``; its reset info goes to ``self.reset_infos``.
@@ -78,6 +81,7 @@ class HedgingSB3VecEnv(VecEnv):
         # Set before VecEnv.__init__, which calls get_attr("render_mode").
         self.venv = vector_env
         self.step_info = check_bool("step_info", step_info)
+        self._scalar_keys = _SCALAR_KEYS + (_SECOND_ORDER_KEYS if vector_env.market.second_order else ())
         super().__init__(vector_env.num_envs, vector_env.single_observation_space, vector_env.single_action_space)
         self.metadata = dict(vector_env.metadata)
         self._actions: np.ndarray | None = None
@@ -133,10 +137,10 @@ class HedgingSB3VecEnv(VecEnv):
                 final = info["final_info"]
                 info = {
                     k: np.where(ended if info[k].ndim == 1 else ended[:, None], final[k], info[k])
-                    for k in _SCALAR_KEYS + ("hedge",)
+                    for k in self._scalar_keys + ("hedge",)
                 }
-            keys = _SCALAR_KEYS + ("hedge",)
-            columns = [info[k].tolist() for k in _SCALAR_KEYS] + [list(info["hedge"])]
+            keys = self._scalar_keys + ("hedge",)
+            columns = [info[k].tolist() for k in self._scalar_keys] + [list(info["hedge"])]
         if time_limit is not None:
             keys += ("TimeLimit.truncated",)
             columns.append(time_limit)

@@ -15,10 +15,22 @@ from hedgegym.envs.sb3_vec_env import HedgingSB3VecEnv, make_sb3_vec_env
 SHORT = {"episode__horizon_days": 0.25}
 
 
-def test_adapter_equals_dummy_vec_env_of_hedging_envs():
+# Six-step episodes of the default scenario and of one per second-order feature (their info has
+# HedgingEnv's second-order keys: the adapter must pass them through).
+SIX_STEPS = {
+    "default": SHORT,
+    "vanna-crash": SHORT,
+    "crowded-dealers": SHORT,
+    "liquidation-cascade": {"episode__horizon_days": 0.0625},
+}
+
+
+@pytest.mark.parametrize("scenario", list(SIX_STEPS))
+def test_adapter_equals_dummy_vec_env_of_hedging_envs(scenario):
     n = 4
-    ours = make_sb3_vec_env("default", n_envs=n, seed=21, **SHORT)
-    ref = DummyVecEnv([lambda: HedgingEnv(**SHORT) for _ in range(n)])
+    short = SIX_STEPS[scenario]
+    ours = make_sb3_vec_env(scenario, n_envs=n, seed=21, **short)
+    ref = DummyVecEnv([lambda: HedgingEnv(scenario=scenario, **short) for _ in range(n)])
     ref.seed(21)
     assert data_equivalence(ours.reset(), ref.reset(), exact=True)
     assert data_equivalence(ours.reset_infos, ref.reset_infos, exact=True)
@@ -32,6 +44,7 @@ def test_adapter_equals_dummy_vec_env_of_hedging_envs():
         for info, r_info in zip(infos, r_infos, strict=True):
             episode = info.pop("episode", None)
             assert data_equivalence(info, r_info, exact=True), k
+            assert ("flow_gamma" in info and "atm_vol" in info) == (scenario != "default")
             if r_dones.any():
                 assert episode["l"] == 6 and episode["r"] == pytest.approx(info["episode_metrics"]["reward"])
                 assert info["TimeLimit.truncated"] and info["terminal_observation"].shape == (19,)
