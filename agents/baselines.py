@@ -335,46 +335,41 @@ def _trades_to_actions(trades, state, hedge, params, mode, enabled, max_trade, a
     return actions
 
 
+# The evaluation's passes take three tuples, so that each pass names them once:
+#   hedger = (code, venue, hp, mode, enabled, max_trade, min_trade)  (:meth:`Baseline._hedger`);
+#   market = (state, hedge, keys, params, venues, dealer_lines, agent_lines, out, ext), the
+#            arguments of ``kernel.step_serial`` but the trades;
+#   buffers = (venue_trades[N, 3], actions[N, n_enabled], trades[N, 3]), written by the pass.
 @njit(cache=True, _nrt=False, inline="always")
-def _hedge_row(code, venue, state, hedge, i, p, agent_lines, hp, mode, enabled, max_trade, venue_trades, actions):
+def _hedge_row(hedger, state, hedge, i, p, agent_lines, venue_trades, actions):
     """The hedger's actions in row ``i`` (fixed venue): desired trade, placed, as actions."""
+    code, venue, hp, mode, enabled, max_trade, _ = hedger
     place_row(desired_trade_row(code, state, hedge, i, p, agent_lines, hp), venue, venue_trades, i)
     trades_to_actions_row(venue_trades, state, hedge, i, p, mode, enabled, max_trade, actions)
 
 
-@njit(cache=True, _nrt=False)
-def _actions_rows(code, venue, state, hedge, params, agent_lines, hp, mode, enabled, max_trade, venue_trades, actions):
+@njit(cache=True, _nrt=False, inline="always")
+def _actions_rows(lo, hi, hedger, state, hedge, params, agent_lines, venue_trades, actions):
+    """Rows ``lo:hi`` of ``actions``: the hedger's actions (its placed trades in ``venue_trades``)."""
     p = params[0]
-    for i in range(state.shape[0]):
-        _hedge_row(code, venue, state, hedge, i, p, agent_lines, hp, mode, enabled, max_trade, venue_trades, actions)
+    for i in range(lo, hi):
+        _hedge_row(hedger, state, hedge, i, p, agent_lines, venue_trades, actions)
+
+
+@njit(cache=True, _nrt=False)
+def _actions(hedger, state, hedge, params, agent_lines, venue_trades, actions):
+    _actions_rows(0, state.shape[0], hedger, state, hedge, params, agent_lines, venue_trades, actions)
     return actions
 
 
 @njit(cache=True, _nrt=False)
-def _market_trades_block(
-    lo,
-    hi,
-    code,
-    venue,
-    state,
-    hedge,
-    params,
-    agent_lines,
-    hp,
-    mode,
-    enabled,
-    max_trade,
-    min_trade,
-    venue_trades,
-    actions,
-    trades,
-):
+def _market_trades_block(lo, hi, hedger, state, hedge, params, agent_lines, buffers):
     """Rows ``lo:hi``: the hedger's actions, then the env's mapping of them to the kernel's trades
     (``actions_to_trades_rows``, called once for the block: per row, its slicing would cost more
-    than the hedger)."""
-    p = params[0]
-    for i in range(lo, hi):
-        _hedge_row(code, venue, state, hedge, i, p, agent_lines, hp, mode, enabled, max_trade, venue_trades, actions)
+    than the hedger). Over all rows (``lo, hi = 0, N``) it is the serial pass."""
+    venue_trades, actions, trades = buffers
+    _actions_rows(lo, hi, hedger, state, hedge, params, agent_lines, venue_trades, actions)
+    _, _, _, mode, enabled, max_trade, min_trade = hedger
     actions_to_trades_rows(
         actions[lo:hi], enabled, mode, max_trade, min_trade, state[lo:hi], hedge[lo:hi], params, trades[lo:hi]
     )
@@ -384,80 +379,11 @@ _BLOCK = 128
 """Rows per block of the parallel passes: a block's state stays in a core's cache over a rollout's steps."""
 
 
-@njit(cache=True, _nrt=False)
-def _market_trades_serial(
-    code,
-    venue,
-    state,
-    hedge,
-    params,
-    agent_lines,
-    hp,
-    mode,
-    enabled,
-    max_trade,
-    min_trade,
-    venue_trades,
-    actions,
-    trades,
-):
-    _market_trades_block(
-        0,
-        state.shape[0],
-        code,
-        venue,
-        state,
-        hedge,
-        params,
-        agent_lines,
-        hp,
-        mode,
-        enabled,
-        max_trade,
-        min_trade,
-        venue_trades,
-        actions,
-        trades,
-    )
-
-
 @njit(cache=True, parallel=True, _nrt=False)
-def _market_trades_parallel(
-    code,
-    venue,
-    state,
-    hedge,
-    params,
-    agent_lines,
-    hp,
-    mode,
-    enabled,
-    max_trade,
-    min_trade,
-    venue_trades,
-    actions,
-    trades,
-):
+def _market_trades_parallel(hedger, state, hedge, params, agent_lines, buffers):
     n = state.shape[0]
     for b in prange((n + _BLOCK - 1) // _BLOCK):
-        _market_trades_block(
-            b * _BLOCK,
-            min((b + 1) * _BLOCK, n),
-            code,
-            venue,
-            state,
-            hedge,
-            params,
-            agent_lines,
-            hp,
-            mode,
-            enabled,
-            max_trade,
-            min_trade,
-            venue_trades,
-            actions,
-            trades,
-        )
+        _market_trades_block(b * _BLOCK, min((b + 1) * _BLOCK, n), hedger, state, hedge, params, agent_lines, buffers)
 
 
 @njit(cache=True, _nrt=False)
@@ -470,52 +396,14 @@ def _finite(actions, lo, hi):
 
 
 @njit(cache=True, _nrt=False)
-def _rollout_block(
-    lo,
-    hi,
-    steps,
-    code,
-    venue,
-    state,
-    hedge,
-    keys,
-    params,
-    venues,
-    dealer_lines,
-    agent_lines,
-    out,
-    ext,
-    hp,
-    mode,
-    enabled,
-    max_trade,
-    min_trade,
-    venue_trades,
-    actions,
-    trades,
-):
+def _rollout_block(lo, hi, steps, hedger, market, buffers):
     """Rows ``lo:hi`` through ``steps`` steps: each step the hedger's trades, then the kernel's step
     (``kernel.step_serial``, what :meth:`Market.step` runs) on the block. False, with the block
     stopped before that step, when an action is not finite."""
+    state, hedge, keys, params, venues, dealer_lines, agent_lines, out, ext = market
+    _, actions, trades = buffers
     for _ in range(steps):
-        _market_trades_block(
-            lo,
-            hi,
-            code,
-            venue,
-            state,
-            hedge,
-            params,
-            agent_lines,
-            hp,
-            mode,
-            enabled,
-            max_trade,
-            min_trade,
-            venue_trades,
-            actions,
-            trades,
-        )
+        _market_trades_block(lo, hi, hedger, state, hedge, params, agent_lines, buffers)
         if not _finite(actions, lo, hi):
             return False
         step_serial(
@@ -534,57 +422,12 @@ def _rollout_block(
 
 
 @njit(cache=True, parallel=True, _nrt=False)
-def _rollout_parallel(
-    steps,
-    code,
-    venue,
-    state,
-    hedge,
-    keys,
-    params,
-    venues,
-    dealer_lines,
-    agent_lines,
-    out,
-    ext,
-    hp,
-    mode,
-    enabled,
-    max_trade,
-    min_trade,
-    venue_trades,
-    actions,
-    trades,
-    finite,
-):
+def _rollout_parallel(steps, hedger, market, buffers, finite):
     """:func:`_rollout_block` over blocks of :data:`_BLOCK` rows spread over threads; ``finite[b]``
     is block b's result. Rows are independent (the kernel's contract), so blocks may run ahead."""
-    n = state.shape[0]
+    n = market[0].shape[0]
     for b in prange((n + _BLOCK - 1) // _BLOCK):
-        finite[b] = _rollout_block(
-            b * _BLOCK,
-            min((b + 1) * _BLOCK, n),
-            steps,
-            code,
-            venue,
-            state,
-            hedge,
-            keys,
-            params,
-            venues,
-            dealer_lines,
-            agent_lines,
-            out,
-            ext,
-            hp,
-            mode,
-            enabled,
-            max_trade,
-            min_trade,
-            venue_trades,
-            actions,
-            trades,
-        )
+        finite[b] = _rollout_block(b * _BLOCK, min((b + 1) * _BLOCK, n), steps, hedger, market, buffers)
 
 
 # ------------------------------------------------------------------------------------ policies
@@ -682,21 +525,37 @@ class Baseline:
     def actions(self, market) -> np.ndarray:
         """The hedger's actions ``[N, n_enabled]`` in the market's current state."""
         if self.fused:
-            return _actions_rows(
-                self.code,
-                self._venue_code,
+            n = market.n_envs
+            return _actions(
+                self._hedger(market),
                 market.state,
                 market.hedge,
                 market.params,
                 market.agent_lines,
-                self._hp,
-                self._mode,
-                market.enabled_venues,
-                self.config.agent.max_trade,
-                np.empty((market.n_envs, N_VENUES)),
-                np.empty((market.n_envs, market.enabled_venues.size)),
+                np.empty((n, N_VENUES)),
+                np.empty((n, market.enabled_venues.size)),
             )
         return self.to_actions(market, self.trades(market))
+
+    def _hedger(self, market) -> tuple:
+        """The compiled passes' ``hedger`` tuple for ``market``: (code, venue, hp, mode, enabled,
+        max_trade, min_trade)."""
+        agent = self.config.agent
+        return (
+            self.code,
+            self._venue_code,
+            self._hp,
+            self._mode,
+            market.enabled_venues,
+            float(agent.max_trade),
+            float(agent.min_trade),
+        )
+
+    @staticmethod
+    def _buffers(market) -> tuple:
+        """The compiled passes' ``buffers``: (venue_trades[N, 3], actions[N, n_enabled], trades[N, 3])."""
+        n = market.n_envs
+        return np.empty((n, N_VENUES)), np.empty((n, market.enabled_venues.size)), np.empty((n, N_VENUES))
 
     def __call__(self, obs: np.ndarray, market) -> np.ndarray:
         actions = self.actions(market)
@@ -719,10 +578,9 @@ class Baseline:
         """
         if not self.fused:
             raise ValueError(f"{self.name}: rollout needs a compiled hedger on a fixed venue (see Baseline.fused)")
-        n, agent = market.n_envs, self.config.agent
-        args = (
-            self.code,
-            self._venue_code,
+        n = market.n_envs
+        hedger, buffers = self._hedger(market), self._buffers(market)
+        arrays = (
             market.state,
             market.hedge,
             market.keys,
@@ -732,19 +590,11 @@ class Baseline:
             market.agent_lines,
             market.out,
             market.ext,
-            self._hp,
-            self._mode,
-            market.enabled_venues,
-            agent.max_trade,
-            agent.min_trade,
-            np.empty((n, N_VENUES)),
-            np.empty((n, market.enabled_venues.size)),
-            np.empty((n, N_VENUES)),
         )
         if not market.parallel:
-            return bool(_rollout_block(0, n, int(steps), *args))
+            return bool(_rollout_block(0, n, int(steps), hedger, arrays, buffers))
         finite = np.ones((n + _BLOCK - 1) // _BLOCK, dtype=np.bool_)
-        _rollout_parallel(int(steps), *args, finite)
+        _rollout_parallel(int(steps), hedger, arrays, buffers, finite)
         return bool(finite.all())
 
     def market_trades(self, market, out: np.ndarray | None = None) -> tuple[np.ndarray, bool]:
@@ -760,26 +610,14 @@ class Baseline:
                 out[:] = trades
                 trades = out
             return trades, bool(np.all(np.isfinite(actions)))
-        trades = np.empty((n, N_VENUES)) if out is None else out
-        actions = np.empty((n, market.enabled_venues.size))
-        run = _market_trades_parallel if market.parallel else _market_trades_serial
-        agent = self.config.agent
-        run(
-            self.code,
-            self._venue_code,
-            market.state,
-            market.hedge,
-            market.params,
-            market.agent_lines,
-            self._hp,
-            self._mode,
-            market.enabled_venues,
-            agent.max_trade,
-            agent.min_trade,
-            np.empty((n, N_VENUES)),
-            actions,
-            trades,
-        )
+        venue_trades, actions, trades = self._buffers(market)
+        if out is not None:
+            trades = out
+        hedger, buffers = self._hedger(market), (venue_trades, actions, trades)
+        if market.parallel:
+            _market_trades_parallel(hedger, market.state, market.hedge, market.params, market.agent_lines, buffers)
+        else:
+            _market_trades_block(0, n, hedger, market.state, market.hedge, market.params, market.agent_lines, buffers)
         return trades, bool(np.isfinite(actions).all())
 
 
