@@ -179,11 +179,17 @@ def build_model(
     seed: int,
     action_noise_std: float | None = None,
     tensorboard_log: str | None = None,
+    start_at_zero: bool = False,
 ):
     """A new SB3 model of ``algorithm`` on ``env`` (CPU), seeded with ``seed``.
 
     ``action_noise_std`` (off-policy only): Gaussian exploration noise, as a fraction of the
     action range [-1, 1], the same on every venue.
+
+    ``start_at_zero`` (for a policy acting through a control, where ``a = 0`` is the hedger): an
+    off-policy actor's output layer starts at zero, so its deterministic action is exactly 0 until
+    the first update. SB3's SAC and TD3 actors start at arbitrary actions (PPO's action head is
+    initialised with gain 0.01, already next to 0, and is left as SB3 makes it).
     """
     cls = algorithm_class(algorithm)
     kwargs = dict(hyperparameters)
@@ -193,7 +199,7 @@ def build_model(
 
         n = env.action_space.shape[0]
         kwargs["action_noise"] = NormalActionNoise(np.zeros(n), np.full(n, action_noise_std))
-    return cls(
+    model = cls(
         "MlpPolicy",
         env,
         policy_kwargs=sb3_policy_kwargs(policy_kwargs),
@@ -203,6 +209,27 @@ def build_model(
         verbose=0,
         **kwargs,
     )
+    if start_at_zero and algorithm not in ON_POLICY:
+        _zero_actor_output(model)
+    return model
+
+
+def _zero_actor_output(model) -> None:
+    """Zero the weights and bias of the actor's last linear layer (and the target actor's copy)."""
+    import torch
+
+    actor = model.policy.actor
+    head = (
+        actor.mu
+        if isinstance(actor.mu, torch.nn.Linear)
+        else [m for m in actor.mu if isinstance(m, torch.nn.Linear)][-1]
+    )
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.zero_()
+    target = getattr(model.policy, "actor_target", None)
+    if target is not None:
+        target.load_state_dict(actor.state_dict())
 
 
 def load_model(algorithm: str, path: str | os.PathLike, env=None, force_reset: bool = True):

@@ -212,6 +212,7 @@ def _train(
             seed=config.training.seed,
             action_noise_std=config.algorithm.action_noise_std,
             tensorboard_log=str(run_dir / "tb"),
+            start_at_zero=config.algorithm.control is not None,
         )
     else:
         env, model = checkpoint["loaded"]
