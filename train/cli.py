@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 from rich.console import Console
@@ -109,6 +110,22 @@ def one_line(message: str) -> str:
 def _print_error(message: str) -> None:
     # Text, not markup: messages quote config values such as [spot] that rich would eat as tags.
     _stderr.print(Text.assemble(("error:", "bold red"), " ", one_line(message)))
+
+
+def say(line: str) -> None:
+    """Print a line of the library's (a note, a progress line) as it is: no highlighting, no cut."""
+    console.print(line, highlight=False, soft_wrap=True)
+
+
+def stop_interrupted(err: Exception) -> NoReturn:
+    """After Ctrl-C: print what was saved and how to resume (the exception's message); exit 130."""
+    say(str(err))
+    raise typer.Exit(130) from None
+
+
+def command_line() -> str:
+    """This process's command as typed, for a run's records."""
+    return " ".join(["hedgegym", *sys.argv[1:]])
 
 
 def check_count(option: str, value: int, unit: str) -> None:
@@ -275,14 +292,13 @@ def train(
                 resume=resume,
                 progress=advance,
                 evaluation_progress=advance_evaluation,
-                command=" ".join(["hedgegym", *sys.argv[1:]]),
-                notify=lambda line: console.print(line, highlight=False, soft_wrap=True),
+                command=command_line(),
+                notify=say,
             )
         except (ConfigError, RunDirError) as err:
             fail(str(err))
         except TrainingInterrupted as err:
-            console.print(str(err), highlight=False, soft_wrap=True)
-            raise typer.Exit(130) from None
+            stop_interrupted(err)
     _print_run(result)
     if result.interrupted:  # 130, as for any command stopped by Ctrl-C
         raise typer.Exit(130)
@@ -383,7 +399,7 @@ def evaluate(
     except (PolicyError, ValueError) as err:
         fail(str(err))
     for note in notes:
-        console.print(note, highlight=False, soft_wrap=True)
+        say(note)
     # Claim the directory before the work, so a clash costs nothing (an unused claim is dropped at exit).
     try:
         run_dir = claim_dir(out) if out is not None else new_run_dir("runs", f"evaluate-{cfg.name}")
@@ -461,12 +477,11 @@ def sweep(
             max_failures=max_failures,
             out=out,
             resume=resume,
-            command=" ".join(["hedgegym", *sys.argv[1:]]),
-            notify=lambda line: console.print(line, highlight=False, soft_wrap=True),
+            command=command_line(),
+            notify=say,
         )
     except SweepInterrupted as err:
-        console.print(str(err), highlight=False, soft_wrap=True)
-        raise typer.Exit(130) from None
+        stop_interrupted(err)
     if result.leaderboard:
         _print_leaderboard(result)
     if result.seed_summary is not None or result.seeds:
@@ -605,7 +620,7 @@ def matrix(
             fail(str(err))
     for res in result.results.values():
         for note in res.notes:
-            console.print(note, highlight=False, soft_wrap=True)
+            say(note)
     table = Table(title=f"matrix: {episodes:,} episodes, seed {seed}, {result.mode} ({result.seconds:.1f} s)")
     table.add_column("policy")
     policies = []
