@@ -23,6 +23,8 @@ from gymnasium.error import ResetNeeded
 
 from hedgegym.envs.config import VENUE_NAMES, ConfigError, ScenarioConfig, resolve_config
 from hedgegym.envs.layout import (
+    EXT_DTYPE,
+    EXT_INFO,
     O_BOOK_PNL,
     O_CARRY,
     O_CRISIS,
@@ -43,17 +45,6 @@ from hedgegym.envs.layout import (
     OBS_BOUND,
     OBS_DIM,
     OBS_NAMES,
-    X_ADL_EVENTS_STEP,
-    X_CROWDED,
-    X_FLOW_CHARM,
-    X_FLOW_GAMMA,
-    X_FLOW_OTHER,
-    X_FLOW_VANNA,
-    X_FUND,
-    X_LIQ_LONG_USD,
-    X_LIQ_ROUNDS,
-    X_LIQ_SHORT_USD,
-    X_PHI_VANNA,
     observation_table,
 )
 
@@ -79,21 +70,12 @@ STEP_INFO_FLOATS = (
     ("interest", O_INTEREST),
 )
 STEP_INFO_FLAGS = (("liquidity_crisis", O_CRISIS), ("halted", O_HALTED))
-# The second-order market's per-step info (key, column of ``market.ext``), present where the scenario
-# turns a second-order feature on (``Market.second_order``); plus ``atm_vol``, the step's ATM vol.
-SECOND_ORDER_INFO = (
-    ("flow_gamma", X_FLOW_GAMMA),
-    ("flow_vanna", X_FLOW_VANNA),
-    ("flow_charm", X_FLOW_CHARM),
-    ("flow_other", X_FLOW_OTHER),
-    ("phi_vanna", X_PHI_VANNA),
-    ("crowded", X_CROWDED),
-    ("liquidated_long_usd", X_LIQ_LONG_USD),
-    ("liquidated_short_usd", X_LIQ_SHORT_USD),
-    ("cascade_rounds", X_LIQ_ROUNDS),
-    ("adl_events", X_ADL_EVENTS_STEP),
-    ("insurance_fund_usd", X_FUND),
-)
+# The second-order market's per-step info (key, field of ``market.ext``: ``layout.EXT_INFO``), present
+# where the scenario turns a second-order feature on (``Market.second_order``); plus ``atm_vol``, the
+# step's ATM vol.
+SECOND_ORDER_INFO = EXT_INFO
+# The same by the field's place in an ``ext`` record's ``.item()`` tuple (one call per step of HedgingEnv).
+_SECOND_ORDER_INFO_AT = tuple((name, EXT_DTYPE.names.index(field)) for name, field in SECOND_ORDER_INFO)
 
 
 class HedgingEnv(gym.Env):
@@ -332,9 +314,9 @@ class HedgingEnv(gym.Env):
         info["hedge"] = market.hedge[0].copy()
         info["book_delta"] = market.state["book_delta"][0].item()
         if market.second_order:
-            ext = market.ext[0].tolist()
-            for name, col in SECOND_ORDER_INFO:
-                info[name] = ext[col]
+            ext = market.ext[0].item()
+            for name, at in _SECOND_ORDER_INFO_AT:
+                info[name] = ext[at]
             info["atm_vol"] = market.state["atm_vol"][0].item()
         if terminated or truncated:
             info["episode_metrics"] = {k: v[0].item() for k, v in market.episode_metrics().items()}
@@ -544,8 +526,8 @@ def reset_info_arrays(market, rows) -> dict[str, np.ndarray]:
     info["hedge"] = market.hedge[rows]
     info["book_delta"] = market.state["book_delta"][rows]
     if market.second_order:
-        for name, col in SECOND_ORDER_INFO:
-            info[name] = market.ext[rows, col]
+        for name, field in SECOND_ORDER_INFO:
+            info[name] = market.ext[field][rows]
         info["atm_vol"] = market.state["atm_vol"][rows]
     return info
 
@@ -559,8 +541,8 @@ def step_info_arrays(market) -> dict[str, np.ndarray]:
     info["hedge"] = market.hedge.copy()
     info["book_delta"] = market.state["book_delta"].copy()
     if market.second_order:
-        for name, col in SECOND_ORDER_INFO:
-            info[name] = market.ext[:, col].copy()
+        for name, field in SECOND_ORDER_INFO:
+            info[name] = market.ext[field].copy()
         info["atm_vol"] = market.state["atm_vol"].copy()
     return info
 

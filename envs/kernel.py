@@ -100,44 +100,6 @@ from hedgegym.envs.layout import (
     V_INV_DEPTH,
     V_MARGIN,
     V_TRANSMISSION,
-    X_ADL_EVENTS,
-    X_ADL_EVENTS_STEP,
-    X_ADL_USD,
-    X_COHORT_HEDGE,
-    X_COHORT_TRADE_STEPS,
-    X_CROWDED,
-    X_CROWDED_STEPS,
-    X_D_CHARM,
-    X_D_GAMMA,
-    X_D_VANNA_VOL,
-    X_DELTA_RING,
-    X_FLOW_CHARM,
-    X_FLOW_GAMMA,
-    X_FLOW_OTHER,
-    X_FLOW_VANNA,
-    X_FUND,
-    X_LIQ_LONG_USD,
-    X_LIQ_ROUNDS,
-    X_LIQ_SHORT_USD,
-    X_LIQ_STEPS,
-    X_MAX_ATM_VOL,
-    X_MAX_ROUNDS,
-    X_MAX_RUN,
-    X_NEXT_LONG,
-    X_NEXT_SHORT,
-    X_PHI_VANNA,
-    X_RET_RING,
-    X_RUN,
-    X_SCALE_LONG,
-    X_SCALE_SHORT,
-    X_SUM_FLOW_CHARM_USD,
-    X_SUM_FLOW_GAMMA_USD,
-    X_SUM_FLOW_OTHER_USD,
-    X_SUM_FLOW_VANNA_USD,
-    X_SUM_LIQ_LONG_USD,
-    X_SUM_LIQ_SHORT_USD,
-    X_SUM_PHI_VANNA,
-    X_SUM_RR,
 )
 
 # Numba options of the kernels. ``_nrt=False``: the kernels allocate nothing and only borrow the
@@ -270,6 +232,17 @@ def line_vol(p, sigma_atm, strike, spot):
     return line_vol_and_slope(p, sigma_atm, strike, spot)[0]
 
 
+@njit(cache=True, _nrt=False, inline="always")
+def line_at(lines, j, step, last_strike, last_expiry):
+    """(settled, strike, expiry, new strike) of line ``j`` at step ``step``: whether it has settled (by
+    step ``step``: only the lines that settle later are live), and whether its strike and expiry
+    differ from the line before's (``last_strike``, ``last_expiry``). Books list the call and the put
+    of a strike side by side: they share d1 and gamma, so the greeks are evaluated once per strike."""
+    strike = lines[j, L_STRIKE]
+    expiry = lines[j, L_EXPIRY]
+    return lines[j, L_EXPIRY_STEP] <= step, strike, expiry, strike != last_strike or expiry != last_expiry
+
+
 @njit(cache=True, _nrt=False)
 def dealer_delta_gamma(lines, p, step, t, spot, sigma_atm, iv_slope=0.0):
     """Quantity-weighted delta and gamma of the lines still live at step ``step`` (those that settle
@@ -284,12 +257,10 @@ def dealer_delta_gamma(lines, p, step, t, spot, sigma_atm, iv_slope=0.0):
     last_expiry = -1.0
     call_delta = put_delta = g = va = slope = 0.0
     for j in range(lines.shape[0]):
-        if lines[j, L_EXPIRY_STEP] <= step:
+        settled, strike, expiry, new_strike = line_at(lines, j, step, last_strike, last_expiry)
+        if settled:
             continue
-        strike = lines[j, L_STRIKE]
-        expiry = lines[j, L_EXPIRY]
-        # Books list the call and the put of a strike side by side: they share d1 and gamma.
-        if strike != last_strike or expiry != last_expiry:
+        if new_strike:
             vol, slope = line_vol_and_slope(p, sigma_atm, strike, spot)
             if iv_slope != 0.0 and vol > p.vol_floor:
                 slope += iv_slope * vol
@@ -696,6 +667,7 @@ def reset_row(i, seed, episode, state, hedge, keys, p, venues, dealer_lines, age
     state[i].gex = 0.01 * p.hedge_ratio * d_gamma * spot * spot
     state[i].phi = state[i].gex * p.dealer_inv_depth
     if p.second_order:
+        ext[i] = np.zeros(1, dtype=ext.dtype)[0]
         reset_second_order(i, state, ext, p, dealer_lines, spot, sigma_atm)
     mark_book(state, i, agent_lines, p, 0, 0.0, spot, sigma_atm)
     if p.initial_delta_hedge:
@@ -1001,11 +973,10 @@ def dealer_book_greeks(lines, p, step, t, spot, sigma_atm):
     last_expiry = -1.0
     vol = call_d = put_d = g = va = ch = 0.0
     for j in range(lines.shape[0]):
-        if lines[j, L_EXPIRY_STEP] <= step:
+        settled, strike, expiry, new_strike = line_at(lines, j, step, last_strike, last_expiry)
+        if settled:
             continue
-        strike = lines[j, L_STRIKE]
-        expiry = lines[j, L_EXPIRY]
-        if strike != last_strike or expiry != last_expiry:
+        if new_strike:
             vol = line_vol(p, sigma_atm, strike, spot)
             _, _, call_d, put_d, g, _, va, ch = strike_greeks(spot, strike, expiry - t, p.rate, vol, False, False)
             last_strike = strike
@@ -1025,6 +996,7 @@ def clearing_cohorts(i, state, ext, p, dealer_lines, halted, step_new, t_new, y_
     that is beyond its band; all of them clear together (:func:`clear_market`, the lag-0 cohorts'
     delta at the clearing price). An expiring line's hedge is traded away in its settlement step's
     clearing. Returns (flow, perp flow, future flow, phi, crisis, crowded, any traded)."""
+    x = ext[i]
     ps = p.permanent_share
     s_pre, crisis = impacted_log_price(i, state, p)
     trading = (not halted) and dealer_lines.shape[0] > 0
@@ -1046,8 +1018,8 @@ def clearing_cohorts(i, state, ext, p, dealer_lines, halted, step_new, t_new, y_
         share = p.cohort_share[c]
         hr = p.cohort_hedge_ratio[c]
         lag = p.cohort_lag[c]
-        hc = ext[i, X_COHORT_HEDGE + c]
-        past = delta_pre if lag == 0 else ext[i, X_DELTA_RING + (step_new - lag) % DELTA_RING]
+        hc = x.cohort_hedge[c]
+        past = delta_pre if lag == 0 else x.delta_ring[(step_new - lag) % DELTA_RING]
         target = -hr * share * past
         if abs(target - hc) <= p.cohort_band[c] * share * p.dealer_gross:
             continue
@@ -1079,10 +1051,10 @@ def clearing_cohorts(i, state, ext, p, dealer_lines, halted, step_new, t_new, y_
         if not (mask >> c) & 1:
             continue
         lag = p.cohort_lag[c]
-        past = delta_y if lag == 0 else ext[i, X_DELTA_RING + (step_new - lag) % DELTA_RING]
+        past = delta_y if lag == 0 else x.delta_ring[(step_new - lag) % DELTA_RING]
         h_new = -p.cohort_hedge_ratio[c] * p.cohort_share[c] * past
-        fl = h_new - ext[i, X_COHORT_HEDGE + c]
-        ext[i, X_COHORT_HEDGE + c] = h_new
+        fl = h_new - x.cohort_hedge[c]
+        x.cohort_hedge[c] = h_new
         flow += fl
         flow_perp += p.cohort_mix_perp[c] * fl
         flow_future += p.cohort_mix_future[c] * fl
@@ -1090,7 +1062,7 @@ def clearing_cohorts(i, state, ext, p, dealer_lines, halted, step_new, t_new, y_
             n_buy += 1
         elif fl < 0.0:
             n_sell += 1
-    ext[i, X_DELTA_RING + step_new % DELTA_RING] = delta_y
+    x.delta_ring[step_new % DELTA_RING] = delta_y
     clearing_move = y - s_pre
     state[i].i_perm += ps * clearing_move
     state[i].i_trans += (1.0 - ps) * clearing_move
@@ -1107,13 +1079,14 @@ def liquidation_cascade(i, state, ext, p, venues):
     is left at execution goes to the insurance fund, a shortfall is paid from it; when the fund cannot
     pay, the rest of the position is auto-deleveraged: opposite positions of the same size are closed
     off the book, pro rata. Returns (long USD liquidated, short USD liquidated, rounds, ADL events)."""
+    x = ext[i]
     ps = p.permanent_share
     tr = venues[PERP, V_TRANSMISSION]
     inv = venues[PERP, V_INV_DEPTH]
     half_spread = venues[PERP, V_HALF_SPREAD]
     eta = venues[PERP, V_ETA]
-    nl = int(ext[i, X_NEXT_LONG])
-    ns = int(ext[i, X_NEXT_SHORT])
+    nl = int(x.next_long)
+    ns = int(x.next_short)
     long_usd = 0.0
     short_usd = 0.0
     rounds = 0
@@ -1121,8 +1094,8 @@ def liquidation_cascade(i, state, ext, p, venues):
     while nl < p.liq_n_long or ns < p.liq_n_short:
         y = clamp_log_price(state[i].x + state[i].i_perm + state[i].i_trans, p)
         mid = math.exp(y) * (1.0 + min(max(state[i].premium, -PREMIUM_BOUND), PREMIUM_BOUND))
-        scale_l = ext[i, X_SCALE_LONG]
-        scale_s = ext[i, X_SCALE_SHORT]
+        scale_l = x.scale_long
+        scale_s = x.scale_short
         coins_l = cost_l = margin_l = 0.0
         coins_s = cost_s = margin_s = 0.0
         while nl < p.liq_n_long and mid <= p.liq_long_price[nl]:
@@ -1140,7 +1113,7 @@ def liquidation_cascade(i, state, ext, p, venues):
         rounds += 1
         q = coins_s - coins_l  # longs are sold, shorts bought back
         impact = eta * 0.01 * q * mid * inv
-        fund = ext[i, X_FUND]
+        fund = x.fund
         for side in range(2):
             coins = coins_l if side == 0 else coins_s
             if coins == 0.0:
@@ -1158,20 +1131,20 @@ def liquidation_cascade(i, state, ext, p, venues):
                 # The fund is empty: the opposite side's positions take over the bankrupt ones.
                 fund = 0.0
                 adl += 1
-                ext[i, X_ADL_USD] += coins * mid
+                x.adl_usd += coins * mid
                 if side == 0 and ns < p.liq_n_short:
-                    left = p.liq_short_tail[ns] * ext[i, X_SCALE_SHORT]
-                    ext[i, X_SCALE_SHORT] *= max(1.0 - coins / left, 0.0) if left > 0.0 else 0.0
+                    left = p.liq_short_tail[ns] * x.scale_short
+                    x.scale_short *= max(1.0 - coins / left, 0.0) if left > 0.0 else 0.0
                 elif side == 1 and nl < p.liq_n_long:
-                    left = p.liq_long_tail[nl] * ext[i, X_SCALE_LONG]
-                    ext[i, X_SCALE_LONG] *= max(1.0 - coins / left, 0.0) if left > 0.0 else 0.0
-        ext[i, X_FUND] = fund
+                    left = p.liq_long_tail[nl] * x.scale_long
+                    x.scale_long *= max(1.0 - coins / left, 0.0) if left > 0.0 else 0.0
+        x.fund = fund
         push = 0.01 * q * mid * inv
         state[i].i_perm += ps * tr * push
         state[i].i_trans += (1.0 - ps) * tr * push
         state[i].premium += (1.0 - tr) * push
-    ext[i, X_NEXT_LONG] = nl
-    ext[i, X_NEXT_SHORT] = ns
+    x.next_long = nl
+    x.next_short = ns
     return long_usd, short_usd, rounds, adl
 
 
@@ -1198,72 +1171,72 @@ def second_order_measures(
     + charm dt)`` with the book's greeks at the start of the step (V_sigma: delta per unit of
     ln sigma_atm), and the rest; the vanna feedback psi; crowding; the returns' autocorrelation sums;
     the liquidation run."""
+    x = ext[i]
     hr = p.dealer_hedge_ratio_eff
-    f_gamma = -hr * ext[i, X_D_GAMMA] * (spot_new - spot_prev)
-    f_vanna = -hr * ext[i, X_D_VANNA_VOL] * (math.log(sigma_new) - math.log(sigma_prev))
-    f_charm = -hr * ext[i, X_D_CHARM] * p.dt
+    f_gamma = -hr * x.d_gamma * (spot_new - spot_prev)
+    f_vanna = -hr * x.d_vanna_vol * (math.log(sigma_new) - math.log(sigma_prev))
+    f_charm = -hr * x.d_charm * p.dt
     f_other = flow - f_gamma - f_vanna - f_charm
-    ext[i, X_FLOW_GAMMA] = f_gamma
-    ext[i, X_FLOW_VANNA] = f_vanna
-    ext[i, X_FLOW_CHARM] = f_charm
-    ext[i, X_FLOW_OTHER] = f_other
-    ext[i, X_SUM_FLOW_GAMMA_USD] += abs(f_gamma) * spot_new
-    ext[i, X_SUM_FLOW_VANNA_USD] += abs(f_vanna) * spot_new
-    ext[i, X_SUM_FLOW_CHARM_USD] += abs(f_charm) * spot_new
-    ext[i, X_SUM_FLOW_OTHER_USD] += abs(f_other) * spot_new
+    x.flow_gamma = f_gamma
+    x.flow_vanna = f_vanna
+    x.flow_charm = f_charm
+    x.flow_other = f_other
+    x.sum_flow_gamma_usd += abs(f_gamma) * spot_new
+    x.sum_flow_vanna_usd += abs(f_vanna) * spot_new
+    x.sum_flow_charm_usd += abs(f_charm) * spot_new
+    x.sum_flow_other_usd += abs(f_other) * spot_new
     _, gamma, vanna_vol, charm = dealer_book_greeks(dealer_lines, p, step_new, t_new, spot_new, sigma_new)
-    ext[i, X_D_GAMMA] = gamma
-    ext[i, X_D_VANNA_VOL] = vanna_vol
-    ext[i, X_D_CHARM] = charm
+    x.d_gamma = gamma
+    x.d_vanna_vol = vanna_vol
+    x.d_charm = charm
     psi = 0.0
     if p.iv_dynamics:
         psi = 0.01 * hr * p.dealer_inv_depth_eff * p.iv_beta * vanna_vol * spot_new
-    ext[i, X_PHI_VANNA] = psi
-    ext[i, X_SUM_PHI_VANNA] += psi
-    ext[i, X_CROWDED] = 1.0 if crowded else 0.0
-    ext[i, X_CROWDED_STEPS] += 1.0 if crowded else 0.0
-    ext[i, X_COHORT_TRADE_STEPS] += 1.0 if traded else 0.0
-    ext[i, X_MAX_ATM_VOL] = max(ext[i, X_MAX_ATM_VOL], sigma_new)
+    x.phi_vanna = psi
+    x.sum_phi_vanna += psi
+    x.crowded = 1.0 if crowded else 0.0
+    x.crowded_steps += 1.0 if crowded else 0.0
+    x.cohort_trade_steps += 1.0 if traded else 0.0
+    x.max_atm_vol = max(x.max_atm_vol, sigma_new)
     for lag in range(1, N_AUTOCORR_LAGS + 1):
         if step_new - lag >= 1:
-            ext[i, X_SUM_RR + lag - 1] += ret * ext[i, X_RET_RING + (step_new - lag) % N_AUTOCORR_LAGS]
-    ext[i, X_RET_RING + step_new % N_AUTOCORR_LAGS] = ret
-    liquidated = ext[i, X_LIQ_LONG_USD] + ext[i, X_LIQ_SHORT_USD]
-    ext[i, X_SUM_LIQ_LONG_USD] += ext[i, X_LIQ_LONG_USD]
-    ext[i, X_SUM_LIQ_SHORT_USD] += ext[i, X_LIQ_SHORT_USD]
-    ext[i, X_ADL_EVENTS] += ext[i, X_ADL_EVENTS_STEP]
-    ext[i, X_MAX_ROUNDS] = max(ext[i, X_MAX_ROUNDS], ext[i, X_LIQ_ROUNDS])
+            x.sum_rr[lag - 1] += ret * x.ret_ring[(step_new - lag) % N_AUTOCORR_LAGS]
+    x.ret_ring[step_new % N_AUTOCORR_LAGS] = ret
+    liquidated = x.liq_long_usd + x.liq_short_usd
+    x.sum_liq_long_usd += x.liq_long_usd
+    x.sum_liq_short_usd += x.liq_short_usd
+    x.adl_events += x.adl_events_step
+    x.max_rounds = max(x.max_rounds, x.liq_rounds)
     if liquidated > 0.0:
-        ext[i, X_LIQ_STEPS] += 1.0
-        ext[i, X_RUN] += 1.0
-        ext[i, X_MAX_RUN] = max(ext[i, X_MAX_RUN], ext[i, X_RUN])
+        x.liq_steps += 1.0
+        x.run += 1.0
+        x.max_run = max(x.max_run, x.run)
     else:
-        ext[i, X_RUN] = 0.0
+        x.run = 0.0
 
 
 @njit(cache=True, _nrt=False)
 def reset_second_order(i, state, ext, p, dealer_lines, spot, sigma_atm):
-    """The second-order state of a fresh episode: zero measures, the book's greeks, the cohorts'
-    hedges at ``-hr_c share_c Delta_0`` (their past deltas all Delta_0), the liquidation engine at its
-    first buckets with the insurance fund full."""
-    for j in range(ext.shape[1]):
-        ext[i, j] = 0.0
+    """The second-order state of a fresh episode (``ext[i]`` zeroed by :func:`reset_row`): the book's
+    greeks, the cohorts' hedges at ``-hr_c share_c Delta_0`` (their past deltas all Delta_0), the
+    liquidation engine at its first buckets with the insurance fund full."""
+    x = ext[i]
     delta, gamma, vanna_vol, charm = dealer_book_greeks(dealer_lines, p, 0, 0.0, spot, sigma_atm)
-    ext[i, X_D_GAMMA] = gamma
-    ext[i, X_D_VANNA_VOL] = vanna_vol
-    ext[i, X_D_CHARM] = charm
-    ext[i, X_MAX_ATM_VOL] = sigma_atm
-    ext[i, X_SCALE_LONG] = 1.0
-    ext[i, X_SCALE_SHORT] = 1.0
-    ext[i, X_FUND] = p.liq_fund0
+    x.d_gamma = gamma
+    x.d_vanna_vol = vanna_vol
+    x.d_charm = charm
+    x.max_atm_vol = sigma_atm
+    x.scale_long = 1.0
+    x.scale_short = 1.0
+    x.fund = p.liq_fund0
     if p.cohorts_on:
         total = 0.0
         for c in range(p.n_cohorts):
             h = -p.cohort_hedge_ratio[c] * p.cohort_share[c] * delta
-            ext[i, X_COHORT_HEDGE + c] = h
+            x.cohort_hedge[c] = h
             total += h
         for k in range(DELTA_RING):
-            ext[i, X_DELTA_RING + k] = delta
+            x.delta_ring[k] = delta
         state[i].dealer_hedge = total
         state[i].dealer_hold = 0.0
         state[i].gex = 0.01 * p.dealer_hedge_ratio_eff * gamma * spot * spot
@@ -1311,10 +1284,10 @@ def step_row(i, state, hedge, keys, trades, p, venues, dealer_lines, agent_lines
         dealer_flow, phi, crisis = clearing(i, state, p, dealer_lines, halted, step_new, t_new, y_prev, sigma_atm)
     if p.liquidations:
         long_usd, short_usd, rounds, adl = liquidation_cascade(i, state, ext, p, venues)
-        ext[i, X_LIQ_LONG_USD] = long_usd
-        ext[i, X_LIQ_SHORT_USD] = short_usd
-        ext[i, X_LIQ_ROUNDS] = rounds
-        ext[i, X_ADL_EVENTS_STEP] = adl
+        ext[i].liq_long_usd = long_usd
+        ext[i].liq_short_usd = short_usd
+        ext[i].liq_rounds = rounds
+        ext[i].adl_events_step = adl
     y_new, spot_new, band_hit = venue_dynamics(
         i, state, p, venues, key, step, dealer_flow, tau_f_prev, flow_perp, flow_future
     )

@@ -6,7 +6,9 @@ The market of N envs is a set of arrays, one row (or record) per env:
 * ``hedge[N, 3]`` float64 — the agent's position per venue (``SPOT``, ``PERP``, ``FUTURE``): coins
   for spot and perp, contracts for the future (a contract's delta is ``exp(r (T_f - t))`` coins);
 * ``keys[N]`` uint64 — the episode's random key (from seed and episode index);
-* ``out[N, OUT_WIDTH]`` float64 — what the last step booked, the ``O_*`` columns.
+* ``out[N, OUT_WIDTH]`` float64 — what the last step booked, the ``O_*`` columns;
+* ``ext[N]`` of ``EXT_DTYPE`` — one record per env, the second-order market's measures and state
+  (the fields of ``EXT`` below; zeros with every second-order feature off).
 
 Constant inputs shared by all rows: ``params`` (one record of ``PARAMS_DTYPE``, shape (1,)), ``venues[3, VENUE_WIDTH]``
 (``V_*``), and two option books ``lines[L, LINE_WIDTH]`` (``L_*``), the dealers' and the agent's.
@@ -228,58 +230,137 @@ STATE_DTYPE = np.dtype([(name, "f8") for name, _ in STATE])
 ) = range(24)
 OUT_WIDTH = 24
 
-# The second-order market's per-env array ``ext[N, EXT_WIDTH]`` float64 (one row per env, zeros when
-# every second-order feature is off: the kernel then never reads or writes it). ``X_*`` columns: the
-# last step's measures (read into ``info``), the episode's accumulators (``Market.episode_metrics``),
-# and the state of the cohorts and of the liquidation engine.
-(
+# The second-order market's per-env state: one record per env (row) of ``EXT_DTYPE``, float64 fields
+# (some of them small arrays: rings and per-cohort tables), read as ``ext[i].fund`` and
+# ``ext[i].ret_ring[k]`` in the kernels and ``market.ext["fund"]`` (a view, one value per env) in
+# Python. All zeros when every second-order feature is off: the kernel then never reads or writes it.
+# (name, shape, meaning): the last step's measures (read into ``info``, see ``EXT_INFO``), the
+# episode's accumulators (``Market.episode_metrics``, see ``EXT_METRICS``), and the state of the
+# cohorts and of the liquidation engine. Add a field here and the kernel can use it.
+EXT = (
     # The last step: dealer hedge flow (coins) split into the gamma, vanna and charm parts of the
     # continuously hedged demand, and the rest (schedules, bands, lags, expiries, higher orders).
-    X_FLOW_GAMMA,
-    X_FLOW_VANNA,
-    X_FLOW_CHARM,
-    X_FLOW_OTHER,
-    X_PHI_VANNA,
-    X_CROWDED,
-    X_LIQ_LONG_USD,
-    X_LIQ_SHORT_USD,
-    X_LIQ_ROUNDS,
-    X_ADL_EVENTS_STEP,
-    # The dealers' book at the end of the last step: gamma, sum of quantity x vanna x line vol (delta
-    # per unit of ln sigma), charm (per year); the step's ATM vol.
-    X_D_GAMMA,
-    X_D_VANNA_VOL,
-    X_D_CHARM,
+    ("flow_gamma", (), "the dealers' flow of the last step, its gamma part, coins"),
+    ("flow_vanna", (), "its vanna part (the ATM vol's move), coins"),
+    ("flow_charm", (), "its charm part (time), coins"),
+    ("flow_other", (), "the rest (schedules, bands, lags, expiries, higher orders), coins"),
+    ("phi_vanna", (), "the vanna feedback psi of the last step"),
+    ("crowded", (), "1 if two or more dealer cohorts traded in the same direction in the last step"),
+    ("liq_long_usd", (), "leveraged longs liquidated in the last step, USD at the mark"),
+    ("liq_short_usd", (), "leveraged shorts liquidated in the last step, USD at the mark"),
+    ("liq_rounds", (), "liquidation rounds in the last step"),
+    ("adl_events_step", (), "auto-deleveraging events in the last step"),
+    # The dealers' book at the end of the last step.
+    ("d_gamma", (), "the dealers' book gamma"),
+    ("d_vanna_vol", (), "sum of quantity x vanna x line vol (delta per unit of ln sigma_atm)"),
+    ("d_charm", (), "the dealers' book charm, per year"),
     # Episode accumulators.
-    X_SUM_FLOW_GAMMA_USD,
-    X_SUM_FLOW_VANNA_USD,
-    X_SUM_FLOW_CHARM_USD,
-    X_SUM_FLOW_OTHER_USD,
-    X_SUM_PHI_VANNA,
-    X_CROWDED_STEPS,
-    X_COHORT_TRADE_STEPS,
-    X_SUM_LIQ_LONG_USD,
-    X_SUM_LIQ_SHORT_USD,
-    X_LIQ_STEPS,
-    X_MAX_ROUNDS,
-    X_RUN,
-    X_MAX_RUN,
-    X_ADL_EVENTS,
-    X_ADL_USD,
-    X_MAX_ATM_VOL,
-    # Liquidation engine state: next bucket of each side, the share of each side's remaining positions
-    # left after auto-deleveraging, the insurance fund (USD).
-    X_NEXT_LONG,
-    X_NEXT_SHORT,
-    X_SCALE_LONG,
-    X_SCALE_SHORT,
-    X_FUND,
-) = range(34)
-X_RET_RING = 34  # the last N_AUTOCORR_LAGS returns, at step % N_AUTOCORR_LAGS
-X_SUM_RR = X_RET_RING + N_AUTOCORR_LAGS  # sum of r_k r_{k-l}, l = 1..N_AUTOCORR_LAGS
-X_COHORT_HEDGE = X_SUM_RR + N_AUTOCORR_LAGS  # each cohort's hedge, coins
-X_DELTA_RING = X_COHORT_HEDGE + MAX_COHORTS  # the dealers' book delta at step s, at s % (MAX_LAG + 1)
-EXT_WIDTH = X_DELTA_RING + MAX_LAG + 1
+    ("sum_flow_gamma_usd", (), "sum over steps of |flow_gamma| x spot, USD"),
+    ("sum_flow_vanna_usd", (), "sum over steps of |flow_vanna| x spot, USD"),
+    ("sum_flow_charm_usd", (), "sum over steps of |flow_charm| x spot, USD"),
+    ("sum_flow_other_usd", (), "sum over steps of |flow_other| x spot, USD"),
+    ("sum_phi_vanna", (), "sum of psi over steps"),
+    ("crowded_steps", (), "crowded steps"),
+    ("cohort_trade_steps", (), "steps on which some dealer cohort traded"),
+    ("sum_liq_long_usd", (), "longs liquidated in the episode, USD"),
+    ("sum_liq_short_usd", (), "shorts liquidated in the episode, USD"),
+    ("liq_steps", (), "steps with a liquidation"),
+    ("max_rounds", (), "most liquidation rounds in one step"),
+    ("run", (), "consecutive steps with liquidations up to the last step"),
+    ("max_run", (), "longest such run"),
+    ("adl_events", (), "auto-deleveraging events in the episode"),
+    ("adl_usd", (), "notional closed by auto-deleveraging, USD"),
+    ("max_atm_vol", (), "highest ATM implied vol of the episode"),
+    # Liquidation engine state.
+    ("next_long", (), "the next bucket of leveraged longs (index into params' liq_long_*)"),
+    ("next_short", (), "the next bucket of leveraged shorts"),
+    ("scale_long", (), "the share of the longs' remaining positions left after auto-deleveraging"),
+    ("scale_short", (), "the same for the shorts"),
+    ("fund", (), "the insurance fund, USD"),
+    # Rings and per-cohort tables.
+    ("ret_ring", (N_AUTOCORR_LAGS,), "the last N_AUTOCORR_LAGS spot log-returns, at step % N_AUTOCORR_LAGS"),
+    ("sum_rr", (N_AUTOCORR_LAGS,), "sum of r_k r_(k-l), l = 1..N_AUTOCORR_LAGS (entry l - 1)"),
+    ("cohort_hedge", (MAX_COHORTS,), "each dealer cohort's hedge, coins"),
+    ("delta_ring", (MAX_LAG + 1,), "the dealers' book delta at step s, at s % (MAX_LAG + 1)"),
+)
+EXT_DTYPE = np.dtype([(name, "f8", shape) for name, shape, _ in EXT])
+
+# The second-order per-step info (``HedgingEnv`` / ``HedgingVectorEnv``, where the scenario turns a
+# second-order feature on; plus ``atm_vol`` from the state): (info key, ``EXT`` field).
+EXT_INFO = (
+    ("flow_gamma", "flow_gamma"),
+    ("flow_vanna", "flow_vanna"),
+    ("flow_charm", "flow_charm"),
+    ("flow_other", "flow_other"),
+    ("phi_vanna", "phi_vanna"),
+    ("crowded", "crowded"),
+    ("liquidated_long_usd", "liq_long_usd"),
+    ("liquidated_short_usd", "liq_short_usd"),
+    ("cascade_rounds", "liq_rounds"),
+    ("adl_events", "adl_events_step"),
+    ("insurance_fund_usd", "fund"),
+)
+# The keys ``Market.episode_metrics`` adds where a second-order feature is on: (key, ``EXT`` field,
+# entry of an array field or None, divisor, meaning). Divisor None: the field as it is; ``"steps"``:
+# per step taken; a ``STATE`` field (``"sum_r2"``): over it, 0 where it is 0.
+EXT_METRICS = (
+    (
+        "flow_gamma_usd",
+        "sum_flow_gamma_usd",
+        None,
+        None,
+        "dealer hedge flow's gamma part, sum over steps of |coins| x spot, USD",
+    ),
+    ("flow_vanna_usd", "sum_flow_vanna_usd", None, None, "its vanna part (the ATM vol's move), USD"),
+    ("flow_charm_usd", "sum_flow_charm_usd", None, None, "its charm part (time), USD"),
+    (
+        "flow_other_usd",
+        "sum_flow_other_usd",
+        None,
+        None,
+        "the rest of the dealers' flow (schedules, bands, lags, expiries, higher orders), USD",
+    ),
+    (
+        "mean_phi_vanna",
+        "sum_phi_vanna",
+        None,
+        "steps",
+        "mean vanna feedback psi = 0.01 hr S beta sum(q vanna vol) / D_eff",
+    ),
+    ("max_atm_vol", "max_atm_vol", None, None, "highest ATM implied vol of the episode"),
+    (
+        "crowding",
+        "crowded_steps",
+        None,
+        "steps",
+        "share of steps on which two or more dealer cohorts traded in the same direction",
+    ),
+    ("cohort_trade_share", "cohort_trade_steps", None, "steps", "share of steps on which some dealer cohort traded"),
+    *(
+        (
+            f"return_autocorr_{lag}",
+            "sum_rr",
+            lag - 1,
+            "sum_r2",
+            f"sum of r_k r_(k-{lag}) / sum of r_k^2 (spot log-returns)",
+        )
+        for lag in range(1, N_AUTOCORR_LAGS + 1)
+    ),
+    ("liquidated_long_usd", "sum_liq_long_usd", None, None, "leveraged longs liquidated on the perp, USD at the mark"),
+    ("liquidated_short_usd", "sum_liq_short_usd", None, None, "leveraged shorts liquidated, USD"),
+    ("liquidation_steps", "liq_steps", None, None, "steps with a liquidation"),
+    (
+        "max_cascade_rounds",
+        "max_rounds",
+        None,
+        None,
+        "most liquidation rounds in one step (each set off by the one before)",
+    ),
+    ("max_cascade_steps", "max_run", None, None, "longest run of consecutive steps with liquidations"),
+    ("insurance_fund_usd", "fund", None, None, "the insurance fund at the episode's end, USD"),
+    ("adl_events", "adl_events", None, None, "auto-deleveraging events (the fund could not cover a bankrupt position)"),
+    ("adl_usd", "adl_usd", None, None, "notional closed by auto-deleveraging, USD"),
+)
 
 # The observation vector (float32), entry by entry: (name, unit, meaning, range). ``unit`` is the
 # constant the kernel scales that entry with (None where the scale is per env: sigma, the horizon, the

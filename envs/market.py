@@ -29,7 +29,8 @@ from hedgegym.envs.layout import (
     CALL,
     DISABLED,
     ENABLED,
-    EXT_WIDTH,
+    EXT_DTYPE,
+    EXT_METRICS,
     FUTURE,
     L_EXPIRY,
     L_EXPIRY_STEP,
@@ -39,7 +40,6 @@ from hedgegym.envs.layout import (
     LINE_WIDTH,
     MAX_BUCKETS,
     MAX_COHORTS,
-    N_AUTOCORR_LAGS,
     N_VENUES,
     OBS_DIM,
     OUT_WIDTH,
@@ -60,23 +60,6 @@ from hedgegym.envs.layout import (
     V_MARGIN,
     V_TRANSMISSION,
     VENUE_WIDTH,
-    X_ADL_EVENTS,
-    X_ADL_USD,
-    X_COHORT_TRADE_STEPS,
-    X_CROWDED_STEPS,
-    X_FUND,
-    X_LIQ_STEPS,
-    X_MAX_ATM_VOL,
-    X_MAX_ROUNDS,
-    X_MAX_RUN,
-    X_SUM_FLOW_CHARM_USD,
-    X_SUM_FLOW_GAMMA_USD,
-    X_SUM_FLOW_OTHER_USD,
-    X_SUM_FLOW_VANNA_USD,
-    X_SUM_LIQ_LONG_USD,
-    X_SUM_LIQ_SHORT_USD,
-    X_SUM_PHI_VANNA,
-    X_SUM_RR,
 )
 
 _ACTION_MODES = {"trade": kernel.ACTION_TRADE, "target": kernel.ACTION_TARGET, "delta": kernel.ACTION_DELTA}
@@ -375,29 +358,8 @@ def build_params(config: ScenarioConfig) -> tuple[np.ndarray, np.ndarray, np.nda
 
 
 # The keys :meth:`Market.episode_metrics` adds for a scenario with a second-order feature on (README
-# "The market model"), with their meaning.
-SECOND_ORDER_METRICS = {
-    "flow_gamma_usd": "dealer hedge flow's gamma part, sum over steps of |coins| x spot, USD",
-    "flow_vanna_usd": "its vanna part (the ATM vol's move), USD",
-    "flow_charm_usd": "its charm part (time), USD",
-    "flow_other_usd": "the rest of the dealers' flow (schedules, bands, lags, expiries, higher orders), USD",
-    "mean_phi_vanna": "mean vanna feedback psi = 0.01 hr S beta sum(q vanna vol) / D_eff",
-    "max_atm_vol": "highest ATM implied vol of the episode",
-    "crowding": "share of steps on which two or more dealer cohorts traded in the same direction",
-    "cohort_trade_share": "share of steps on which some dealer cohort traded",
-    **{
-        f"return_autocorr_{lag}": f"sum of r_k r_(k-{lag}) / sum of r_k^2 (spot log-returns)"
-        for lag in range(1, N_AUTOCORR_LAGS + 1)
-    },
-    "liquidated_long_usd": "leveraged longs liquidated on the perp, USD at the mark",
-    "liquidated_short_usd": "leveraged shorts liquidated, USD",
-    "liquidation_steps": "steps with a liquidation",
-    "max_cascade_rounds": "most liquidation rounds in one step (each set off by the one before)",
-    "max_cascade_steps": "longest run of consecutive steps with liquidations",
-    "insurance_fund_usd": "the insurance fund at the episode's end, USD",
-    "adl_events": "auto-deleveraging events (the fund could not cover a bankrupt position)",
-    "adl_usd": "notional closed by auto-deleveraging, USD",
-}
+# "The market model"), with their meaning (from ``layout.EXT_METRICS``, which also says how each is read).
+SECOND_ORDER_METRICS = {key: meaning for key, _, _, _, meaning in EXT_METRICS}
 
 
 class Market:
@@ -425,9 +387,9 @@ class Market:
         self.hedge = np.zeros((self.n_envs, N_VENUES))
         self.keys = np.zeros(self.n_envs, dtype=np.uint64)
         self.out = np.zeros((self.n_envs, OUT_WIDTH))
-        # The second-order market's per-env measures and state (layout.X_*); zeros and untouched when off.
+        # The second-order market's per-env measures and state (layout.EXT); zeros and untouched when off.
         self.second_order = bool(self.params["second_order"][0])
-        self.ext = np.zeros((self.n_envs, EXT_WIDTH))
+        self.ext = np.zeros(self.n_envs, dtype=EXT_DTYPE)
         self.obs = np.zeros((self.n_envs, OBS_DIM), dtype=np.float32)
         self._zero_trades = np.zeros((self.n_envs, N_VENUES))
         self.enabled_venues = np.flatnonzero(self.venues[:, V_ENABLED] == ENABLED)
@@ -605,30 +567,17 @@ class Market:
     def _second_order_metrics(self, rows, st, steps) -> dict[str, np.ndarray]:
         """The second-order keys of :meth:`episode_metrics` (:data:`SECOND_ORDER_METRICS`)."""
         ext = self.ext if rows is None else self.ext[np.asarray(rows)]
+        metrics = {}
         with np.errstate(divide="ignore", invalid="ignore"):
-            autocorr = {
-                f"return_autocorr_{lag}": np.where(st["sum_r2"] > 0, ext[:, X_SUM_RR + lag - 1] / st["sum_r2"], 0.0)
-                for lag in range(1, N_AUTOCORR_LAGS + 1)
-            }
-        return {
-            "flow_gamma_usd": ext[:, X_SUM_FLOW_GAMMA_USD].copy(),
-            "flow_vanna_usd": ext[:, X_SUM_FLOW_VANNA_USD].copy(),
-            "flow_charm_usd": ext[:, X_SUM_FLOW_CHARM_USD].copy(),
-            "flow_other_usd": ext[:, X_SUM_FLOW_OTHER_USD].copy(),
-            "mean_phi_vanna": ext[:, X_SUM_PHI_VANNA] / steps,
-            "max_atm_vol": ext[:, X_MAX_ATM_VOL].copy(),
-            "crowding": ext[:, X_CROWDED_STEPS] / steps,
-            "cohort_trade_share": ext[:, X_COHORT_TRADE_STEPS] / steps,
-            **autocorr,
-            "liquidated_long_usd": ext[:, X_SUM_LIQ_LONG_USD].copy(),
-            "liquidated_short_usd": ext[:, X_SUM_LIQ_SHORT_USD].copy(),
-            "liquidation_steps": ext[:, X_LIQ_STEPS].copy(),
-            "max_cascade_rounds": ext[:, X_MAX_ROUNDS].copy(),
-            "max_cascade_steps": ext[:, X_MAX_RUN].copy(),
-            "insurance_fund_usd": ext[:, X_FUND].copy(),
-            "adl_events": ext[:, X_ADL_EVENTS].copy(),
-            "adl_usd": ext[:, X_ADL_USD].copy(),
-        }
+            for key, field, entry, divisor, _ in EXT_METRICS:
+                value = ext[field] if entry is None else ext[field][:, entry]
+                if divisor is None:
+                    metrics[key] = value.copy()
+                elif divisor == "steps":
+                    metrics[key] = value / steps
+                else:
+                    metrics[key] = np.where(st[divisor] > 0, value / st[divisor], 0.0)
+        return metrics
 
     @property
     def spot(self) -> np.ndarray:

@@ -31,17 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from hedgegym.envs.config import ScenarioConfig
-from hedgegym.envs.layout import (
-    N_AUTOCORR_LAGS,
-    X_CROWDED,
-    X_FLOW_CHARM,
-    X_FLOW_GAMMA,
-    X_FLOW_OTHER,
-    X_FLOW_VANNA,
-    X_FUND,
-    X_LIQ_LONG_USD,
-    X_LIQ_SHORT_USD,
-)
+from hedgegym.envs.layout import EXT_INFO, N_AUTOCORR_LAGS
 from hedgegym.envs.market import (
     Market,
     dealer_effective_depth,
@@ -251,15 +241,19 @@ def second_order_rows(so: dict) -> list[tuple[str, str]]:
     return rows
 
 
+# The per-step measures of the sample paths: (info key, field of ``market.ext``), from ``layout.EXT_INFO``.
 SECOND_ORDER_SAMPLE = {
-    "flow_gamma": X_FLOW_GAMMA,
-    "flow_vanna": X_FLOW_VANNA,
-    "flow_charm": X_FLOW_CHARM,
-    "flow_other": X_FLOW_OTHER,
-    "crowded": X_CROWDED,
-    "liquidated_long_usd": X_LIQ_LONG_USD,
-    "liquidated_short_usd": X_LIQ_SHORT_USD,
-    "insurance_fund_usd": X_FUND,
+    name: dict(EXT_INFO)[name]
+    for name in (
+        "flow_gamma",
+        "flow_vanna",
+        "flow_charm",
+        "flow_other",
+        "crowded",
+        "liquidated_long_usd",
+        "liquidated_short_usd",
+        "insurance_fund_usd",
+    )
 }
 
 
@@ -272,8 +266,8 @@ def second_order_sample(config: ScenarioConfig, seeds: np.ndarray) -> dict[str, 
     out = {name: np.empty((len(seeds), steps)) for name in (*SECOND_ORDER_SAMPLE, "atm_vol")}
     for k in range(steps):
         market.step()
-        for name, col in SECOND_ORDER_SAMPLE.items():
-            out[name][:, k] = market.ext[:, col]
+        for name, ext_field in SECOND_ORDER_SAMPLE.items():
+            out[name][:, k] = market.ext[ext_field]
         out["atm_vol"][:, k] = market.state["atm_vol"]
     return out
 

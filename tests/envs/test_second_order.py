@@ -26,10 +26,6 @@ from hedgegym.envs.layout import (
     O_DEALER_FLOW,
     O_EXO_RETURN,
     O_RETURN,
-    X_FLOW_CHARM,
-    X_FLOW_GAMMA,
-    X_FLOW_OTHER,
-    X_FLOW_VANNA,
 )
 from hedgegym.envs.market import SECOND_ORDER_METRICS, Market, dealer_effective_depth, liquidation_buckets
 
@@ -48,7 +44,7 @@ def run_market(config, n: int, seed0: int = 0):
         spot[:, k], vol[:, k] = market.spot, market.state["atm_vol"]
         out = market.step()
         r[:, k], x[:, k] = out[:, O_RETURN], out[:, O_EXO_RETURN]
-        assert np.all(np.isfinite(out)) and np.all(np.isfinite(market.ext))
+        assert np.all(np.isfinite(out)) and np.all(np.isfinite(market.ext.view(np.float64)))
     return market, r, x, spot, vol
 
 
@@ -138,7 +134,9 @@ def test_flow_decomposition_adds_up_and_the_vanna_part_is_there():
     for _ in range(48):
         out = market.step()
         flows.append(out[:, O_DEALER_FLOW].copy())
-        parts.append(market.ext[:, [X_FLOW_GAMMA, X_FLOW_VANNA, X_FLOW_CHARM, X_FLOW_OTHER]].copy())
+        parts.append(
+            np.stack([market.ext[f] for f in ("flow_gamma", "flow_vanna", "flow_charm", "flow_other")], axis=1)
+        )
     flows, parts = np.array(flows), np.array(parts)
     assert np.allclose(parts.sum(axis=2), flows, rtol=1e-12, atol=1e-9)
     # A continuously hedging block: the three parts are the flow up to second order.
@@ -327,7 +325,7 @@ def test_features_off_leave_ext_untouched_and_add_no_keys():
     for _ in range(10):
         market.step()
     assert not market.second_order
-    assert not np.any(market.ext)
+    assert not np.any(market.ext.view(np.float64))  # every field of layout.EXT is float64
     assert not set(SECOND_ORDER_METRICS) & set(market.episode_metrics())
 
 
@@ -404,3 +402,15 @@ def test_the_public_step_kernels_step_the_market_the_market_steps(scenario):
         fn = kernel.step_serial if k % 2 else kernel.step_parallel
         fn(b.state, b.hedge, b.keys, trades, b.params, b.venues, b.dealer_lines, b.agent_lines, b.out, b.ext)
     assert a.state.tobytes() == b.state.tobytes() and a.ext.tobytes() == b.ext.tobytes()
+
+
+def test_info_and_metric_tables_name_ext_fields():
+    from hedgegym.envs.layout import EXT_DTYPE, EXT_INFO, EXT_METRICS, STATE_DTYPE
+
+    assert all(field in EXT_DTYPE.names for _, field in EXT_INFO)
+    for key, field, entry, divisor, _ in EXT_METRICS:
+        shape = EXT_DTYPE[field].shape
+        assert (entry is None) == (shape == ()), key
+        assert entry is None or 0 <= entry < shape[0], key
+        assert divisor in (None, "steps") or divisor in STATE_DTYPE.names, key
+    assert len({key for key, *_ in EXT_METRICS}) == len(EXT_METRICS)
