@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numba
 import numpy as np
+from _common import reset_rows, step_kernel
 
 from hedgegym.envs import HedgingVectorEnv, Market, kernel
 from hedgegym.envs.config import load_scenario
@@ -66,33 +67,9 @@ def kernel_step(config, n: int, fn, actions: np.ndarray) -> Callable[[int], None
     seeds = np.arange(n, dtype=np.uint64)
 
     def step(k: int) -> None:
-        fn(
-            m.state,
-            m.hedge,
-            m.keys,
-            trades[k % len(trades)],
-            m.params,
-            m.venues,
-            m.dealer_lines,
-            m.agent_lines,
-            m.out,
-            m.ext,
-        )
+        step_kernel(fn, m, trades[k % len(trades)])
         if (k + 1) % m.episode_steps == 0:
-            episodes = np.full(n, (k + 1) // m.episode_steps, dtype=np.uint64)
-            kernel.reset_rows(
-                rows,
-                seeds,
-                episodes,
-                m.state,
-                m.hedge,
-                m.keys,
-                m.params,
-                m.venues,
-                m.dealer_lines,
-                m.agent_lines,
-                m.ext,
-            )
+            reset_rows(m, rows, seeds, (k + 1) // m.episode_steps)
 
     return step
 

@@ -40,6 +40,7 @@ from pathlib import Path
 import gymnasium as gym
 import numba
 import numpy as np
+from _common import reset_rows, step_kernel
 from gymnasium.vector import AutoresetMode
 from stable_baselines3.common.vec_env import DummyVecEnv
 
@@ -89,38 +90,14 @@ def raw_kernel(config, actions: np.ndarray, parallel: bool | None) -> Callable[[
     rows = np.arange(n, dtype=np.int64)
     seeds = np.arange(n, dtype=np.uint64)
     market.reset(seeds)
-    step_kernel = market._step_kernel  # the kernel the Market chose (serial or parallel) for this N
+    fn = market._step_kernel  # the kernel the Market chose (serial or parallel) for this N
     m = market
 
     def step(k: int) -> None:
-        step_kernel(
-            m.state,
-            m.hedge,
-            m.keys,
-            trades[k % len(trades)],
-            m.params,
-            m.venues,
-            m.dealer_lines,
-            m.agent_lines,
-            m.out,
-            m.ext,
-        )
+        step_kernel(fn, m, trades[k % len(trades)])
         kernel.observe_rows(m.state, m.hedge, m.params, m.obs)
         if (k + 1) % m.episode_steps == 0:
-            episodes = np.full(n, (k + 1) // m.episode_steps, dtype=np.uint64)
-            kernel.reset_rows(
-                rows,
-                seeds,
-                episodes,
-                m.state,
-                m.hedge,
-                m.keys,
-                m.params,
-                m.venues,
-                m.dealer_lines,
-                m.agent_lines,
-                m.ext,
-            )
+            reset_rows(m, rows, seeds, (k + 1) // m.episode_steps)
 
     return step
 

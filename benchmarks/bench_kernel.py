@@ -44,6 +44,7 @@ from pathlib import Path
 
 import numba
 import numpy as np
+from _common import step_kernel
 
 from hedgegym.envs import kernel
 from hedgegym.envs.config import load_scenario
@@ -166,7 +167,7 @@ def contender(config, fn: Callable, n: int) -> Callable[[float], tuple[float, fl
     seeds = np.arange(n)
     episode = 0
     m.reset(seeds=seeds)
-    fn(m.state, m.hedge, m.keys, trades[0], m.params, m.venues, m.dealer_lines, m.agent_lines, m.out, m.ext)
+    step_kernel(fn, m, trades[0])
 
     def restart() -> None:
         nonlocal episode
@@ -175,18 +176,7 @@ def contender(config, fn: Callable, n: int) -> Callable[[float], tuple[float, fl
             m.reset(seeds=seeds, episodes=episode)
 
     def step(k: int) -> None:
-        fn(
-            m.state,
-            m.hedge,
-            m.keys,
-            trades[k % TRADE_BATCHES],
-            m.params,
-            m.venues,
-            m.dealer_lines,
-            m.agent_lines,
-            m.out,
-            m.ext,
-        )
+        step_kernel(fn, m, trades[k % TRADE_BATCHES])
 
     return timed_blocks(step, restart, n)
 
