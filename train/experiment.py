@@ -34,6 +34,7 @@ import yaml
 from pydantic import ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from hedgegym.agents import sb3
+from hedgegym.agents.baselines import BASELINES
 from hedgegym.agents.residual import make_control
 from hedgegym.envs.config import (
     ConfigError,
@@ -160,6 +161,8 @@ class ControlConfig(StrictModel):
     @model_validator(mode="after")
     def _builds(self) -> ControlConfig:
         kind = self.baseline.partition("@")[0]
+        if kind not in BASELINES:
+            raise ValueError(f"unknown baseline {kind!r}; known baselines: {', '.join(BASELINES)}")
         if self.kind == "band" and kind not in ("whalley_wilmott", "fixed_band"):
             raise ValueError(
                 f"baseline {self.baseline!r}: band control needs a band hedger (whalley_wilmott or fixed_band)"
