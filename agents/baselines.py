@@ -80,8 +80,9 @@ from hedgegym.envs.kernel import (
     ACTION_DELTA,
     ACTION_TARGET,
     ACTION_TRADE,
-    actions_to_trades_rows,
+    actions_to_trades_row,
     future_delta,
+    future_enabled,
     line_vol,
     step_serial,
 )
@@ -348,31 +349,27 @@ def _hedge_row(hedger, state, hedge, i, p, agent_lines, venue_trades, actions):
     trades_to_actions_row(venue_trades, state, hedge, i, p, mode, enabled, max_trade, actions)
 
 
-@njit(cache=True, _nrt=False, inline="always")
-def _actions_rows(lo, hi, hedger, state, hedge, params, agent_lines, venue_trades, actions):
-    """Rows ``lo:hi`` of ``actions``: the hedger's actions (its placed trades in ``venue_trades``)."""
-    p = params[0]
-    for i in range(lo, hi):
-        _hedge_row(hedger, state, hedge, i, p, agent_lines, venue_trades, actions)
-
-
 @njit(cache=True, _nrt=False)
 def _actions(hedger, state, hedge, params, agent_lines, venue_trades, actions):
-    _actions_rows(0, state.shape[0], hedger, state, hedge, params, agent_lines, venue_trades, actions)
+    """Every row's actions (the hedger's placed trades in ``venue_trades``)."""
+    p = params[0]
+    for i in range(state.shape[0]):
+        _hedge_row(hedger, state, hedge, i, p, agent_lines, venue_trades, actions)
     return actions
 
 
 @njit(cache=True, _nrt=False)
 def _market_trades_block(lo, hi, hedger, state, hedge, params, agent_lines, buffers):
     """Rows ``lo:hi``: the hedger's actions, then the env's mapping of them to the kernel's trades
-    (``actions_to_trades_rows``, called once for the block: per row, its slicing would cost more
-    than the hedger). Over all rows (``lo, hi = 0, N``) it is the serial pass."""
+    (``kernel.actions_to_trades_row``, row by row: a row's mapping reads only that row). Over all
+    rows (``lo, hi = 0, N``) it is the serial pass."""
     venue_trades, actions, trades = buffers
-    _actions_rows(lo, hi, hedger, state, hedge, params, agent_lines, venue_trades, actions)
     _, _, _, mode, enabled, max_trade, min_trade = hedger
-    actions_to_trades_rows(
-        actions[lo:hi], enabled, mode, max_trade, min_trade, state[lo:hi], hedge[lo:hi], params, trades[lo:hi]
-    )
+    p = params[0]
+    futures = future_enabled(enabled)
+    for i in range(lo, hi):
+        _hedge_row(hedger, state, hedge, i, p, agent_lines, venue_trades, actions)
+        actions_to_trades_row(i, actions, enabled, futures, mode, max_trade, min_trade, state, hedge, p, trades)
 
 
 _BLOCK = 128

@@ -107,9 +107,12 @@ from hedgegym.envs.layout import (
 # a phase increfs and decrefs each array argument (an atomic operation, and a cache line bounced
 # between the parallel kernel's threads), which was more than half of a frictionless step.
 # ``inline="always"`` on the phases of the step and on small scalar helpers (the smile, the price
-# band): numba inlines them into their callers (the phases into ``step_row``), where LLVM
-# optimises them together (``step_row`` itself is not inlined into the serial and the parallel
-# loop: that took a fifth more off a frictionless step but doubled the cold compile time, to ~23 s).
+# band): numba inlines them into their callers (the phases into ``step_body``), where LLVM
+# optimises them together. ``step_body`` is inlined into the serial loop (``step_serial``, what the
+# evaluation's rollout runs on its blocks of rows: a fifth off a frictionless step, the per-row call
+# with its ~50 scalar arguments gone) and compiled once more as ``step_row``, which the parallel loop
+# calls per row (inlined there too, the cold compile time doubled against one copy of the step; one
+# inlined copy costs about half that again).
 # Neither option changes a result: the same operations run in the same order (the golden
 # trajectories replay bit for bit).
 # ``reset_row`` keeps the runtime: it allocates.
@@ -940,7 +943,7 @@ def step_reward(pnl, cum_pnl, done, p):
 # ------------------------------------------------------------------------------------ second order
 # The second-order market (README "The market model"): implied-vol dynamics (vanna), dealer cohorts and
 # the perp's liquidation engine. Each phase runs only under its flag in ``params`` (read once per step);
-# with every flag off :func:`step_row` runs the first-order step alone, and ``ext`` is never touched.
+# with every flag off :func:`step_body` runs the first-order step alone, and ``ext`` is never touched.
 Z_IV = 7  # the ATM vol's shock: normal number 7 of the step (uniforms 14 and 15, unused before)
 DELTA_RING = MAX_LAG + 1
 
@@ -1244,9 +1247,10 @@ def reset_second_order(i, state, ext, p, dealer_lines, spot, sigma_atm):
 
 
 # ------------------------------------------------------------------------------------ step
-@njit(cache=True, _nrt=False)
-def step_row(i, state, hedge, keys, trades, p, venues, dealer_lines, agent_lines, out, ext):
+@njit(cache=True, _nrt=False, inline="always")
+def step_body(i, state, hedge, keys, trades, p, venues, dealer_lines, agent_lines, out, ext):
     """Advance row ``i`` by one step (MODEL.md §1, items 1-6), phase by phase. See the module docstring.
+    Inlined into :func:`step_serial`; :func:`step_row` is the same step as a function of its own.
 
     The second-order market's phases (README "The market model") run under their flags: the ATM vol's
     own dynamics (``iv_dynamics``), the cohorts' clearing (``cohorts_on``), the liquidation cascade
@@ -1397,11 +1401,19 @@ def step_row(i, state, hedge, keys, trades, p, venues, dealer_lines, agent_lines
 
 
 @njit(cache=True, _nrt=False)
+def step_row(i, state, hedge, keys, trades, p, venues, dealer_lines, agent_lines, out, ext):
+    """Advance row ``i`` by one step: :func:`step_body`, compiled once as a function of its own (the
+    parallel kernel calls it per row)."""
+    step_body(i, state, hedge, keys, trades, p, venues, dealer_lines, agent_lines, out, ext)
+
+
+@njit(cache=True, _nrt=False)
 def step_serial(state, hedge, keys, trades, params, venues, dealer_lines, agent_lines, out, ext):
-    """Step every row, single-threaded."""
+    """Step every row, single-threaded: the step inlined into the loop over rows (what the
+    evaluation's rollout runs on each block of rows)."""
     p = params[0]
     for i in range(state.shape[0]):
-        step_row(i, state, hedge, keys, trades, p, venues, dealer_lines, agent_lines, out, ext)
+        step_body(i, state, hedge, keys, trades, p, venues, dealer_lines, agent_lines, out, ext)
 
 
 @njit(cache=True, parallel=True, _nrt=False)
@@ -1420,6 +1432,47 @@ ACTION_TRADE, ACTION_TARGET, ACTION_DELTA = 0, 1, 2
 HOLD_TOLERANCE = 1e-12
 
 
+@njit(cache=True, _nrt=False, inline="always")
+def future_enabled(enabled):
+    """Whether the futures venue is among the enabled venues ``enabled``."""
+    found = False
+    for j in range(enabled.shape[0]):
+        found = found or enabled[j] == FUTURE
+    return found
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def actions_to_trades_row(i, actions, enabled, futures, mode, max_trade, min_trade, state, hedge, p, trades):
+    """Row ``i`` of :func:`actions_to_trades_rows` (``futures``: :func:`future_enabled` of ``enabled``),
+    for a caller that steps its own rows."""
+    n_enabled = enabled.shape[0]
+    # exp(r (T_f - t)) only where it is read: a futures venue, or a futures position in the gap
+    # (otherwise the gap's term is 0 x a finite positive number, 0 either way: |r| <= 1 and
+    # T_f - t <= 10 years).
+    fut_delta = future_delta(state, i, p) if futures or hedge[i, FUTURE] != 0.0 else 1.0
+    gap = 0.0
+    if mode == ACTION_DELTA:
+        net = state[i].book_delta + hedge[i, SPOT] + hedge[i, PERP] + hedge[i, FUTURE] * fut_delta
+        gap = net / n_enabled
+    for v in range(N_VENUES):
+        trades[i, v] = 0.0
+    for j in range(n_enabled):
+        v = enabled[j]
+        q = actions[i, j] * max_trade
+        if mode == ACTION_DELTA:
+            q -= gap
+            if abs(q) <= HOLD_TOLERANCE * max(abs(gap), max_trade):
+                q = 0.0
+        if v == FUTURE:
+            q /= fut_delta
+        if mode == ACTION_TARGET:
+            q -= hedge[i, v]
+            if abs(q) <= HOLD_TOLERANCE * max(abs(hedge[i, v]), max_trade):
+                q = 0.0
+        coins = abs(q) * fut_delta if v == FUTURE else abs(q)
+        trades[i, v] = 0.0 if coins < min_trade else q
+
+
 @njit(cache=True, _nrt=False)
 def actions_to_trades_rows(actions, enabled, mode, max_trade, min_trade, state, hedge, params, trades):
     """Map actions ``[N, n_enabled]`` to trades ``[N, 3]`` (see ``Market.actions_to_trades``).
@@ -1428,30 +1481,9 @@ def actions_to_trades_rows(actions, enabled, mode, max_trade, min_trade, state, 
     A trade that differs from a hold only by rounding (target reached, delta gap cancelled) is a hold.
     """
     p = params[0]
-    n_enabled = enabled.shape[0]
+    futures = future_enabled(enabled)
     for i in range(actions.shape[0]):
-        fut_delta = future_delta(state, i, p)
-        gap = 0.0
-        if mode == ACTION_DELTA:
-            net = state[i].book_delta + hedge[i, SPOT] + hedge[i, PERP] + hedge[i, FUTURE] * fut_delta
-            gap = net / n_enabled
-        for v in range(N_VENUES):
-            trades[i, v] = 0.0
-        for j in range(n_enabled):
-            v = enabled[j]
-            q = actions[i, j] * max_trade
-            if mode == ACTION_DELTA:
-                q -= gap
-                if abs(q) <= HOLD_TOLERANCE * max(abs(gap), max_trade):
-                    q = 0.0
-            if v == FUTURE:
-                q /= fut_delta
-            if mode == ACTION_TARGET:
-                q -= hedge[i, v]
-                if abs(q) <= HOLD_TOLERANCE * max(abs(hedge[i, v]), max_trade):
-                    q = 0.0
-            coins = abs(q) * fut_delta if v == FUTURE else abs(q)
-            trades[i, v] = 0.0 if coins < min_trade else q
+        actions_to_trades_row(i, actions, enabled, futures, mode, max_trade, min_trade, state, hedge, p, trades)
 
 
 # ------------------------------------------------------------------------------------ observation
