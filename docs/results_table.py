@@ -9,9 +9,9 @@ interval, slippage against the textbook delta hedger on the agent's venues (``de
 
     python docs/results_table.py runs/ppo_spot-s0-* runs/ppo_spot-s1-* ...
 
-Verdict: **win** when the interval lies above 0 and the agent slips less than delta; *loss* when it
-lies below 0; for ``frictionless``, *match* when the interval holds 0 (theory's answer is delta);
-otherwise *tie*.
+Verdict: **win** when the interval lies above 0 and the agent slips less than delta ("objective
+only" when it slips more); *loss* when it lies below 0; for ``frictionless``, *match* when the
+interval holds 0 (theory's answer is delta); otherwise *tie*.
 """
 
 from __future__ import annotations
@@ -49,6 +49,8 @@ def row(run: Path) -> str:
         verdict = "match" if lo <= 0.0 <= hi else ("**win**" if lo > 0 else "loss")
     elif lo > 0.0 and slip[agent] < slip[delta]:
         verdict = "**win**"
+    elif lo > 0.0:
+        verdict = "objective only (slips more than delta)"
     elif hi < 0.0:
         verdict = "loss"
     else:
