@@ -38,6 +38,7 @@ import importlib.util
 import io
 import json
 import pickle
+import sys
 import zipfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -450,7 +451,14 @@ def load_callable(spec: str) -> Callable:
                 raise PolicyError(f"policy {spec!r}: file {module_name!r} does not exist")
             module_spec = importlib.util.spec_from_file_location(file.stem, file)
             module = importlib.util.module_from_spec(module_spec)
-            module_spec.loader.exec_module(module)
+            # As `python file.py` does: the file's folder is on the path while it loads, so it can
+            # import the modules beside it (also in a Ray worker, whose path does not hold it).
+            folder = str(file.resolve().parent)
+            sys.path.insert(0, folder)
+            try:
+                module_spec.loader.exec_module(module)
+            finally:
+                sys.path.remove(folder)
         else:
             module = importlib.import_module(module_name)
     except ImportError as err:

@@ -409,6 +409,22 @@ def test_policy_from_a_file_path(tmp_path):
     assert res.returncode == 0, res.stderr
 
 
+def test_a_policy_file_imports_the_modules_beside_it(tmp_path):
+    """As ``python lib/hedgers.py`` would: its folder is on the path while it loads (and only then)."""
+    import sys
+
+    from hedgegym.train.policies import load_callable
+
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "helpers_beside.py").write_text("HALF = 0.5\n")
+    (tmp_path / "lib" / "hedgers.py").write_text(
+        "from helpers_beside import HALF\n\ndef half(obs, market):\n    return -HALF * obs[:, :1]\n"
+    )
+    before = list(sys.path)
+    fn = load_callable(f"{tmp_path / 'lib' / 'hedgers.py'}:half")
+    assert fn.__name__ == "half" and sys.path == before
+
+
 @pytest.mark.parametrize(
     ("spec", "expected"),
     [

@@ -310,6 +310,6 @@ def test_paired_selection_keeps_the_incumbent_until_a_checkpoint_is_clearly_bett
     better, (point, lo, hi) = _replaces_best(incumbent + 3e3, best, tmp_path, cfg)
     assert better and lo > 0.0
     # The rule 'best' compares the objective alone (the incumbent's is -1e9 here).
-    assert _replaces_best(lucky, best, tmp_path, tiny(config_path("ppo_spot")))[0]
+    assert _replaces_best(lucky, best, tmp_path, tiny(config_path("ppo_spot"), **{"evaluation.select": "best"}))[0]
     # No incumbent yet: the first evaluation is the best.
     assert _replaces_best(lucky, {}, tmp_path, cfg) == (True, None)
