@@ -315,3 +315,17 @@ def test_seed_and_episode_limits():
     assert "evaluation.seed" in msg and "2**63 - 2000" in msg
     msg = error_of(with_(evaluation={"final_episodes": 10**9}))
     assert "evaluation.final_episodes" in msg and "1000000" in msg
+
+
+@pytest.mark.parametrize(
+    ("control", "expected"),
+    [
+        ({"kind": "band", "baseline": "gamma_scalp"}, r"unknown baseline 'gamma_scalp'; known baselines: no_hedge, "),
+        ({"kind": "band", "baseline": "delta"}, r"baseline 'delta': band control needs a band hedger"),
+        ({"kind": "residual", "baseline": "delta", "scale": 3.0}, r"scale"),
+    ],
+)
+def test_control_errors_name_the_field_and_what_is_allowed(control, expected):
+    path = next(p for p in CONFIGS if p.stem == "ppo_spot")
+    with pytest.raises(ConfigError, match=r"algorithm\.control.*" + expected):
+        load_experiment(path, {"algorithm.control": control})
