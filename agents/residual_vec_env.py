@@ -25,7 +25,7 @@ import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.vec_env import VecEnvWrapper
 
-from hedgegym.agents.residual import BandControl, Residual
+from hedgegym.agents.residual import BandControl, Residual, make_control
 
 
 class ResidualVecEnv(VecEnvWrapper):
@@ -33,7 +33,9 @@ class ResidualVecEnv(VecEnvWrapper):
     policy's actions are corrections on ``residual.baseline``.
 
     Observations, rewards and infos pass through unchanged; ``step_async(a)`` sends
-    ``residual.actions(a, market)``, computed on the state the policy observed.
+    ``residual.actions(a, market)``, computed on the state the policy observed. When the market
+    changes under it (a family env draws a new market per episode, :mod:`hedgegym.envs.family`),
+    the control is rebuilt for the new market, as it is for any market it is evaluated on.
     """
 
     def __init__(self, venv, residual: Residual | BandControl):
@@ -41,6 +43,7 @@ class ResidualVecEnv(VecEnvWrapper):
         space = None if n is None else gym.spaces.Box(-1.0, 1.0, (n,), dtype=np.float32)
         super().__init__(venv, action_space=space)
         self.residual = residual
+        self._built_for = venv.venv.market.config
 
     def reset(self):
         return self.venv.reset()
@@ -56,7 +59,11 @@ class ResidualVecEnv(VecEnvWrapper):
         self.class_attributes = dict(inspect.getmembers(self.__class__))
 
     def step_async(self, actions: np.ndarray) -> None:
-        self.venv.step_async(self.residual.actions(actions, self.venv.venv.market))
+        market = self.venv.venv.market
+        if market.config is not getattr(self, "_built_for", None):  # (a checkpoint of an older version has none)
+            self.residual = make_control(self.residual.record, market.config)
+            self._built_for = market.config
+        self.venv.step_async(self.residual.actions(actions, market))
 
     def step_wait(self):
         return self.venv.step_wait()

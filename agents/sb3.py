@@ -117,6 +117,7 @@ def make_vec_env(
     parallel: bool = False,
     base_env=None,
     control=None,
+    family=None,
 ):
     """The batched hedging env as an SB3 ``VecEnv``, wrapped in ``VecNormalize`` when asked.
 
@@ -138,18 +139,37 @@ def make_vec_env(
         control: a :class:`~hedgegym.agents.residual.Residual` or
             :class:`~hedgegym.agents.residual.BandControl`: the policy acts through it
             (:class:`~hedgegym.agents.residual_vec_env.ResidualVecEnv`, under the normaliser).
+        family: a :class:`~hedgegym.envs.family.FamilyConfig`: the envs are split into
+            ``family.markets`` batches side by side (:class:`~hedgegym.envs.sb3_vec_env.ConcatVecEnv`),
+            each drawing its own market around ``scenario`` per episode; ``n_envs`` must be a
+            multiple of ``family.markets``. Env ``i`` still starts from seed ``seed + i``.
     """
-    from hedgegym.envs.sb3_vec_env import make_sb3_vec_env
+    from hedgegym.envs.sb3_vec_env import ConcatVecEnv, make_sb3_vec_env
 
     # step_info=False: training reads only the episode-end keys; per-step dicts would cost time.
     if base_env is not None:
         venv = base_env
+    elif family is None:
+        venv = _controlled(
+            make_sb3_vec_env(scenario, n_envs=n_envs, seed=seed, step_info=False, parallel=parallel), control
+        )
     else:
-        venv = make_sb3_vec_env(scenario, n_envs=n_envs, seed=seed, step_info=False, parallel=parallel)
-        if control is not None:
-            from hedgegym.agents.residual_vec_env import ResidualVecEnv
+        from hedgegym.agents.residual import make_control
 
-            venv = ResidualVecEnv(venv, control)
+        if n_envs % family.markets:
+            raise ValueError(f"n_envs ({n_envs}) must be a multiple of the family's markets ({family.markets})")
+        size = n_envs // family.markets
+        venv = ConcatVecEnv(
+            [
+                _controlled(
+                    make_sb3_vec_env(
+                        scenario, n_envs=size, seed=seed + g * size, step_info=False, parallel=parallel, family=family
+                    ),
+                    None if control is None else make_control(control.record, scenario),
+                )
+                for g in range(family.markets)
+            ]
+        )
     if stats_path is not None:
         from stable_baselines3.common.vec_env import VecNormalize
 
@@ -169,6 +189,15 @@ def make_vec_env(
         clip_reward=normalize["clip_rewards"],
         gamma=gamma,
     )
+
+
+def _controlled(venv, control):
+    """``venv`` acting through ``control`` (a ResidualVecEnv), or ``venv`` itself when there is none."""
+    if control is None:
+        return venv
+    from hedgegym.agents.residual_vec_env import ResidualVecEnv
+
+    return ResidualVecEnv(venv, control)
 
 
 def build_model(

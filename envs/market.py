@@ -394,6 +394,30 @@ class Market:
         self._zero_trades = np.zeros((self.n_envs, N_VENUES))
         self.enabled_venues = np.flatnonzero(self.venues[:, V_ENABLED] == ENABLED)
 
+    def rebuild(self, config) -> None:
+        """Run the next episodes on market ``config`` (a family's draw, :mod:`hedgegym.envs.family`):
+        the kernel's parameters are rebuilt from it; the rows' state is untouched until their reset.
+
+        ``config`` must be the same kind of market: the same agent venues, episode length,
+        second-order measures and array shapes (ValueError naming what differs).
+        """
+        config = validate_config(config)
+        params, venues, dealer_lines, agent_lines = build_params(config)
+        checks = (
+            ("episode_steps", int(params["episode_steps"][0]), self.episode_steps),
+            ("second_order", bool(params["second_order"][0]), self.second_order),
+            ("agent venues", tuple(venues[:, V_ENABLED]), tuple(self.venues[:, V_ENABLED])),
+            ("dealer lines", dealer_lines.shape, self.dealer_lines.shape),
+            ("agent lines", agent_lines.shape, self.agent_lines.shape),
+        )
+        for what, new, old in checks:
+            if new != old:
+                raise ValueError(f"Market.rebuild: the new market's {what} ({new}) differ from this market's ({old})")
+        params["agent_impact"] = self.params["agent_impact"][0]
+        self.config = config
+        self.params, self.venues, self.dealer_lines, self.agent_lines = params, venues, dealer_lines, agent_lines
+        self.pin_strike = pin_strike(config)
+
     @property
     def episode_steps(self) -> int:
         """Steps per episode."""

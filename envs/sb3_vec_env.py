@@ -189,6 +189,107 @@ class HedgingSB3VecEnv(VecEnv):
             )
 
 
+class ConcatVecEnv(VecEnv):
+    """SB3 ``VecEnv`` of several VecEnvs side by side: env ``k`` of part ``j`` is env ``offset_j + k``.
+
+    For a family of markets (:mod:`hedgegym.envs.family`): each part is a batch on its own drawn
+    market, so one rollout holds several markets at once. The parts must share observation and
+    action spaces. ``seed(s)`` seeds part ``j`` with ``s + offset_j`` (env ``i`` gets ``s + i``, as
+    in one batch); ``get_attr``, ``set_attr``, ``env_method`` and ``env_is_wrapped`` go to the
+    parts that hold the requested envs.
+
+    Example:
+        >>> parts = [make_sb3_vec_env("frictionless", n_envs=2, agent__venues=["spot"]) for _ in range(2)]
+        >>> venv = ConcatVecEnv(parts)
+        >>> venv.seed(0)
+        [0, 2]
+        >>> venv.num_envs, venv.reset().shape
+        (4, (4, 19))
+    """
+
+    def __init__(self, parts: Sequence[VecEnv]):
+        parts = list(parts)
+        if not parts:
+            raise ValueError("ConcatVecEnv needs at least one VecEnv")
+        first = parts[0]
+        for j, part in enumerate(parts[1:], 1):
+            if part.observation_space != first.observation_space or part.action_space != first.action_space:
+                raise ValueError(
+                    f"ConcatVecEnv: part {j} has spaces {part.observation_space}, {part.action_space}; "
+                    f"part 0 has {first.observation_space}, {first.action_space}"
+                )
+        self.parts = parts
+        self.offsets = np.cumsum([0] + [p.num_envs for p in parts]).tolist()
+        super().__init__(self.offsets[-1], first.observation_space, first.action_space)
+        self.metadata = dict(getattr(first, "metadata", {}))
+
+    def reset(self) -> VecEnvObs:
+        """Reset every part (with the seeds of ``seed()`` if any, used once)."""
+        obs = [part.reset() for part in self.parts]
+        self.reset_infos = [info for part in self.parts for info in part.reset_infos]
+        return np.concatenate(obs)
+
+    def seed(self, seed: int | None = None) -> list[int | None]:
+        """Seed part ``j`` with ``seed + offset_j``; returns each part's first seed."""
+        out = []
+        for part, offset in zip(self.parts, self.offsets, strict=False):
+            part.seed(None if seed is None else seed + offset)
+            out.append(None if seed is None else seed + offset)
+        return out
+
+    def step_async(self, actions: np.ndarray) -> None:
+        """Send each part its slice of ``actions``."""
+        for part, a, b in zip(self.parts, self.offsets, self.offsets[1:], strict=False):
+            part.step_async(actions[a:b])
+
+    def step_wait(self) -> VecEnvStepReturn:
+        """Step every part; observations, rewards, dones and infos concatenated in env order."""
+        results = [part.step_wait() for part in self.parts]
+        obs, rewards, dones, infos = zip(*results, strict=True)
+        self.reset_infos = [info for part in self.parts for info in part.reset_infos]
+        return np.concatenate(obs), np.concatenate(rewards), np.concatenate(dones), [i for x in infos for i in x]
+
+    def close(self) -> None:
+        """Close every part."""
+        for part in self.parts:
+            part.close()
+
+    def _by_part(self, indices: VecEnvIndices) -> list[tuple[VecEnv, list[int]]]:
+        """The parts that hold ``indices``, each with its local indices."""
+        out = []
+        wanted = list(self._get_indices(indices))
+        for part, a, b in zip(self.parts, self.offsets, self.offsets[1:], strict=False):
+            local = [i - a for i in wanted if a <= i < b]
+            if local:
+                out.append((part, local))
+        return out
+
+    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
+        """The attribute of each requested env, from its part."""
+        return [v for part, local in self._by_part(indices) for v in part.get_attr(attr_name, local)]
+
+    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
+        """Set the attribute in every part that holds a requested env (a part acts on all its envs)."""
+        for part, local in self._by_part(indices):
+            part.set_attr(attr_name, value, None if len(local) == part.num_envs else local)
+
+    def env_method(self, method_name: str, *method_args, indices: VecEnvIndices = None, **method_kwargs) -> list[Any]:
+        """Call the method in every part that holds a requested env; its results, per env."""
+        out = []
+        for part, local in self._by_part(indices):
+            where = None if len(local) == part.num_envs else local
+            out += part.env_method(method_name, *method_args, indices=where, **method_kwargs)
+        return out
+
+    def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
+        """Whether each requested env is wrapped, from its part."""
+        return [v for part, local in self._by_part(indices) for v in part.env_is_wrapped(wrapper_class, local)]
+
+    def get_images(self) -> Sequence[np.ndarray | None]:
+        """Every part's images, in env order."""
+        return [img for part in self.parts for img in part.get_images()]
+
+
 def make_sb3_vec_env(
     scenario_or_config: str | ScenarioConfig | dict | Path = "default",
     n_envs: int = 8,

@@ -86,6 +86,12 @@ class HedgingVectorEnv(gym.vector.VectorEnv):
     - ``autoreset_mode``: an ``AutoresetMode`` or its value (``"NextStep"``, ``"SameStep"``,
       ``"Disabled"``).
     - ``parallel``: step rows on numba threads; default: when ``num_envs >= 256``.
+    - ``family``: a :class:`~hedgegym.envs.family.FamilyConfig` (or its mapping): whenever all envs
+      start an episode together (every reset of all envs; in fixed-length episodes, every
+      autoreset), the market is drawn afresh from the family around ``config``, from a generator
+      seeded by env 0's stream seed and episode number (see :mod:`hedgegym.envs.family`). A reset of
+      some envs only keeps the market. ``self.config`` stays the base; ``self.market.config`` is the
+      market of the current episodes.
 
     Example:
         >>> import numpy as np
@@ -110,6 +116,7 @@ class HedgingVectorEnv(gym.vector.VectorEnv):
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
         parallel: bool | None = None,
         agent_impact: bool = True,
+        family: Any = None,
         **overrides: Any,
     ):
         # Imported here so that `import hedgegym.envs` loads no numba (registration is by string).
@@ -128,6 +135,11 @@ class HedgingVectorEnv(gym.vector.VectorEnv):
         self.config: ScenarioConfig = resolve_env_config(config, scenario, overrides)
         self.render_mode = check_render_mode(render_mode, VECTOR_RENDER_MODES)
         self.market = Market(self.config, n_envs=num_envs, parallel=parallel, agent_impact=agent_impact)
+        self.family = None
+        if family is not None:
+            from hedgegym.envs.family import check_family
+
+            self.family = check_family(family, self.config)
         self.num_envs = self.market.n_envs
         self.episode_steps = self.market.episode_steps
         self.metadata = {**type(self).metadata, "autoreset_mode": self.autoreset_mode}
@@ -206,6 +218,11 @@ class HedgingVectorEnv(gym.vector.VectorEnv):
             self._episodes[fresh] = 0
         self._episodes[cont[self._seeded[cont]]] += np.uint64(1)
         self._seeded[rows] = True
+        if self.family is not None and rows.shape[0] == self.num_envs:
+            from hedgegym.envs.family import draw_config, family_rng
+
+            rng = family_rng(self._seeds[0], self._episodes[0])
+            self.market.rebuild(draw_config(self.family, self.config, rng))
         self.market.reset(self._seeds[rows], self._episodes[rows], rows=rows)
 
     # ------------------------------------------------------------------------------ step

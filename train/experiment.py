@@ -45,6 +45,7 @@ from hedgegym.envs.config import (
     read_yaml,
     resolve_config,
 )
+from hedgegym.envs.family import FamilyConfig, check_family
 from hedgegym.train.limits import MAX_EPISODES, SEED_LIMIT
 
 
@@ -60,6 +61,11 @@ class ScenarioSpec(StrictModel):
     overrides: dict[str, Any] = Field(
         default_factory=dict, description="Changes on top, dotted ({market.sigma: 0.8}) or nested."
     )
+    randomize: FamilyConfig | None = Field(
+        None,
+        description="Train on a family of markets: these fields drawn per episode around the scenario "
+        "(hedgegym.envs.family); evaluation stays on the scenario itself.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -72,6 +78,8 @@ class ScenarioSpec(StrictModel):
             raise ValueError(f"give either a scenario name or an inline config, not both (name={self.name!r})")
         try:
             self.resolved  # noqa: B018 - resolving here is the check that the scenario exists and validates
+            if self.randomize is not None:
+                check_family(self.randomize, self.resolved)
         except ConfigError as err:
             raise ValueError(str(err)) from None
         return self
@@ -411,6 +419,12 @@ class ExperimentConfig(StrictModel):
                 f"{train_seeds.stop - 1}; keep them apart"
             )
         _check_baselines(self.evaluation.baselines, self.scenario.resolved)
+        family = self.scenario.randomize
+        if family is not None and self.env.n_envs % family.markets:
+            raise ValueError(
+                f"env.n_envs={self.env.n_envs}: must be a multiple of scenario.randomize.markets = "
+                f"{family.markets} (the envs are split evenly over the markets drawn at once)"
+            )
         if algo.control is not None:
             try:
                 make_control(algo.control, self.scenario.resolved)
@@ -436,6 +450,8 @@ class ExperimentConfig(StrictModel):
         """
         data = self.model_dump()
         data["scenario"] = {"config": self.scenario.resolved.model_dump()}
+        if self.scenario.randomize is not None:
+            data["scenario"]["randomize"] = self.scenario.randomize.model_dump()
         return data
 
 

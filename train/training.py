@@ -203,6 +203,7 @@ def _train(
             gamma=config.gamma,
             parallel=config.env.parallel,
             control=_control(config),
+            family=config.scenario.randomize,
         )
         model = sb3.build_model(
             config.algorithm.name,

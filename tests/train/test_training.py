@@ -46,8 +46,10 @@ TINY_OFF_POLICY = {
 
 
 def tiny(path: Path, **extra):
-    algo = load_experiment(path).algorithm.name
-    sizes = TINY_PPO if algo in sb3.ON_POLICY else TINY_OFF_POLICY
+    full = load_experiment(path)
+    sizes = TINY_PPO if full.algorithm.name in sb3.ON_POLICY else TINY_OFF_POLICY
+    if full.scenario.randomize is not None:  # a family of markets: 2 markets of 2 envs
+        sizes = {**sizes, "scenario.randomize.markets": 2}
     return load_experiment(path, {**TINY, **sizes, **extra})
 
 
