@@ -1,0 +1,116 @@
+"""The robustness report (issue 12): trained policies evaluated on every named scenario.
+
+Each run's ``best_model.zip`` is evaluated on every scenario of ``hedgegym scenarios`` with the
+agent interface it was trained for (its venues, action mode and limits; a control is rebuilt on
+the scenario it meets), against every classical hedger on those venues and routed to the
+cheapest, on the same held-out episodes: ``hedgegym matrix --local --scenario S ... --policy
+RUN/best_model.zip --episodes N --seed 1000000``, one matrix per run, since runs with different
+interfaces cannot share one evaluation. Each cell is the paired difference of the mean-variance
+objective against that scenario's best baseline, with its 95 % paired-bootstrap interval; **win**
+when the interval lies above 0, *loss* when below, else tie (for ``frictionless``, where theory's
+answer is delta hedging, a tie is the match)::
+
+    python docs/robustness.py --episodes 2000 --out docs/robustness RUN_DIR...
+
+Writes ``OUT/robustness.md`` (the table) and ``OUT/robustness.json`` (every cell), and keeps each
+run's matrix (per scenario: the report of ``hedgegym evaluate``) under ``OUT/<run name>/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from hedgegym.envs.config import list_scenarios, load_scenario
+from hedgegym.train.evaluate import OBJECTIVE
+from hedgegym.train.io import claim_dir, write_json_atomic, write_text_atomic
+from hedgegym.train.matrix import evaluate_matrix
+
+ORIGINAL = ("default", "short-gamma-crash", "long-gamma-pin", "zero-dte", "vault-epoch")
+"""The five non-frictionless scenarios of the issue's target (a generalist wins on at least four)."""
+
+
+def verdict(low: float, high: float) -> str:
+    return "**win**" if low > 0 else "*loss*" if high < 0 else "tie"
+
+
+def label(run: Path) -> str:
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    return f"{config['name']} s{config['training']['seed']}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="Run directories of `hedgegym train` (best_model.zip).")
+    parser.add_argument("--episodes", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=1_000_000, help="Seed of episode 0 (the held-out seeds).")
+    parser.add_argument("--scenarios", nargs="*", default=None, help="Default: every named scenario.")
+    parser.add_argument("--out", type=Path, required=True, help="Directory for the report; must be new or empty.")
+    args = parser.parse_args(argv)
+    for run in args.runs:
+        if not (run / "best_model.zip").is_file():
+            parser.error(f"{run}: no best_model.zip (give run directories of `hedgegym train`)")
+    scenarios = args.scenarios or list(list_scenarios())
+    configs = [load_scenario(name) for name in scenarios]
+    out = claim_dir(args.out)
+    cells: dict[str, dict[str, dict]] = {}
+    started = time.perf_counter()
+    for run in args.runs:
+        name = label(run)
+        result = evaluate_matrix(configs, [str(run / "best_model.zip")], "all", args.episodes, args.seed, local=True)
+        result.write(out / name.replace(" ", "-"))
+        cells[name] = {}
+        for scenario, res in result.results.items():
+            (policy,) = [p for p in res.policies if not res.sources[p].startswith("baseline")]
+            diff = res.paired[policy][OBJECTIVE]
+            cells[name][scenario] = {
+                "objective": res.objectives[policy],
+                "reference": res.reference,
+                "reference_objective": res.objectives[res.reference],
+                "paired": diff.value,
+                "low": diff.low,
+                "high": diff.high,
+                "verdict": verdict(diff.low, diff.high).strip("*"),
+            }
+        print(f"{name}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    command = "python docs/robustness.py " + " ".join(
+        [f"--episodes {args.episodes}", f"--seed {args.seed}", f"--out {args.out}", *map(str, args.runs)]
+    )
+    write_json_atomic(out / "robustness.json", {"episodes": args.episodes, "seed": args.seed, "cells": cells})
+    write_text_atomic(out / "robustness.md", markdown(cells, scenarios, args.episodes, command))
+    print(markdown(cells, scenarios, args.episodes, command))
+    return 0
+
+
+def markdown(cells: dict, scenarios: list[str], episodes: int, command: str) -> str:
+    lines = [
+        "# Robustness: every policy on every named scenario",
+        "",
+        f"Paired difference of the mean-variance objective (USD per episode) against each scenario's best "
+        f"baseline on the policy's venues, 95 % paired-bootstrap interval, {episodes:,} held-out episodes "
+        "(the same for every policy); the best baseline is named under each scenario's cell.",
+        "",
+        f"`{command}`",
+        "",
+        "| policy | " + " | ".join(scenarios) + f" | wins of the {len(ORIGINAL)} |",
+        "|---|" + "---:|" * len(scenarios) + "---:|",
+    ]
+    for name, row in cells.items():
+        out = []
+        for s in scenarios:
+            c = row[s]
+            out.append(
+                f"{c['paired'] / 1e3:+.1f}k [{c['low'] / 1e3:+.1f}k, {c['high'] / 1e3:+.1f}k] "
+                f"{verdict(c['low'], c['high'])}<br>vs {c['reference']}"
+            )
+        wins = sum(row[s]["verdict"] == "win" for s in ORIGINAL if s in row)
+        lines.append(f"| {name} | " + " | ".join(out) + f" | {wins} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
