@@ -4,8 +4,10 @@ Each run's ``best_model.zip`` is evaluated on every scenario of ``hedgegym scena
 agent interface it was trained for (its venues, action mode and limits; a control is rebuilt on
 the scenario it meets), against every classical hedger on those venues and routed to the
 cheapest, on the same held-out episodes: ``hedgegym matrix --local --scenario S ... --policy
-RUN/best_model.zip --episodes N --seed 1000000``, one matrix per run, since runs with different
-interfaces cannot share one evaluation. Each cell is the paired difference of the mean-variance
+RUN/best_model.zip ... --baselines B --episodes N --seed 1000000``, one matrix per agent
+interface (runs with different interfaces cannot share one evaluation), where ``B`` is every
+classical hedger on each of the interface's venues and routed to the cheapest (the standard the
+training configs judge by). Each cell is the paired difference of the mean-variance
 objective against that scenario's best baseline, with its 95 % paired-bootstrap interval; **win**
 when the interval lies above 0, *loss* when below, else tie (for ``frictionless``, where theory's
 answer is delta hedging, a tie is the match)::
@@ -13,22 +15,25 @@ answer is delta hedging, a tie is the match)::
     python docs/robustness.py --episodes 2000 --out docs/robustness RUN_DIR...
 
 Writes ``OUT/robustness.md`` (the table) and ``OUT/robustness.json`` (every cell), and keeps each
-run's matrix (per scenario: the report of ``hedgegym evaluate``) under ``OUT/<run name>/``.
+interface's matrix (per scenario: the report of ``hedgegym evaluate``) under ``OUT/interface-K/``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
 
 import yaml
 
+from hedgegym.agents.baselines import BASELINES
 from hedgegym.envs.config import list_scenarios, load_scenario
 from hedgegym.train.evaluate import OBJECTIVE
 from hedgegym.train.io import claim_dir, write_json_atomic, write_text_atomic
 from hedgegym.train.matrix import evaluate_matrix
+from hedgegym.train.policies import INTERFACE_FIELDS, read_interface
 
 ORIGINAL = ("default", "short-gamma-crash", "long-gamma-pin", "zero-dte", "vault-epoch")
 """The five non-frictionless scenarios of the issue's target (a generalist wins on at least four)."""
@@ -57,26 +62,35 @@ def main(argv: list[str] | None = None) -> int:
     scenarios = args.scenarios or list(list_scenarios())
     configs = [load_scenario(name) for name in scenarios]
     out = claim_dir(args.out)
-    cells: dict[str, dict[str, dict]] = {}
+    cells: dict[str, dict[str, dict]] = {name: {} for name in map(label, args.runs)}
     started = time.perf_counter()
+    groups: dict[str, list[Path]] = {}
     for run in args.runs:
-        name = label(run)
-        result = evaluate_matrix(configs, [str(run / "best_model.zip")], "all", args.episodes, args.seed, local=True)
-        result.write(out / name.replace(" ", "-"))
-        cells[name] = {}
+        interface = read_interface(run / "best_model.zip") or {"agent": {}}
+        key = json.dumps({k: interface["agent"].get(k) for k in INTERFACE_FIELDS}, sort_keys=True)
+        groups.setdefault(key, []).append(run)
+    for k, (key, runs) in enumerate(groups.items()):
+        venues = json.loads(key)["venues"] or ["spot"]
+        kinds = [b for b in BASELINES if b != "no_hedge"]
+        baselines = ["no_hedge", *(f"{b}@{v}" for v in venues for b in kinds)]
+        baselines += [f"{b}@cheapest" for b in kinds] if len(venues) > 1 else []
+        policies = {str(run / "best_model.zip"): label(run) for run in runs}
+        result = evaluate_matrix(configs, list(policies), ",".join(baselines), args.episodes, args.seed, local=True)
+        result.write(out / f"interface-{k}")
         for scenario, res in result.results.items():
-            (policy,) = [p for p in res.policies if not res.sources[p].startswith("baseline")]
-            diff = res.paired[policy][OBJECTIVE]
-            cells[name][scenario] = {
-                "objective": res.objectives[policy],
-                "reference": res.reference,
-                "reference_objective": res.objectives[res.reference],
-                "paired": diff.value,
-                "low": diff.low,
-                "high": diff.high,
-                "verdict": verdict(diff.low, diff.high).strip("*"),
-            }
-        print(f"{name}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
+            for policy, name in policies.items():
+                diff = res.paired[policy][OBJECTIVE]
+                cells[name][scenario] = {
+                    "objective": res.objectives[policy],
+                    "reference": res.reference,
+                    "reference_objective": res.objectives[res.reference],
+                    "paired": diff.value,
+                    "low": diff.low,
+                    "high": diff.high,
+                    "verdict": verdict(diff.low, diff.high).strip("*"),
+                    "interface": json.loads(key),
+                }
+        print(f"interface {k} ({', '.join(policies.values())}): {time.perf_counter() - started:.0f} s", file=sys.stderr)
     command = "python docs/robustness.py " + " ".join(
         [f"--episodes {args.episodes}", f"--seed {args.seed}", f"--out {args.out}", *map(str, args.runs)]
     )
