@@ -125,11 +125,14 @@ def test_shipped_config_trains_saves_and_evaluates(path, tmp_path):
         assert history["evaluations"][0]["timesteps"] == 0
 
 
-@pytest.mark.parametrize("name", ["ppo_multi", "sac_multi"])
+# A one-day horizon for the family of markets, so that its groups draw new markets within a tiny run.
+SHORT_EPISODES = {"ppo_generalist": {"scenario.overrides.episode.horizon_days": 1.0}}
+
+
+@pytest.mark.parametrize("name", ["ppo_multi", "sac_multi", "ppo_generalist"])
 def test_same_config_and_seed_give_the_same_rollout_and_parameters(name, tmp_path):
-    cfg = tiny(
-        config_path(name), **{"evaluation.every": 0, "evaluation.baselines": [], "training.total_timesteps": 256}
-    )
+    sizes = {"evaluation.every": 0, "evaluation.baselines": [], "training.total_timesteps": 256}
+    cfg = tiny(config_path(name), **sizes, **SHORT_EPISODES.get(name, {}))
     runs = []
     for k in range(2):
         capture = Capture()
@@ -143,10 +146,7 @@ def test_same_config_and_seed_give_the_same_rollout_and_parameters(name, tmp_pat
         np.testing.assert_array_equal(params_a[key], params_b[key], err_msg=key)
     # ... and a different seed trains a different policy (the seed reaches torch and the envs).
     other = train(
-        tiny(
-            config_path(name),
-            **{"evaluation.every": 0, "evaluation.baselines": [], "training.total_timesteps": 256, "training.seed": 1},
-        ),
+        tiny(config_path(name), **sizes, **SHORT_EPISODES.get(name, {}), **{"training.seed": 1}),
         out=tmp_path / "other",
     )
     params_c = parameters(sb3.load_model(cfg.algorithm.name, other.model_path))
@@ -204,6 +204,42 @@ def test_ctrl_c_checkpoints_and_resume_continues_from_it(tmp_path):
     assert extended.resumed_from == resumed.timesteps and extended.timesteps >= 896
     assert (run_dir / f"evaluation-{resumed.timesteps}" / "report.md").is_file()
     assert (run_dir / "evaluation" / "report.md").is_file()
+
+
+class Markets(BaseCallback):
+    """The family's markets (one per group) at the first and at the last step of a run."""
+
+    def __init__(self):
+        super().__init__()
+        self.first = self.last = None
+
+    def _markets(self):
+        return [part.venv.venv.market.config for part in self.model.get_env().venv.parts]
+
+    def _on_training_start(self) -> None:
+        self.first = self._markets()
+
+    def _on_step(self) -> bool:
+        self.last = self._markets()
+        return True
+
+
+def test_a_family_run_resumes_on_the_markets_it_was_interrupted_on(tmp_path):
+    """The checkpoint pickles the family's groups mid-episode: a resumed run steps on the same markets."""
+    cfg = tiny(
+        config_path("ppo_generalist"),
+        **SHORT_EPISODES["ppo_generalist"],
+        **{"training.total_timesteps": 512, "evaluation.every": 0, "evaluation.baselines": ["delta"]},
+    )
+    run_dir = tmp_path / "run"
+    before = Markets()
+    result = train(cfg, out=run_dir, callbacks=[Capture(interrupt_at=200), before])
+    assert result.interrupted
+    after = Markets()
+    resumed = train(resume=run_dir, callbacks=[after])
+    assert resumed.resumed_from == result.timesteps and not resumed.interrupted
+    assert after.first == before.last and before.first != before.last  # markets were redrawn, then restored
+    assert len(after.first) == 2 and after.first[0] != after.first[1] and cfg.scenario.resolved not in after.first
 
 
 def test_ctrl_c_during_the_final_evaluation_keeps_the_trained_run(tmp_path, monkeypatch):
