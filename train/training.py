@@ -184,6 +184,32 @@ def train(
         os.close(lock)
 
 
+def build_env_and_model(config: ExperimentConfig, tensorboard_log: str | None = None):
+    """The training env (normalised, through the control, over the family of markets) and the fresh
+    SB3 model of ``config``, as a new run starts them."""
+    env = sb3.make_vec_env(
+        config.scenario.resolved,
+        config.env.n_envs,
+        config.training.seed,
+        config.env.normalize.model_dump(),
+        gamma=config.gamma,
+        parallel=config.env.parallel,
+        control=_control(config),
+        family=config.scenario.randomize,
+    )
+    model = sb3.build_model(
+        config.algorithm.name,
+        env,
+        config.algorithm.hyperparameters,
+        config.algorithm.policy_kwargs.model_dump(),
+        seed=config.training.seed,
+        action_noise_std=config.algorithm.action_noise_std,
+        tensorboard_log=tensorboard_log,
+        start_at_zero=config.algorithm.control is not None,
+    )
+    return env, model
+
+
 def _train(
     config: ExperimentConfig,
     run_dir: Path,
@@ -195,26 +221,7 @@ def _train(
 ) -> RunResult:
     resumed_from = None if checkpoint is None else int(checkpoint["timesteps"])
     if checkpoint is None:
-        env = sb3.make_vec_env(
-            config.scenario.resolved,
-            config.env.n_envs,
-            config.training.seed,
-            config.env.normalize.model_dump(),
-            gamma=config.gamma,
-            parallel=config.env.parallel,
-            control=_control(config),
-            family=config.scenario.randomize,
-        )
-        model = sb3.build_model(
-            config.algorithm.name,
-            env,
-            config.algorithm.hyperparameters,
-            config.algorithm.policy_kwargs.model_dump(),
-            seed=config.training.seed,
-            action_noise_std=config.algorithm.action_noise_std,
-            tensorboard_log=str(run_dir / "tb"),
-            start_at_zero=config.algorithm.control is not None,
-        )
+        env, model = build_env_and_model(config, tensorboard_log=str(run_dir / "tb"))
     else:
         env, model = checkpoint["loaded"]
         model.tensorboard_log = str(run_dir / "tb")
