@@ -232,7 +232,7 @@ def net_delta_row(state, hedge, i, p):
 def leland_book_delta_row(state, i, agent_lines, p, cost, interval):
     """Book delta of row ``i`` with every live line at its smile vol adjusted by Leland's factor."""
     t = state[i].t
-    spot = math.exp(state[i].log_spot)
+    spot = state[i].spot
     sign = 1.0 if state[i].book_gamma > 0.0 else -1.0
     delta = 0.0
     for j in range(agent_lines.shape[0]):
@@ -264,9 +264,7 @@ def desired_trade_row(code, state, hedge, i, p, agent_lines, hp):
         return band_edge(net, hp[0] * p.book_gross)
     if code == WHALLEY_WILMOTT:
         tau = max(hp[3] - state[i].t, 0.0)
-        return band_edge(
-            net, ww_half_width(state[i].book_gamma, math.exp(state[i].log_spot), hp[1], hp[2], p.rate, tau)
-        )
+        return band_edge(net, ww_half_width(state[i].book_gamma, state[i].spot, hp[1], hp[2], p.rate, tau))
     # LELAND: rebalance on its grid only.
     if int(state[i].step) % int(hp[5]) != 0:
         return 0.0

@@ -371,12 +371,12 @@ def mark_book(state, i, lines, p, step, t, spot, sigma_atm):
 @njit(cache=True, _nrt=False, inline="always")
 def venue_mids(state, i, p):
     """(spot, perp, future) mid prices of row i at its current time."""
-    return venue_mids_at(state, i, p, math.exp(state[i].log_spot))
+    return venue_mids_at(state, i, p, state[i].spot)
 
 
 @njit(cache=True, _nrt=False, inline="always")
 def venue_mids_at(state, i, p, spot):
-    """:func:`venue_mids` for a caller that has the spot price ``exp(state[i].log_spot)`` already."""
+    """:func:`venue_mids` at the spot price ``spot`` (``state[i].spot``, or the step's new price)."""
     perp = spot * (1.0 + state[i].premium)
     tau_f = max(state[i].future_expiry - state[i].t, 0.0)
     growth = (p.rate + state[i].basis) * tau_f
@@ -659,6 +659,7 @@ def reset_row(i, seed, episode, state, hedge, keys, p, venues, dealer_lines, age
     state[i].x = x0
     state[i].v = v0
     state[i].log_spot = x0
+    state[i].spot = math.exp(x0)
     state[i].basis = p.basis_mean
     state[i].future_expiry = p.future_expiry
     state[i].realised_var = v0
@@ -858,6 +859,7 @@ def venue_dynamics(i, state, p, venues, key, step, dealer_flow, tau_f_prev, flow
     y_new, crisis = impacted_log_price(i, state, p)
     state[i].log_spot = y_new
     spot_new = math.exp(y_new)
+    state[i].spot = spot_new
     flow_usd = 0.01 * dealer_flow * spot_new
     premium = state[i].premium * p.premium_decay
     if p.premium_sd > 0.0:
@@ -904,10 +906,13 @@ def hedge_and_cash(i, state, hedge, p, venues, mids_prev, spot_new, t, t_new, ca
     mids_new = venue_mids_at(state, i, p, spot_new)
     hedge_pnl = 0.0
     carry = 0.0
+    # Without a cost of capital every venue's carry is +0 (finite positions and prices): not computed.
+    charged = p.cost_of_capital != 0.0
     for v in range(N_VENUES):
         h = hedge[i, v]
         hedge_pnl += h * (mids_new[v] - mids_prev[v])
-        carry += p.cost_of_capital * dt * venues[v, V_MARGIN] * abs(h) * mids_prev[v]
+        if charged:
+            carry += p.cost_of_capital * dt * venues[v, V_MARGIN] * abs(h) * mids_prev[v]
     interval = p.funding_interval
     # Without a perp position funding is a signed zero whatever the (non-negative) count of boundaries.
     n_funding = 0
@@ -1366,7 +1371,7 @@ def step_body(i, state, hedge, keys, trades, p, venues, dealer_lines, agent_line
             dealer_lines,
             step_new,
             t_new,
-            math.exp(y_prev),
+            mids_prev[SPOT],
             spot_new,
             sigma_prev,
             sigma_atm,
@@ -1391,8 +1396,9 @@ def step_body(i, state, hedge, keys, trades, p, venues, dealer_lines, agent_line
     out[i, O_HALTED] = 1.0 if halted else 0.0
     out[i, O_NOTIONAL] = notional
     out[i, O_SPOT] = spot_new
-    # Without impact the spot log-price is the exogenous one, and so is its exp.
-    out[i, O_EXO_SPOT] = spot_new if x_new == y_new else math.exp(x_new)
+    # Without impact the spot log-price is the exogenous one, and so is its exp. The exp reads X back
+    # from the state: of ``math.exp(x_new)`` LLVM made an exp on every step and a select.
+    out[i, O_EXO_SPOT] = spot_new if x_new == y_new else math.exp(state[i].x)
     out[i, O_TERMINATED] = 1.0 if terminated else 0.0
     out[i, O_TRUNCATED] = 1.0 if truncated else 0.0
     out[i, O_DEALER_FLOW] = dealer_flow
@@ -1502,7 +1508,7 @@ def observe_row(i, state, hedge, p, obs):
     sigma = p.sigma
     dt = p.dt
     n_steps = p.episode_steps
-    spot = math.exp(state[i].log_spot)
+    spot = state[i].spot
     fut_delta = future_delta(state, i, p)
     net = state[i].book_delta + hedge[i, SPOT] + hedge[i, PERP] + hedge[i, FUTURE] * fut_delta
     values = (

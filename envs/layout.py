@@ -161,6 +161,7 @@ STATE = (
     ("i_perm", "permanent impact in log-price"),
     ("i_trans", "transient impact in log-price, decaying at the resilience"),
     ("log_spot", "spot log-price s = X + i_perm + i_trans"),
+    ("spot", "spot price exp(log_spot), USD: written with log_spot, so a step reads it instead of an exp"),
     ("premium", "perp premium over spot (fraction)"),
     ("basis", "futures basis over r, per year"),
     ("future_expiry", "expiry of the listed future, years"),
