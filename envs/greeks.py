@@ -105,7 +105,9 @@ def strike_delta_gamma(spot, strike, tau, rate, vol):
     return call_delta, call_delta - 1.0, bsm_gamma(pdf, spot, total_vol), bsm_vanna(pdf, d1 - total_vol, vol)
 
 
-@njit(cache=True)
+# Inlined into its callers (the book's mark in every step): the call, and its eight results passed
+# through memory, were ~8 % of a frictionless evaluation.
+@njit(cache=True, inline="always")
 def strike_greeks(spot, strike, tau, rate, vol, call=True, put=True):
     """(call price, put price, call delta, put delta, gamma, vega, vanna, charm) at one strike and
     expiry; see the module docstring for the formulas. The price of a kind not asked for
