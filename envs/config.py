@@ -397,7 +397,11 @@ class AgentConfig(StrictModel):
         "trade", description="Action is a trade, a target position, or a deviation from the full delta hedge."
     )
     min_trade: float = Field(0.0, ge=0.0, description="Orders below this many coins are not sent (lot size).")
-    reward: Literal["mean_variance", "pnl", "terminal_pnl"] = Field("mean_variance")
+    reward: Literal["mean_variance", "pnl", "terminal_pnl", "episode_mean_variance"] = Field(
+        "mean_variance",
+        description="Kolm-Ritter per step (mean_variance), its episode form telescoped over the "
+        "P&L to date (episode_mean_variance), plain P&L per step, or the episode's P&L at its end.",
+    )
     risk_aversion: float = Field(1.0, ge=0.0, le=1.0e4, description="Kolm-Ritter kappa, in units of pnl_scale_usd.")
     pnl_scale_usd: float | None = Field(
         None,

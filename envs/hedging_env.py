@@ -109,7 +109,7 @@ class HedgingEnv(gym.Env):
     halts trading (``info["halted"]``).
 
     ## Observation Space
-    ``Box(-50, 50, (19,), float32)``: every entry is scaled to O(1) and clipped to +-``OBS_BOUND`` = 50,
+    ``Box(-50, 50, (20,), float32)``: every entry is scaled to O(1) and clipped to +-``OBS_BOUND`` = 50,
     so a policy trains without an observation normaliser. Names are ``hedgegym.envs.layout.OBS_NAMES``.
     "Gross" is the book's gross quantity ``sum |quantity|`` (coins), ``sigma`` is ``market.sigma``.
 
@@ -128,7 +128,15 @@ class HedgingEnv(gym.Env):
     - ``"mean_variance"`` (default, Kolm & Ritter 2019): ``r = x - (risk_aversion / 2) x^2``;
     - ``"pnl"``: ``r = x``;
     - ``"terminal_pnl"``: 0 until the last step, then the episode's total P&L / pnl_scale (for
-      CVaR and other objectives on the episode's P&L distribution).
+      CVaR and other objectives on the episode's P&L distribution);
+    - ``"episode_mean_variance"``: ``r = x - (risk_aversion / 2) x^2 - risk_aversion x (c - m)``,
+      with ``c`` the episode's P&L before the step / pnl_scale and ``m`` the running mean of
+      finished episodes' P&L / pnl_scale (over the last 256 episodes; until one has finished, the
+      cross term is 0). An episode's rewards sum to ``C - (risk_aversion / 2) ((C - m)^2 - m^2)``
+      for its P&L ``C``: with ``m`` the mean, their expectation is the mean-variance objective of
+      the episode's P&L itself, where the per-step form penalises the sum of squared steps, which
+      differs from the episode's variance when the steps' P&L is autocorrelated (crash markets).
+      The observation's ``pnl_to_date`` carries ``c``, so the reward is Markov in the observation.
 
     ## Starting State
     Spot at ``market.spot0``, exogenous price equal to spot, no transient impact, variance
@@ -233,7 +241,7 @@ class HedgingEnv(gym.Env):
         >>> env = HedgingEnv(scenario="frictionless", agent__venues=["spot"])
         >>> obs, info = env.reset(seed=0)
         >>> obs.shape, env.action_space.shape
-        ((19,), (1,))
+        ((20,), (1,))
         >>> obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
         >>> sorted(info)[:4]
         ['book_delta', 'book_pnl', 'carry', 'exo_spot']

@@ -92,6 +92,7 @@ from hedgegym.envs.layout import (
     PERP,
     REWARD_MEAN_VARIANCE,
     REWARD_TERMINAL_PNL,
+    REWARD_EPISODE_MEAN_VARIANCE,
     SPOT,
     V_ENABLED,
     V_ETA,
@@ -934,12 +935,19 @@ def hedge_and_cash(i, state, hedge, p, venues, mids_prev, spot_new, t, t_new, ca
 @njit(cache=True, _nrt=False, inline="always")
 def step_reward(pnl, cum_pnl, done, p):
     """Phase 6: the reward of a step's P&L (Kolm & Ritter 2019 mean-variance by default), in units
-    of the book's notional scale."""
+    of the book's notional scale. ``cum_pnl`` is the episode's P&L including this step's.
+
+    The episode form telescopes ``C - (kappa/2) (C - m)^2`` over the cumulative P&L ``C`` (reference
+    ``m``): ``r = x - (kappa/2) x^2 - kappa x (C_prev - m)``, the per-step form plus the cross term
+    that makes the rewards' sum penalise the episode's variance, not the sum of squared steps."""
     scale = p.pnl_scale
     mode = p.reward_mode
-    if mode == REWARD_MEAN_VARIANCE:
+    if mode == REWARD_MEAN_VARIANCE or mode == REWARD_EPISODE_MEAN_VARIANCE:
         x = pnl / scale
-        return x - 0.5 * p.risk_aversion * x * x
+        r = x - 0.5 * p.risk_aversion * x * x
+        if mode == REWARD_EPISODE_MEAN_VARIANCE and p.reward_reference_set:
+            r -= p.risk_aversion * x * ((cum_pnl - pnl) - p.reward_reference) / scale
+        return r
     if mode == REWARD_TERMINAL_PNL:
         return cum_pnl / scale if done else 0.0
     return pnl / scale
@@ -1498,6 +1506,7 @@ _VANNA_MOVE = OBS_UNIT["book_vanna"]
 _PREMIUM_UNIT = OBS_UNIT["perp_premium"]
 _FUNDING_UNIT = OBS_UNIT["funding_rate"]
 _BASIS_UNIT = OBS_UNIT["futures_basis"]
+_PNL_TO_DATE_UNIT = 10.0
 
 
 @njit(cache=True, _nrt=False, inline="always")
@@ -1531,6 +1540,7 @@ def observe_row(i, state, hedge, p, obs):
         state[i].phi,
         state[i].crisis,
         1.0 if state[i].halt_left > 0.0 else 0.0,
+        state[i].cum_pnl / (_PNL_TO_DATE_UNIT * p.pnl_scale),
     )
     for j in range(len(values)):
         obs[i, j] = min(max(values[j], -OBS_BOUND), OBS_BOUND)

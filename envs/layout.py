@@ -92,6 +92,10 @@ PARAMS = (
     ("reward_mode", "i8", None),
     ("risk_aversion", "f8", "agent.risk_aversion"),
     ("pnl_scale", "f8", None),
+    # The episode mean-variance reward's reference P&L (USD): the running mean of finished episodes'
+    # P&L, kept by ``Market.step``; ``reward_reference_set`` is False until one has finished.
+    ("reward_reference", "f8", None),
+    ("reward_reference_set", "?", None),
     ("book_gross", "f8", None),
     ("book_centre", "f8", None),
     ("initial_delta_hedge", "?", None),
@@ -148,7 +152,9 @@ PARAMS = (
 )
 PARAMS_DTYPE = np.dtype([(name, kind) for name, kind, _ in PARAMS], align=True)
 
-REWARD_MEAN_VARIANCE, REWARD_PNL, REWARD_TERMINAL_PNL = 0, 1, 2
+REWARD_MEAN_VARIANCE, REWARD_PNL, REWARD_TERMINAL_PNL, REWARD_EPISODE_MEAN_VARIANCE = 0, 1, 2, 3
+# Episodes in the running mean of ``reward_reference`` (a plain mean until then, an EMA after).
+REWARD_REFERENCE_EPISODES = 256
 
 # The per-env state: one record per env (row) of ``STATE_DTYPE``, float64 fields read as
 # ``state[i].log_spot`` in the kernels and ``market.state["log_spot"]`` (a view, one value per env)
@@ -388,6 +394,7 @@ OBSERVATION = (
     ("phi", None, "dealer GEX / dealer depth (phi), as is", "~ [-1, 1]"),
     ("liquidity_crisis", None, "1 if the last step had no admissible clearing root, else 0", "{0, 1}"),
     ("halted", None, "1 while the circuit breaker halts trading, else 0", "{0, 1}"),
+    ("pnl_to_date", None, "episode P&L so far / (10 pnl_scale)", "~ [-1, 1]"),
 )
 OBS_NAMES = tuple(name for name, _, _, _ in OBSERVATION)
 OBS_DIM = len(OBS_NAMES)

@@ -50,6 +50,8 @@ from hedgegym.envs.layout import (
     REWARD_MEAN_VARIANCE,
     REWARD_PNL,
     REWARD_TERMINAL_PNL,
+    REWARD_EPISODE_MEAN_VARIANCE,
+    REWARD_REFERENCE_EPISODES,
     SPOT,
     STATE_DTYPE,
     V_ENABLED,
@@ -63,7 +65,12 @@ from hedgegym.envs.layout import (
 )
 
 _ACTION_MODES = {"trade": kernel.ACTION_TRADE, "target": kernel.ACTION_TARGET, "delta": kernel.ACTION_DELTA}
-_REWARD_MODES = {"mean_variance": REWARD_MEAN_VARIANCE, "pnl": REWARD_PNL, "terminal_pnl": REWARD_TERMINAL_PNL}
+_REWARD_MODES = {
+    "mean_variance": REWARD_MEAN_VARIANCE,
+    "pnl": REWARD_PNL,
+    "terminal_pnl": REWARD_TERMINAL_PNL,
+    "episode_mean_variance": REWARD_EPISODE_MEAN_VARIANCE,
+}
 # Rows above this are stepped by the numba-parallel kernel unless told otherwise.
 PARALLEL_THRESHOLD = 256
 
@@ -289,6 +296,8 @@ DERIVED_PARAMS = {
     "agent_impact": lambda c: True,
     "reward_mode": lambda c: _REWARD_MODES[c.agent.reward],
     "pnl_scale": lambda c: c.pnl_scale,
+    "reward_reference": lambda c: 0.0,
+    "reward_reference_set": lambda c: False,
     "book_gross": lambda c: sum(abs(line.quantity) for line in c.agent.lines) or 1.0,
     "book_centre": _book_centre,
     "initial_delta_hedge": lambda c: c.agent.initial_hedge == "delta",
@@ -393,6 +402,9 @@ class Market:
         self.obs = np.zeros((self.n_envs, OBS_DIM), dtype=np.float32)
         self._zero_trades = np.zeros((self.n_envs, N_VENUES))
         self.enabled_venues = np.flatnonzero(self.venues[:, V_ENABLED] == ENABLED)
+        # The episode mean-variance reward's running reference (episodes folded in so far).
+        self._tracks_reference = self.params["reward_mode"][0] == REWARD_EPISODE_MEAN_VARIANCE
+        self.reference_episodes = 0
 
     def rebuild(self, config) -> None:
         """Run the next episodes on market ``config`` (a family's draw, :mod:`hedgegym.envs.family`):
@@ -414,6 +426,8 @@ class Market:
             if new != old:
                 raise ValueError(f"Market.rebuild: the new market's {what} ({new}) differ from this market's ({old})")
         params["agent_impact"] = self.params["agent_impact"][0]
+        for name in ("reward_reference", "reward_reference_set"):
+            params[name] = self.params[name][0]
         self.config = config
         self.params, self.venues, self.dealer_lines, self.agent_lines = params, venues, dealer_lines, agent_lines
         self.pin_strike = pin_strike(config)
@@ -471,7 +485,25 @@ class Market:
             self.out,
             self.ext,
         )
+        if self._tracks_reference:
+            self._update_reward_reference()
         return self.out
+
+    def _update_reward_reference(self) -> None:
+        """Fold the episodes that just ended into ``reward_reference``: their mean P&L, weighted as
+        a running mean over the first ``REWARD_REFERENCE_EPISODES`` episodes and as an exponential
+        average over that many after (README "Spaces, reward, episode end")."""
+        # Exactly at the last step: NEXT_STEP autoreset steps an ended row once more before its reset.
+        done = self.state["step"] == self.episode_steps
+        n = int(np.count_nonzero(done))
+        if n == 0:
+            return
+        self.reference_episodes += n
+        weight = min(1.0, n / min(self.reference_episodes, REWARD_REFERENCE_EPISODES))
+        mean = float(self.state["cum_pnl"][done].mean())
+        ref = float(self.params["reward_reference"][0])
+        self.params["reward_reference"] = ref + weight * (mean - ref)
+        self.params["reward_reference_set"] = True
 
     def observe(self) -> np.ndarray:
         """Observations ``[N, OBS_DIM]`` float32 of the current state (overwritten next call)."""

@@ -42,7 +42,7 @@ _SECOND_ORDER_KEYS = tuple(name for name, _ in SECOND_ORDER_INFO) + ("atm_vol",)
 class HedgingSB3VecEnv(VecEnv):
     """SB3 ``VecEnv`` over a :class:`HedgingVectorEnv` (which must use ``AutoresetMode.SAME_STEP``).
 
-    ``step_wait`` returns observations ``(num_envs, 19)`` float32, rewards ``(num_envs,)`` float32
+    ``step_wait`` returns observations ``(num_envs, 20)`` float32, rewards ``(num_envs,)`` float32
     (as ``DummyVecEnv``), dones ``(num_envs,)`` bool and a list of ``num_envs`` info dicts. Each info
     holds the keys of :class:`~hedgegym.envs.hedging_env.HedgingEnv`'s step info as Python scalars
     (``hedge``: an array ``(3,)``; with a second-order feature on, its second-order keys too:

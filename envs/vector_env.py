@@ -99,7 +99,7 @@ class HedgingVectorEnv(gym.vector.VectorEnv):
         >>> envs = HedgingVectorEnv(4, scenario="frictionless")
         >>> obs, info = envs.reset(seed=0)
         >>> obs.shape, envs.action_space.shape
-        ((4, 19), (4, 3))
+        ((4, 20), (4, 3))
         >>> obs, rewards, terminated, truncated, info = envs.step(np.zeros((4, 3)))
         >>> info["spot"].shape, bool(info["_spot"].all())
         ((4,), True)

@@ -293,8 +293,9 @@ def test_each_observation_entry_is_what_its_name_says():
     market = Market(cfg, n_envs=8)
     market.reset(seeds=np.arange(8))
     rng = np.random.default_rng(5)
+    pnl = np.zeros(8)
     for _ in range(30):
-        market.step(rng.uniform(-20.0, 20.0, (8, 3)))
+        pnl += market.step(rng.uniform(-20.0, 20.0, (8, 3)))[:, 0]  # O_PNL, the step's P&L
     st, hedge = market.state, market.hedge
     gross = sum(abs(line.quantity) for line in cfg.agent.lines)
     weights = np.array([abs(line.quantity) for line in cfg.agent.lines])
@@ -322,6 +323,7 @@ def test_each_observation_entry_is_what_its_name_says():
         "phi": st["phi"],
         "liquidity_crisis": st["crisis"],
         "halted": (st["halt_left"] > 0).astype(float),
+        "pnl_to_date": pnl / (10.0 * cfg.pnl_scale),
     }
     assert [name for name, *_ in OBSERVATION] == list(want)
     assert OBS_UNIT == {

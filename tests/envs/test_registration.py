@@ -15,6 +15,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 from hedgegym.envs import HedgingEnv, HedgingVectorEnv, register_scenario
 from hedgegym.envs.config import ConfigError, list_scenarios, save_config
+from hedgegym.envs.layout import OBS_DIM
 from hedgegym.envs.registration import ENTRY_POINT, SCENARIO_IDS, VECTOR_ENTRY_POINT
 
 IDS = list(SCENARIO_IDS.values())
@@ -117,7 +118,7 @@ def test_register_scenario_from_a_mapping_works_with_make_and_make_vec():
     vec = gym.make_vec(env_id, num_envs=4, vectorization_mode="vector_entry_point")
     obs, _ = vec.reset(seed=0)
     obs, *_ = vec.step(np.zeros((4, 3)))
-    assert obs.shape == (4, 19) and vec.config.market.sigma == 0.3
+    assert obs.shape == (4, OBS_DIM) and vec.config.market.sigma == 0.3
 
 
 def test_register_scenario_from_a_yaml_path_and_a_config(tmp_path):

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from hedgegym.agents.baselines import make_baseline
 from hedgegym.envs.config import load_scenario, resolve_config
 from hedgegym.envs.hedging_env import HedgingEnv
+from hedgegym.envs.layout import OBS_DIM
 from hedgegym.envs.market import SECOND_ORDER_METRICS
 from hedgegym.train import evaluate
 from hedgegym.train.cli import app
@@ -325,7 +326,7 @@ def test_sb3_model_applies_its_saved_normalisation(sb3_model, short):
     path, model = sb3_model
     policy = load_sb3_policy(path, short)
     assert policy.obs_normalizer is not None and "agent_vecnormalize.pkl" in policy.source
-    obs = np.random.default_rng(0).normal(0.0, 2.0, (5, 19)).astype(np.float32)
+    obs = np.random.default_rng(0).normal(0.0, 2.0, (5, OBS_DIM)).astype(np.float32)
     expected, _ = model.predict(np.clip((obs - 0.5) / np.sqrt(4.0 + 1e-8), -10, 10), deterministic=True)
     np.testing.assert_allclose(policy(obs, None), expected, rtol=1e-6)
     result = evaluate(["delta", ("agent", policy)], short, episodes=3, n_resamples=20)

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from hedgegym.agents import sb3
 from hedgegym.envs.config import ConfigError
+from hedgegym.envs.layout import OBS_DIM
 from hedgegym.train.cli import app
 from hedgegym.train.experiment import load_experiment
 from hedgegym.train.training import build_env_and_model, train
@@ -142,7 +143,7 @@ def test_shipped_config_trains_saves_and_evaluates(path, tmp_path):
     assert info["seed"] == cfg.training.seed and info["status"] == "finished" and "torch" in info["versions"]
     # The model loads and acts; the evaluation compared it with every baseline on the held-out seeds.
     model = sb3.load_model(cfg.algorithm.name, run / "model.zip")
-    actions, _ = model.predict(np.zeros((3, 19), dtype=np.float32), deterministic=True)
+    actions, _ = model.predict(np.zeros((3, OBS_DIM), dtype=np.float32), deterministic=True)
     control = cfg.algorithm.control
     n_actions = 2 if control is not None and control.kind == "band" else len(cfg.scenario.resolved.agent.venues)
     assert actions.shape == (3, n_actions)
@@ -209,7 +210,7 @@ def test_ctrl_c_checkpoints_and_resume_continues_from_it(tmp_path):
     model = sb3.load_model("ppo", ckpt)
     assert model.num_timesteps == result.timesteps
     assert sb3.vecnormalize_path(ckpt).is_file()
-    model.predict(np.zeros((1, 19), dtype=np.float32))
+    model.predict(np.zeros((1, OBS_DIM), dtype=np.float32))
     # A new run never writes into an existing run's directory.
     with pytest.raises(FileExistsError, match="already exists"):
         train(cfg, out=run_dir)
