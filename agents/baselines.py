@@ -680,7 +680,7 @@ class WhalleyWilmott(Baseline):
         st = market.state
         return whalley_wilmott_half_width(
             st["book_gamma"],
-            np.exp(st["log_spot"]),
+            st["spot"],  # the kernel's exp(log_spot): the compiled hedger reads the same value
             self.cost,
             self.risk_aversion,
             market.params["rate"][0],

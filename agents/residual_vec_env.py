@@ -11,7 +11,7 @@ Example:
     >>> config = resolve_config("default")
     >>> venv = ResidualVecEnv(make_sb3_vec_env(config, n_envs=2, seed=0), BandControl.build("whalley_wilmott", config))
     >>> venv.action_space.shape, venv.reset().shape
-    ((2,), (2, 19))
+    ((2,), (2, 20))
     >>> obs, rewards, dones, infos = venv.step(np.zeros((2, 2), dtype=np.float32))
     >>> bool(np.isfinite(rewards).all())
     True

@@ -64,7 +64,7 @@ def delta_prices(market) -> tuple[np.ndarray, np.ndarray]:
     """``(P[N, 3], future_delta[N])``: each venue's price per coin of delta (USD) and the futures
     contract's delta ``exp(r (T_f - t))`` (coins per contract, MODEL.md §4)."""
     st, p = market.state, market.params[0]
-    spot = np.exp(st["log_spot"])
+    spot = st["spot"]  # the kernel's exp(log_spot), the value the compiled hedgers read
     tau_f = np.maximum(st["future_expiry"] - st["t"], 0.0)
     fut_delta = market.future_delta()
     prices = np.empty((market.n_envs, N_VENUES))

@@ -1,6 +1,6 @@
 """hedgegym.envs: the market simulator, scenario configs and Gymnasium environments.
 
-Importing this package registers the Gymnasium ids (``hedgegym/Hedging-v1`` and one per named
+Importing this package registers the Gymnasium ids (``hedgegym/Hedging-v2`` and one per named
 scenario, see :mod:`hedgegym.envs.registration`) and nothing heavier: the envs, the simulator and
 numba load on first use of ``HedgingEnv``, ``HedgingVectorEnv`` or ``Market``.
 """

@@ -399,7 +399,7 @@ def resolve_env_config(config, scenario: str | None, overrides: Mapping[str, Any
     if config is not None and scenario is not None:
         raise ConfigError(
             f"pass either config= or scenario=, not both (got scenario={scenario!r}); a named id such as "
-            "hedgegym/ShortGammaCrash-v1 fixes its scenario: use hedgegym/Hedging-v1 with config=..."
+            "hedgegym/ShortGammaCrash-v2 fixes its scenario: use hedgegym/Hedging-v2 with config=..."
         )
     bad = [k for k in overrides if "__" not in k]
     if bad:

@@ -613,7 +613,7 @@ class Market:
             "mean_phi": st["sum_phi"] / steps,
             "crisis_steps": st["crisis_steps"].copy(),
             "halt_steps": st["halt_steps"].copy(),
-            "pin_distance": np.abs(np.exp(st["log_spot"]) - pin) / pin,
+            "pin_distance": np.abs(st["spot"] - pin) / pin,
             "pin_distance_exo": np.abs(np.exp(st["x"]) - pin) / pin,
             "steps": st["step"].copy(),
             "reward": st["cum_reward"].copy(),
@@ -638,7 +638,7 @@ class Market:
     @property
     def spot(self) -> np.ndarray:
         """Spot price per row (USD)."""
-        return np.exp(self.state["log_spot"])
+        return self.state["spot"].copy()
 
     @property
     def exo_spot(self) -> np.ndarray:

@@ -5,11 +5,11 @@ Every id has a string ``entry_point`` (:class:`~hedgegym.envs.hedging_env.Hedgin
 neither numba nor the simulator. Both accept config overrides as ``section__field=value`` keyword
 arguments::
 
-    gymnasium.make("hedgegym/ShortGammaCrash-v1", market__sigma=0.8)
-    gymnasium.make_vec("hedgegym/Hedging-v1", num_envs=1024, vectorization_mode="vector_entry_point")
+    gymnasium.make("hedgegym/ShortGammaCrash-v2", market__sigma=0.8)
+    gymnasium.make_vec("hedgegym/Hedging-v2", num_envs=1024, vectorization_mode="vector_entry_point")
 
 Gymnasium 1.x has no plugin entry points: the ids exist once ``hedgegym.envs`` is imported, and
-``gymnasium.make("hedgegym.envs:hedgegym/Hedging-v1")`` imports it for you.
+``gymnasium.make("hedgegym.envs:hedgegym/Hedging-v2")`` imports it for you.
 """
 
 from __future__ import annotations
@@ -27,15 +27,15 @@ VECTOR_ENTRY_POINT = "hedgegym.envs.vector_env:HedgingVectorEnv"
 # Named scenario (hedgegym/envs/scenarios/<name>.yaml) -> env id. Ids are API: bump the version when a
 # scenario's observations, actions or rewards change.
 SCENARIO_IDS: dict[str, str] = {
-    "default": "hedgegym/Hedging-v1",
-    "short-gamma-crash": "hedgegym/ShortGammaCrash-v1",
-    "long-gamma-pin": "hedgegym/LongGammaPin-v1",
-    "zero-dte": "hedgegym/ZeroDTE-v1",
-    "vault-epoch": "hedgegym/VaultEpoch-v1",
-    "frictionless": "hedgegym/Frictionless-v1",
-    "vanna-crash": "hedgegym/VannaCrash-v1",
-    "crowded-dealers": "hedgegym/CrowdedDealers-v1",
-    "liquidation-cascade": "hedgegym/LiquidationCascade-v1",
+    "default": "hedgegym/Hedging-v2",
+    "short-gamma-crash": "hedgegym/ShortGammaCrash-v2",
+    "long-gamma-pin": "hedgegym/LongGammaPin-v2",
+    "zero-dte": "hedgegym/ZeroDTE-v2",
+    "vault-epoch": "hedgegym/VaultEpoch-v2",
+    "frictionless": "hedgegym/Frictionless-v2",
+    "vanna-crash": "hedgegym/VannaCrash-v2",
+    "crowded-dealers": "hedgegym/CrowdedDealers-v2",
+    "liquidation-cascade": "hedgegym/LiquidationCascade-v2",
 }
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]*(?:[-_][A-Za-z0-9]+)*$")
@@ -44,16 +44,16 @@ _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]*(?:[-_][A-Za-z0-9]+)*$")
 def register_builtin() -> None:
     """Register the id of every named scenario (idempotent)."""
     for scenario, env_id in SCENARIO_IDS.items():
-        # Hedging-v1 passes no scenario, so that `config=` may replace the default one.
+        # Hedging-v2 passes no scenario, so that `config=` may replace the default one.
         kwargs = {} if scenario == "default" else {"scenario": scenario}
         _register(env_id, kwargs)
 
 
 def register_scenario(name: str, config: Any) -> str:
-    """Register your own scenario as ``hedgegym/<Name>-v1``; returns the id.
+    """Register your own scenario as ``hedgegym/<Name>-v2``; returns the id.
 
     Args:
-        name: ``"MyCrash"``, ``"my-crash"`` or ``"my_crash"`` (all give ``hedgegym/MyCrash-v1``):
+        name: ``"MyCrash"``, ``"my-crash"`` or ``"my_crash"`` (all give ``hedgegym/MyCrash-v2``):
             letters and digits, words joined by ``-`` or ``_``, starting with a letter.
         config: a :class:`~hedgegym.envs.config.ScenarioConfig`, a mapping of config sections, the
             path of a scenario YAML file or a built-in scenario's name (read by
@@ -69,7 +69,7 @@ def register_scenario(name: str, config: Any) -> str:
         >>> from hedgegym.envs import register_scenario
         >>> env_id = register_scenario("CalmWeek", {"market": {"sigma": 0.3}, "dealers": {"lines": []}})
         >>> env_id
-        'hedgegym/CalmWeek-v1'
+        'hedgegym/CalmWeek-v2'
         >>> env = gym.make(env_id, agent__venues=["spot"])
         >>> env.unwrapped.config.market.sigma, env.action_space.shape
         (0.3, (1,))
@@ -81,7 +81,7 @@ def register_scenario(name: str, config: Any) -> str:
             f"scenario name must be letters and digits, words joined by '-' or '_', starting "
             f"with a letter, e.g. 'MyCrash' or 'my-crash' (got {name!r})"
         )
-    env_id = f"{NAMESPACE}/{_camel(name)}-v1"
+    env_id = f"{NAMESPACE}/{_camel(name)}-v2"
     if env_id in SCENARIO_IDS.values():
         raise ValueError(f"{env_id} is a built-in id; choose another name for your scenario")
     if config is None:

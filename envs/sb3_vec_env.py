@@ -204,7 +204,7 @@ class ConcatVecEnv(VecEnv):
         >>> venv.seed(0)
         [0, 2]
         >>> venv.num_envs, venv.reset().shape
-        (4, (4, 19))
+        (4, (4, 20))
     """
 
     def __init__(self, parts: Sequence[VecEnv]):

@@ -21,7 +21,7 @@ SHORT = {"episode__horizon_days": 1}
         (lambda v: HedgingVectorEnv(4, agent_impact=v, **SHORT), "agent_impact", 0),
         (lambda v: HedgingEnv(agent_impact=v, **SHORT), "agent_impact", "no"),
         (lambda v: HedgingEnv(agent_impact=v, **SHORT), "agent_impact", None),
-        (lambda v: gym.make("hedgegym/Hedging-v1", agent_impact=v), "agent_impact", "false"),
+        (lambda v: gym.make("hedgegym/Hedging-v2", agent_impact=v), "agent_impact", "false"),
         (lambda v: make_sb3_vec_env("default", n_envs=2, step_info=v, **SHORT), "step_info", "off"),
         (lambda v: make_sb3_vec_env("default", n_envs=2, parallel=v, **SHORT), "parallel", "yes"),
         (lambda v: HedgingVectorEnv(v, **SHORT), "num_envs", 4.0),

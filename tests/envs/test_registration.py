@@ -24,15 +24,15 @@ IDS = list(SCENARIO_IDS.values())
 def test_every_named_scenario_has_an_id_with_both_entry_points():
     assert set(SCENARIO_IDS) == set(list_scenarios())
     assert {
-        "hedgegym/Hedging-v1",
-        "hedgegym/ShortGammaCrash-v1",
-        "hedgegym/LongGammaPin-v1",
-        "hedgegym/ZeroDTE-v1",
-        "hedgegym/VaultEpoch-v1",
-        "hedgegym/Frictionless-v1",
-        "hedgegym/VannaCrash-v1",
-        "hedgegym/CrowdedDealers-v1",
-        "hedgegym/LiquidationCascade-v1",
+        "hedgegym/Hedging-v2",
+        "hedgegym/ShortGammaCrash-v2",
+        "hedgegym/LongGammaPin-v2",
+        "hedgegym/ZeroDTE-v2",
+        "hedgegym/VaultEpoch-v2",
+        "hedgegym/Frictionless-v2",
+        "hedgegym/VannaCrash-v2",
+        "hedgegym/CrowdedDealers-v2",
+        "hedgegym/LiquidationCascade-v2",
     } == set(IDS)
     for env_id in IDS:
         spec = gym.spec(env_id)
@@ -64,12 +64,12 @@ def test_make_and_make_vec_build_the_scenario(env_id, scenario):
 
 
 def test_overrides_as_keyword_arguments():
-    env = gym.make("hedgegym/ShortGammaCrash-v1", market__sigma=0.8, agent__venues=["spot"], market__heston__xi="1.5")
+    env = gym.make("hedgegym/ShortGammaCrash-v2", market__sigma=0.8, agent__venues=["spot"], market__heston__xi="1.5")
     config = env.unwrapped.config
     assert config.market.sigma == 0.8 and config.market.heston.xi == 1.5 and config.agent.venues == ["spot"]
     assert env.action_space.shape == (1,)
     vec = gym.make_vec(
-        "hedgegym/ShortGammaCrash-v1",
+        "hedgegym/ShortGammaCrash-v2",
         num_envs=2,
         vectorization_mode="vector_entry_point",
         agent__venues=["perp"],
@@ -77,21 +77,21 @@ def test_overrides_as_keyword_arguments():
     )
     assert vec.single_action_space.shape == (1,) and vec.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP
     with pytest.raises(ConfigError, match=r"market\.sigma: Input should be greater than 0"):
-        gym.make("hedgegym/Hedging-v1", market__sigma=0.0)
+        gym.make("hedgegym/Hedging-v2", market__sigma=0.0)
     with pytest.raises(ConfigError, match=r"agent\.venuez: unknown field"):
-        gym.make_vec("hedgegym/Hedging-v1", num_envs=2, vectorization_mode="vector_entry_point", agent__venuez=[])
+        gym.make_vec("hedgegym/Hedging-v2", num_envs=2, vectorization_mode="vector_entry_point", agent__venuez=[])
     with pytest.raises(ConfigError, match="either config= or scenario="):
-        gym.make("hedgegym/ZeroDTE-v1", config={})
+        gym.make("hedgegym/ZeroDTE-v2", config={})
 
 
 def test_config_replaces_the_default_scenario_of_hedging_v0():
-    env = gym.make("hedgegym/Hedging-v1", config={"market": {"sigma": 0.4}})
+    env = gym.make("hedgegym/Hedging-v2", config={"market": {"sigma": 0.4}})
     assert env.unwrapped.config.market.sigma == 0.4
 
 
 def test_module_prefix_imports_the_package_in_a_fresh_interpreter():
     code = (
-        "import gymnasium as gym, sys; env = gym.make('hedgegym.envs:hedgegym/Hedging-v1'); "
+        "import gymnasium as gym, sys; env = gym.make('hedgegym.envs:hedgegym/Hedging-v2'); "
         "print(type(env.unwrapped).__name__)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -101,7 +101,7 @@ def test_module_prefix_imports_the_package_in_a_fresh_interpreter():
 def test_import_registers_without_loading_numba():
     code = (
         "import sys, gymnasium as gym, hedgegym.envs; "
-        "assert 'hedgegym/Hedging-v1' in gym.registry; "
+        "assert 'hedgegym/Hedging-v2' in gym.registry; "
         "print(sorted(m for m in ('numba', 'hedgegym.envs.kernel', 'pydantic') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -111,7 +111,7 @@ def test_import_registers_without_loading_numba():
 # ------------------------------------------------------------------------------------ user scenarios
 def test_register_scenario_from_a_mapping_works_with_make_and_make_vec():
     env_id = register_scenario("calm-week", {"market": {"sigma": 0.3}, "dealers": {"lines": []}})
-    assert env_id == "hedgegym/CalmWeek-v1"
+    assert env_id == "hedgegym/CalmWeek-v2"
     env = gym.make(env_id, agent__venues=["spot"])
     assert env.unwrapped.config.market.sigma == 0.3 and env.action_space.shape == (1,)
     check_env(env.unwrapped, skip_render_check=True)
@@ -144,4 +144,4 @@ def test_register_scenario_rejects_bad_names_and_configs():
         register_scenario("Broken", {"market": {"sigma": "high"}})
     with pytest.raises(ConfigError, match="does not exist"):
         register_scenario("Missing", "/no/such/file.yaml")
-    assert "hedgegym/Broken-v1" not in gym.registry
+    assert "hedgegym/Broken-v2" not in gym.registry

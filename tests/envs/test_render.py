@@ -16,7 +16,7 @@ SHORT = {"episode__horizon_days": 0.25}
 def test_sb3_make_vec_env_default_path_renders_frames():
     from stable_baselines3.common.env_util import make_vec_env
 
-    venv = make_vec_env("hedgegym/Hedging-v1", n_envs=1, env_kwargs=SHORT)  # passes render_mode="rgb_array"
+    venv = make_vec_env("hedgegym/Hedging-v2", n_envs=1, env_kwargs=SHORT)  # passes render_mode="rgb_array"
     venv.reset()
     first = venv.render()
     assert first.dtype == np.uint8 and first.shape == (480, 640, 3)
@@ -79,7 +79,7 @@ def test_gymnasium_record_video_writes_an_episode(tmp_path):
     from gymnasium.wrappers import RecordVideo
 
     env = RecordVideo(
-        gym.make("hedgegym/Hedging-v1", render_mode="rgb_array", **SHORT),
+        gym.make("hedgegym/Hedging-v2", render_mode="rgb_array", **SHORT),
         str(tmp_path / "videos"),
         episode_trigger=lambda e: True,
         disable_logger=True,
@@ -100,7 +100,7 @@ def test_sb3_vec_video_recorder_writes_a_video(tmp_path):
     from stable_baselines3.common.vec_env import VecVideoRecorder
 
     venv = VecVideoRecorder(
-        make_vec_env("hedgegym/Hedging-v1", n_envs=1, env_kwargs=SHORT),
+        make_vec_env("hedgegym/Hedging-v2", n_envs=1, env_kwargs=SHORT),
         str(tmp_path),
         record_video_trigger=lambda step: step == 0,
         video_length=5,

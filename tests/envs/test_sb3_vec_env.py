@@ -10,6 +10,7 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from hedgegym.envs import HedgingEnv, HedgingVectorEnv
+from hedgegym.envs.layout import OBS_DIM
 from hedgegym.envs.sb3_vec_env import HedgingSB3VecEnv, make_sb3_vec_env
 
 SHORT = {"episode__horizon_days": 0.25}
@@ -47,7 +48,7 @@ def test_adapter_equals_dummy_vec_env_of_hedging_envs(scenario):
             assert ("flow_gamma" in info and "atm_vol" in info) == (scenario != "default")
             if r_dones.any():
                 assert episode["l"] == 6 and episode["r"] == pytest.approx(info["episode_metrics"]["reward"])
-                assert info["TimeLimit.truncated"] and info["terminal_observation"].shape == (19,)
+                assert info["TimeLimit.truncated"] and info["terminal_observation"].shape == (OBS_DIM,)
         assert data_equivalence(ours.reset_infos, ref.reset_infos, exact=True)
         episodes += int(dones.sum())
     assert episodes == 2 * n
@@ -63,7 +64,7 @@ def test_adapter_needs_same_step_autoreset():
 def test_attribute_and_method_access():
     venv = make_sb3_vec_env("frictionless", n_envs=3, agent__venues=["spot"], render_mode="ansi")
     assert venv.get_attr("render_mode") == ["ansi"] * 3
-    assert venv.get_attr("observation_space", indices=[1])[0].shape == (19,)
+    assert venv.get_attr("observation_space", indices=[1])[0].shape == (OBS_DIM,)
     assert venv.get_attr("action_space")[0].shape == (1,)
     assert venv.env_is_wrapped(Monitor) == [True] * 3 and venv.env_is_wrapped(DummyVecEnv) == [False] * 3
     venv.reset()

@@ -9,6 +9,7 @@ from gymnasium.utils.env_checker import data_equivalence
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 from hedgegym.envs import HedgingEnv, HedgingVectorEnv
+from hedgegym.envs.layout import OBS_DIM
 
 TRUNCATES = {"episode__horizon_days": 0.25}  # 6 hourly steps, cut at the horizon
 TERMINATES = {
@@ -116,7 +117,7 @@ def test_same_step_mode_reports_final_obs_and_info():
     for _ in range(6):
         obs, rewards, terminated, truncated, info = vec.step(np.zeros((2, 3)))
     assert terminated.all() and not truncated.any()
-    assert info["_final_obs"].all() and info["final_obs"][0].shape == (19,)
+    assert info["_final_obs"].all() and info["final_obs"][0].shape == (OBS_DIM,)
     assert info["final_obs"][0][0] == 0.0 and obs[0, 0] == 1.0  # time to expiry: end vs fresh start
     final = info["final_info"]
     assert final["episode_metrics"]["steps"].tolist() == [6.0, 6.0]
