@@ -75,37 +75,63 @@ class Residual:
         return f"Residual({self.baseline.name!r}, scale={self.scale:g})"
 
 
+BAND_HEDGERS = ("whalley_wilmott", "fixed_band", "delta", "leland")
+"""Hedgers :class:`BandControl` can act on: the two band hedgers, and the two that rebalance fully
+(delta, and Leland rebalanced every step), whose band is zero-width at ``a = 0``."""
+
+
 class BandControl:
-    """The policy sets the no-trade band of a band hedger; the hedger trades to its edge.
+    """The policy sets the no-trade band of a hedger; the hedger trades to its edge.
 
     Two actions per step, ``a = (a_w, a_c)`` in [-1, 1]:
 
-    * width: the band's half-width is ``H * WIDTH_RANGE ** a_w`` (from ``H / 4`` to ``4 H``), with
-      ``H`` the hedger's own (Whalley–Wilmott's, or the fixed band's);
+    * width: for a band hedger (Whalley–Wilmott, fixed band) the half-width is
+      ``H * WIDTH_RANGE ** a_w`` (from ``H / 4`` to ``4 H``), ``H`` the hedger's own; for a hedger
+      that rebalances fully (delta, Leland) it is ``ZERO_WIDTH_RANGE * max(a_w, 0) * H_ww`` (0 to
+      ``2 H_ww``), ``H_ww`` the Whalley–Wilmott half-width on the hedger's venue, costs and risk
+      aversion: its band is zero-width at ``a_w <= 0``;
     * centre: the band is centred on a net delta of ``a_c * CENTRE_RANGE * G`` coins instead of 0,
       ``G`` the book's gross quantity (a deliberate over- or under-hedge, e.g. ahead of a crash);
 
     and the trade is ``band_trade(e - centre, half-width)`` executed as the hedger executes it (its
-    venue, or routed to the cheapest). ``a = 0`` is the hedger itself. Exploration noise on the
+    venue, or routed to the cheapest). ``e`` is the net delta the hedger measures: the model's for
+    the band hedgers and delta, the net delta with the book at Leland's volatility for Leland (so
+    ``a = 0`` trades Leland's ``-e``). ``a = 0`` is the hedger itself. Exploration noise on the
     band's parameters trades only when the net delta crosses the perturbed edge, not every step
     (noise on a trade would pay costs on every step; for a cost-heavy reward that bias is what kept
     PPO from improving on a band). The control is Whalley–Wilmott's policy with state-dependent
     risk aversion and a skew: the asymptotic band (Whalley & Wilmott 1997) is optimal for small
-    costs in a frictionless-impact world; with impact, dealers' flow and jumps it is not.
+    costs in a frictionless-impact world; with impact, dealers' flow and jumps it is not. On a
+    delta-type hedger it is the same band around that hedger's target.
     """
 
     WIDTH_RANGE = 4.0
+    ZERO_WIDTH_RANGE = 2.0
     CENTRE_RANGE = 0.25
     n_actions = 2
 
     def __init__(self, baseline: Baseline):
-        if not hasattr(baseline, "half_width") and baseline.kind != "fixed_band":
-            raise ValueError(f"band control needs a band hedger (whalley_wilmott or fixed_band), got {baseline.name!r}")
+        if baseline.kind not in BAND_HEDGERS:
+            raise ValueError(
+                f"band control needs a band hedger or one that rebalances fully ({', '.join(BAND_HEDGERS)}), "
+                f"got {baseline.name!r}"
+            )
+        if baseline.kind == "leland" and baseline.interval_steps != 1:
+            raise ValueError(
+                f"band control on {baseline.name!r} needs baselines.leland_interval_steps = 1 "
+                f"(got {baseline.interval_steps}): the band replaces Leland's rebalancing grid"
+            )
         self.baseline = baseline
+        self._zero_width = baseline.kind in ("delta", "leland")
+        self._width_ref = (
+            make_baseline("whalley_wilmott", baseline.config, venue=baseline.params.venue)
+            if self._zero_width
+            else baseline
+        )
 
     @classmethod
     def build(cls, name: str, config) -> BandControl:
-        """The band control of hedger ``name`` (``whalley_wilmott``/``fixed_band``, ``@venue``) for ``config``."""
+        """The band control of hedger ``name`` (one of :data:`BAND_HEDGERS`, ``@venue``) for ``config``."""
         return cls(make_baseline(name, config))
 
     @property
@@ -114,17 +140,27 @@ class BandControl:
         return {"kind": "band", "baseline": self.baseline.name}
 
     def half_width(self, market) -> np.ndarray:
-        """The hedger's own half-width per row (coins)."""
-        if hasattr(self.baseline, "half_width"):
-            return np.asarray(self.baseline.half_width(market), dtype=np.float64)
+        """The reference half-width per row (coins): the hedger's own, or for a delta-type hedger
+        the Whalley–Wilmott one on its venue."""
+        if hasattr(self._width_ref, "half_width"):
+            return np.asarray(self._width_ref.half_width(market), dtype=np.float64)
         return np.full(market.n_envs, self.baseline.params.band_width * market.params["book_gross"][0])
+
+    def exposure(self, market) -> np.ndarray:
+        """The net delta ``e`` per row that the hedger trades away (coins): ``-`` its full rebalance."""
+        if self.baseline.kind == "leland":
+            return -np.asarray(self.baseline.desired_trade(market), dtype=np.float64)
+        return market.net_delta()
 
     def actions(self, actions: np.ndarray, market) -> np.ndarray:
         """The market's actions ``[N, n_venues]`` for the band actions ``[N, 2]`` in the market's state."""
         a = np.clip(np.asarray(actions, dtype=np.float64).reshape(market.n_envs, self.n_actions), -1.0, 1.0)
-        width = self.half_width(market) * self.WIDTH_RANGE ** a[:, 0]
+        if self._zero_width:
+            width = self.half_width(market) * (self.ZERO_WIDTH_RANGE * np.maximum(a[:, 0], 0.0))
+        else:
+            width = self.half_width(market) * self.WIDTH_RANGE ** a[:, 0]
         centre = a[:, 1] * self.CENTRE_RANGE * market.params["book_gross"][0]
-        demand = band_trade(market.net_delta() - centre, width)
+        demand = band_trade(self.exposure(market) - centre, width)
         return market.trades_to_actions(self.baseline.execute(market, demand))
 
     def __repr__(self) -> str:

@@ -118,6 +118,7 @@ def make_vec_env(
     base_env=None,
     control=None,
     family=None,
+    paired: bool = False,
 ):
     """The batched hedging env as an SB3 ``VecEnv``, wrapped in ``VecNormalize`` when asked.
 
@@ -143,6 +144,8 @@ def make_vec_env(
             ``family.markets`` batches side by side (:class:`~hedgegym.envs.sb3_vec_env.ConcatVecEnv`),
             each drawing its own market around ``scenario`` per episode; ``n_envs`` must be a
             multiple of ``family.markets``. Env ``i`` still starts from seed ``seed + i``.
+        paired: envs ``2k`` and ``2k + 1`` share seed ``seed + k``, hence their exogenous paths
+            (:mod:`hedgegym.agents.paired`); not with ``family``.
     """
     from hedgegym.envs.sb3_vec_env import ConcatVecEnv, make_sb3_vec_env
 
@@ -151,8 +154,11 @@ def make_vec_env(
         venv = base_env
     elif family is None:
         venv = _controlled(
-            make_sb3_vec_env(scenario, n_envs=n_envs, seed=seed, step_info=False, parallel=parallel), control
+            make_sb3_vec_env(scenario, n_envs=n_envs, seed=seed, step_info=False, parallel=parallel, paired=paired),
+            control,
         )
+    elif paired:
+        raise ValueError("paired envs are not available across a family of markets (scenario.randomize)")
     else:
         from hedgegym.agents.residual import make_control
 

@@ -99,6 +99,12 @@ class HedgingSB3VecEnv(VecEnv):
         self._reset_options()
         return obs
 
+    def seed_pairs(self, seed: int) -> list[int]:
+        """Seed envs ``2k`` and ``2k + 1`` with ``seed + k`` at the next ``reset()``: pairs of envs
+        on the same exogenous paths, episode after episode (the seeds are used once, like ``seed()``)."""
+        self._seeds = [int(seed) + i // 2 for i in range(self.num_envs)]
+        return list(self._seeds)
+
     def step_async(self, actions: np.ndarray) -> None:
         """Store the actions ``(num_envs, n_venues)`` for ``step_wait``."""
         self._actions = actions
@@ -295,6 +301,7 @@ def make_sb3_vec_env(
     n_envs: int = 8,
     seed: int | None = None,
     step_info: bool = True,
+    paired: bool = False,
     **kwargs: Any,
 ) -> HedgingSB3VecEnv:
     """An SB3 ``VecEnv`` of ``n_envs`` hedging envs, ready for ``PPO("MlpPolicy", venv)``.
@@ -306,13 +313,21 @@ def make_sb3_vec_env(
         n_envs: number of envs in the batch.
         seed: if given, env ``i`` is seeded ``seed + i`` at the first ``reset()``.
         step_info: see :class:`HedgingSB3VecEnv`.
+        paired: envs ``2k`` and ``2k + 1`` share one seed, ``seed + k``, hence every episode's
+            exogenous path (common random numbers): what one does differently from the other is
+            the only difference between their P&L. Needs an even ``n_envs`` and a ``seed``.
         **kwargs: ``HedgingVectorEnv`` arguments (``parallel``, ``agent_impact``, ``render_mode``)
             and config overrides ``section__field=value``.
     """
     seed = check_int("seed", seed, 0, allow_none=True)
+    paired = check_bool("paired", paired)
+    if paired and (seed is None or n_envs % 2):
+        raise ValueError(f"paired envs need a seed and an even n_envs (got seed={seed}, n_envs={n_envs})")
     # config= takes every kind of source (resolve_config tells a scenario name from a YAML path).
     venv = HedgingVectorEnv(n_envs, config=scenario_or_config, autoreset_mode=AutoresetMode.SAME_STEP, **kwargs)
     sb3_env = HedgingSB3VecEnv(venv, step_info=step_info)
-    if seed is not None:
+    if paired:
+        sb3_env.seed_pairs(seed)
+    elif seed is not None:
         sb3_env.seed(seed)
     return sb3_env

@@ -35,7 +35,7 @@ from pydantic import ConfigDict, Field, ValidationError, ValidationInfo, field_v
 
 from hedgegym.agents import sb3
 from hedgegym.agents.baselines import BASELINES
-from hedgegym.agents.residual import make_control
+from hedgegym.agents.residual import BAND_HEDGERS, make_control
 from hedgegym.envs.config import (
     ConfigError,
     ScenarioConfig,
@@ -171,9 +171,10 @@ class ControlConfig(StrictModel):
         kind = self.baseline.partition("@")[0]
         if kind not in BASELINES:
             raise ValueError(f"unknown baseline {kind!r}; known baselines: {', '.join(BASELINES)}")
-        if self.kind == "band" and kind not in ("whalley_wilmott", "fixed_band"):
+        if self.kind == "band" and kind not in BAND_HEDGERS:
             raise ValueError(
-                f"baseline {self.baseline!r}: band control needs a band hedger (whalley_wilmott or fixed_band)"
+                f"baseline {self.baseline!r}: band control needs a band hedger or one that rebalances fully "
+                f"({', '.join(BAND_HEDGERS)})"
             )
         return self
 
@@ -326,6 +327,11 @@ class TrainingConfig(StrictModel):
     save_replay_buffer: bool = Field(
         True, description="Checkpoint the replay buffer too (sac, td3; ppo has none), so --resume continues it."
     )
+    paired_paths: bool = Field(
+        False,
+        description="ppo: envs 2k and 2k+1 share each episode's exogenous path (seed + k), and each advantage "
+        "becomes its difference with its partner's (hedgegym.agents.paired): common random numbers.",
+    )
 
 
 class EvaluationConfig(StrictModel):
@@ -402,6 +408,16 @@ class ExperimentConfig(StrictModel):
                     f"algorithm.hyperparameters.buffer_size={buffer}: must be >= env.n_envs = "
                     f"{self.env.n_envs} (SB3 keeps buffer_size // n_envs transitions per env)"
                 )
+        if self.training.paired_paths:
+            if algo.name not in sb3.ON_POLICY:
+                raise ValueError(
+                    f"training.paired_paths=true: only for on-policy algorithms ({', '.join(sorted(sb3.ON_POLICY))}), "
+                    f"got algorithm.name={algo.name!r}"
+                )
+            if self.env.n_envs % 2:
+                raise ValueError(f"training.paired_paths=true needs an even env.n_envs (got {self.env.n_envs})")
+            if self.scenario.randomize is not None:
+                raise ValueError("training.paired_paths=true is not available with scenario.randomize")
         train_seeds = range(self.training.seed, self.training.seed + self.env.n_envs)
         held_out = range(
             self.evaluation.seed, self.evaluation.seed + max(self.evaluation.final_episodes, self.evaluation.episodes)

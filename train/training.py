@@ -196,6 +196,7 @@ def build_env_and_model(config: ExperimentConfig, tensorboard_log: str | None = 
         parallel=config.env.parallel,
         control=_control(config),
         family=config.scenario.randomize,
+        paired=config.training.paired_paths,
     )
     model = sb3.build_model(
         config.algorithm.name,
@@ -208,6 +209,16 @@ def build_env_and_model(config: ExperimentConfig, tensorboard_log: str | None = 
         start_at_zero=config.algorithm.control is not None,
     )
     return env, model
+
+
+def _paired(config: ExperimentConfig) -> list:
+    """The paired-advantage callback when ``training.paired_paths`` (first: the recorder's rollout
+    statistics and checkpoints then see the advantages PPO trains on)."""
+    if not config.training.paired_paths:
+        return []
+    from hedgegym.agents.paired import PairedAdvantage
+
+    return [PairedAdvantage()]
 
 
 def _train(
@@ -234,7 +245,7 @@ def _train(
         with _sigint_sets(stop):
             model.learn(
                 remaining,
-                callback=CallbackList([recorder, *extra_callbacks]),
+                callback=CallbackList([*_paired(config), recorder, *extra_callbacks]),
                 log_interval=1,
                 tb_log_name=config.algorithm.name,
                 reset_num_timesteps=checkpoint is None,

@@ -51,6 +51,47 @@ def test_zero_band_action_is_the_hedger(config):
     assert np.array_equal(zero, pnl(hedger, config))
 
 
+@pytest.mark.parametrize("hedger", ["delta@cheapest", "leland@future", "leland@spot"])
+def test_zero_band_on_a_full_rebalancer_is_that_hedger(config, hedger):
+    control = BandControl.build(hedger, config)
+    baseline = make_baseline(hedger, config)
+    market = market_at(config)
+    assert np.array_equal(control.actions(np.zeros((16, 2)), market), baseline(market.observe(), market))
+    # a_w <= 0 is the zero-width band: the hedger, whatever a_w's value.
+    assert np.array_equal(control.actions(np.tile([-0.7, 0.0], (16, 1)), market), baseline(market.observe(), market))
+    zero = pnl(lambda obs, m: control.actions(np.zeros((m.n_envs, 2)), m), config)
+    assert np.array_equal(zero, pnl(baseline, config))
+
+
+def test_band_on_delta_at_half_width_is_whalley_wilmott(config):
+    # a_w = 1/2 on delta: half-width 2 x 1/2 x H_ww around the model's net delta, i.e. WW's band.
+    control = BandControl.build("delta@spot", config)
+    got = pnl(lambda obs, m: control.actions(np.tile([0.5, 0.0], (m.n_envs, 1)), m), config)
+    np.testing.assert_array_equal(got, pnl(make_baseline("whalley_wilmott@spot", config), config))
+
+
+def test_band_on_leland_is_a_band_around_lelands_target(config):
+    control = BandControl.build("leland@spot", config)
+    market = market_at(config)
+    leland = make_baseline("leland@spot", config)
+    # Leland's exposure: what it trades away in full, -desired trade (its own formula, not the control's).
+    e = -leland.desired_trade(market)
+    ww = make_baseline("whalley_wilmott@spot", config).half_width(market)
+    for a_w in (0.25, 1.0):
+        trades = market.actions_to_trades(control.actions(np.tile([a_w, 0.0], (16, 1)), market))[:, 0]
+        half = BandControl.ZERO_WIDTH_RANGE * a_w * ww
+        was_inside = np.abs(e) <= half
+        assert np.all(trades[was_inside] == 0.0)
+        capped = np.isclose(np.abs(trades), config.agent.max_trade)
+        assert np.all((np.isclose(np.abs(e + trades), half[...]) | capped)[~was_inside])
+
+
+def test_band_on_leland_needs_every_step_rebalancing(config):
+    coarse = resolve_config("default", {"baselines.leland_interval_steps": 4})
+    with pytest.raises(ValueError, match="leland_interval_steps = 1"):
+        BandControl.build("leland@spot", coarse)
+
+
 def test_band_width_is_whalley_wilmott_at_another_risk_aversion(config):
     control = BandControl.build("whalley_wilmott@spot", config)
     gamma = config.agent.risk_aversion / config.pnl_scale
@@ -94,7 +135,7 @@ def test_make_control_and_its_errors(config):
     assert isinstance(make_control({"kind": "band", "baseline": "fixed_band@spot"}, config), BandControl)
     assert make_control({"kind": "residual", "baseline": "leland", "scale": 2.0}, config).scale == 2.0
     with pytest.raises(ValueError, match="band control needs a band hedger"):
-        make_control({"kind": "band", "baseline": "delta"}, config)
+        make_control({"kind": "band", "baseline": "no_hedge"}, config)
     with pytest.raises(ValueError, match="unknown control kind 'bands'"):
         make_control({"kind": "bands", "baseline": "delta"}, config)
     with pytest.raises(ValueError, match="residual scale must be in"):

@@ -321,7 +321,7 @@ def test_seed_and_episode_limits():
     ("control", "expected"),
     [
         ({"kind": "band", "baseline": "gamma_scalp"}, r"unknown baseline 'gamma_scalp'; known baselines: no_hedge, "),
-        ({"kind": "band", "baseline": "delta"}, r"baseline 'delta': band control needs a band hedger"),
+        ({"kind": "band", "baseline": "no_hedge"}, r"baseline 'no_hedge': band control needs a band hedger"),
         ({"kind": "residual", "baseline": "delta", "scale": 3.0}, r"scale"),
     ],
 )
