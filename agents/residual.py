@@ -123,11 +123,14 @@ class BandControl:
             )
         self.baseline = baseline
         self._zero_width = baseline.kind in ("delta", "leland")
-        self._width_ref = (
-            make_baseline("whalley_wilmott", baseline.config, venue=baseline.params.venue)
-            if self._zero_width
-            else baseline
-        )
+        self._width_ref = baseline
+        if self._zero_width:
+            try:
+                self._width_ref = make_baseline("whalley_wilmott", baseline.config, venue=baseline.params.venue)
+            except ValueError as err:
+                raise ValueError(
+                    f"band control on {baseline.name!r} sizes its band by Whalley–Wilmott's half-width: {err}"
+                ) from None
 
     @classmethod
     def build(cls, name: str, config) -> BandControl:

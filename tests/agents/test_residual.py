@@ -90,6 +90,9 @@ def test_band_on_leland_needs_every_step_rebalancing(config):
     coarse = resolve_config("default", {"baselines.leland_interval_steps": 4})
     with pytest.raises(ValueError, match="leland_interval_steps = 1"):
         BandControl.build("leland@spot", coarse)
+    neutral = resolve_config("default", {"agent.risk_aversion": 0.0})
+    with pytest.raises(ValueError, match=r"band control on 'delta@spot' sizes its band by .*agent.risk_aversion"):
+        BandControl.build("delta@spot", neutral)
 
 
 def test_band_width_is_whalley_wilmott_at_another_risk_aversion(config):
