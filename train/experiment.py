@@ -96,6 +96,8 @@ class ScenarioSpec(StrictModel):
 # SEED_LIMIT and MAX_EPISODES: hedgegym.train.limits, shared with the CLI and evaluate/simulate.
 # SB3 seeds numpy's legacy generator with training.seed, which takes 32 bits.
 TRAINING_SEED_MAX = 2**32 - 1
+WARM_START_EPISODES_MAX = 2**19
+"""Two warm-start evaluations' episodes fit in one training seed's stride of seeds (2**20)."""
 
 
 # --------------------------------------------------------------------------------------- algorithm
@@ -310,6 +312,34 @@ class EnvConfig(StrictModel):
     normalize: NormalizeConfig = Field(NormalizeConfig(), description="Observation and reward normalisation.")
 
 
+class WarmStartConfig(StrictModel):
+    """Before training, search constant control actions and start the policy at the best
+    (:mod:`hedgegym.train.warm_start`). Needs ``algorithm.control``."""
+
+    episodes: int = Field(
+        256,
+        ge=10,
+        le=WARM_START_EPISODES_MAX,
+        description="Episodes of each search evaluation, and of the confirmation.",
+    )
+    values: list[float] = Field(
+        default_factory=lambda: [-1.0, -0.6, -0.4, -0.2, -0.1, 0.0, 0.1, 0.2, 0.4, 0.6, 1.0],
+        min_length=1,
+        description="Values tried for each action dimension, each in [-1, 1].",
+    )
+    passes: int = Field(2, ge=1, le=10, description="Sweeps of the coordinate search over the action dimensions.")
+
+    @field_validator("values")
+    @classmethod
+    def _in_range(cls, v: list[float]) -> list[float]:
+        bad = [x for x in v if not (math.isfinite(x) and -1.0 <= x <= 1.0)]
+        if bad:
+            raise ValueError(f"each value must be in [-1, 1] (got {bad[0]!r})")
+        if len(set(v)) != len(v):
+            raise ValueError(f"values must not repeat (got {v})")
+        return v
+
+
 class TrainingConfig(StrictModel):
     """Length, seed, checkpoints and torch settings of the training run."""
 
@@ -331,6 +361,11 @@ class TrainingConfig(StrictModel):
         False,
         description="ppo: envs 2k and 2k+1 share each episode's exogenous path (seed + k), and each advantage "
         "becomes its difference with its partner's (hedgegym.agents.paired): common random numbers.",
+    )
+    warm_start: WarmStartConfig | None = Field(
+        None,
+        description="Search constant control actions first and start the policy at the best "
+        "(hedgegym.train.warm_start); needs algorithm.control.",
     )
 
 
@@ -446,6 +481,20 @@ class ExperimentConfig(StrictModel):
                 make_control(algo.control, self.scenario.resolved)
             except ValueError as err:
                 raise ValueError(f"algorithm.control: {err}") from None
+        if self.training.warm_start is not None:
+            if algo.control is None:
+                raise ValueError(
+                    "training.warm_start: needs algorithm.control (it searches constant actions of a control "
+                    "on a classical hedger); set algorithm.control or remove training.warm_start"
+                )
+            from hedgegym.train.warm_start import seed_range
+
+            warm = seed_range(self)
+            if warm.start < held_out.stop and held_out.start < warm.stop:
+                raise ValueError(
+                    f"evaluation.seed={self.evaluation.seed}: held-out seeds {held_out.start}..{held_out.stop - 1} "
+                    f"overlap the warm start's seeds {warm.start}..{warm.stop - 1}; keep them apart"
+                )
         return self
 
     @property

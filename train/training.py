@@ -173,7 +173,7 @@ def train(
         with _torch_settings(config):
             # Loaded inside the torch settings: they seed torch, and the checkpoint's random states come after.
             checkpoint = None if resume is None else _resume_checkpoint(run_dir, config, notify)
-            return _train(config, run_dir, checkpoint, progress, evaluation_progress, callbacks or [], started)
+            return _train(config, run_dir, checkpoint, progress, evaluation_progress, callbacks or [], started, notify)
     except KeyboardInterrupt:
         raise _interrupted(run_dir, fresh=resume is None) from None
     except Exception:
@@ -229,10 +229,16 @@ def _train(
     evaluation_progress,
     extra_callbacks: list,
     started: float,
+    notify: Callable[[str], None],
 ) -> RunResult:
     resumed_from = None if checkpoint is None else int(checkpoint["timesteps"])
     if checkpoint is None:
         env, model = build_env_and_model(config, tensorboard_log=str(run_dir / "tb"))
+        if config.training.warm_start is not None:
+            from hedgegym.train import warm_start
+
+            _set_status(run_dir, "running", timesteps=0)
+            notify(warm_start.describe(warm_start.warm_start(config, _control(config), model, run_dir)))
     else:
         env, model = checkpoint["loaded"]
         model.tensorboard_log = str(run_dir / "tb")

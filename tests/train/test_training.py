@@ -51,6 +51,8 @@ def tiny(path: Path, **extra):
     sizes = TINY_PPO if full.algorithm.name in sb3.ON_POLICY else TINY_OFF_POLICY
     if full.scenario.randomize is not None:  # a family of markets: 2 markets of 2 envs
         sizes = {**sizes, "scenario.randomize.markets": 2}
+    if full.training.warm_start is not None:  # a search of 3 values on 10 episodes
+        sizes = {**sizes, "training.warm_start.episodes": 10, "training.warm_start.values": [-0.5, 0.0, 0.5]}
     return load_experiment(path, {**TINY, **sizes, **extra})
 
 
@@ -86,16 +88,28 @@ def parameters(model) -> dict[str, np.ndarray]:
 
 
 # One whole run (train, save, evaluate, report) per kind of experiment the configs ship: PPO acting
-# directly, SAC, a band control, a residual control, a family of markets. Every other config is
-# built and trained for one rollout below, through the same construction as a run.
-FULL_RUNS = ("ppo_multi", "sac_multi", "ppo_long_gamma_pin", "ppo_vault_epoch", "ppo_generalist")
+# directly, SAC, a band control, a residual control, a family of markets, a warm start. Every other
+# config is built and trained for one rollout below, through the same construction as a run.
+FULL_RUNS = (
+    "ppo_multi",
+    "sac_multi",
+    "ppo_long_gamma_pin",
+    "ppo_vault_epoch",
+    "ppo_generalist",
+    "ppo_short_gamma_crash",
+)
 KINDS = {p.stem: p for p in CONFIGS if p.stem in FULL_RUNS}
 
 
 def kind(cfg) -> tuple:
-    """What sets a config's code path apart: the algorithm, the control, a family of markets."""
+    """What sets a config's code path apart: the algorithm, the control, a family of markets, a warm start."""
     control = cfg.algorithm.control
-    return cfg.algorithm.name, None if control is None else control.kind, cfg.scenario.randomize is not None
+    return (
+        cfg.algorithm.name,
+        None if control is None else control.kind,
+        cfg.scenario.randomize is not None,
+        cfg.training.warm_start is not None,
+    )
 
 
 def test_every_kind_of_shipped_config_has_a_full_run():
@@ -154,6 +168,9 @@ def test_shipped_config_trains_saves_and_evaluates(path, tmp_path):
     if control is not None:  # the untrained policy (= its hedger) is a candidate for best_model.zip
         history = json.loads((run / "history.json").read_text())
         assert history["evaluations"][0]["timesteps"] == 0
+    if cfg.training.warm_start is not None:
+        warm = json.loads((run / "warm_start.json").read_text())
+        assert len(warm["action"]) == n_actions and warm["evaluations"][0]["action"] == [0.0] * n_actions
 
 
 # A one-day horizon for the family of markets, so that its groups draw new markets within a tiny run.
