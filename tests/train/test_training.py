@@ -94,7 +94,7 @@ FULL_RUNS = (
     "ppo_multi",
     "sac_multi",
     "ppo_long_gamma_pin",
-    "ppo_vault_epoch",
+    "ppo_frictionless",
     "ppo_generalist",
     "ppo_short_gamma_crash",
 )
