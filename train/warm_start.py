@@ -30,6 +30,15 @@ This is the "initialise at a good classical solution" of residual policy learnin
 (Silver et al. 2018) with the classical solution improved first by a cheap derivative-free search;
 constant-parameter policies are the class the delta-band literature optimises over
 (Whalley & Wilmott 1997; Zakamouline 2006 tunes the band's width by simulation the same way).
+
+Example:
+    >>> from hedgegym.train.experiment import validate_experiment
+    >>> cfg = validate_experiment({
+    ...     "algorithm": {"name": "ppo", "control": {"kind": "band", "baseline": "whalley_wilmott@spot"}},
+    ...     "training": {"total_timesteps": 1000, "seed": 3, "warm_start": {"episodes": 10}}})
+    >>> seeds = seed_range(cfg)       # 10 search episodes, then 10 confirmation episodes
+    >>> seeds.start == WARM_START_SEED + 3 * SEED_STRIDE, len(seeds)
+    (True, 20)
 """
 
 from __future__ import annotations
