@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 # name in configs -> class name in stable_baselines3.
 ALGORITHMS = {"ppo": "PPO", "sac": "SAC", "td3": "TD3"}
 ON_POLICY = frozenset({"ppo"})
@@ -252,25 +254,41 @@ def build_model(
 
 def _zero_action_output(model) -> None:
     """Zero the weights and bias of the layer that outputs the mean action (and the target actor's copy)."""
+    set_mean_action(model, np.zeros(action_head(model).bias.shape[0]))
+
+
+def action_head(model):
+    """The linear layer that outputs the mean action: PPO's ``action_net``, SAC/TD3's actor ``mu``."""
     import torch
 
     if hasattr(model.policy, "action_net"):  # on-policy: the actor-critic's action head
-        with torch.no_grad():
-            model.policy.action_net.weight.zero_()
-            model.policy.action_net.bias.zero_()
-        return
-    actor = model.policy.actor
-    head = (
-        actor.mu
-        if isinstance(actor.mu, torch.nn.Linear)
-        else [m for m in actor.mu if isinstance(m, torch.nn.Linear)][-1]
-    )
+        return model.policy.action_net
+    mu = model.policy.actor.mu
+    return mu if isinstance(mu, torch.nn.Linear) else [m for m in mu if isinstance(m, torch.nn.Linear)][-1]
+
+
+SQUASH_LIMIT = 0.99
+"""SAC/TD3: the largest |x| :func:`set_mean_action` sets through ``atanh`` (beyond it the tanh saturates)."""
+
+
+def set_mean_action(model, x) -> None:
+    """Make a fresh model's deterministic action ``x`` in every state: the action head's weights
+    zeroed, its bias ``x`` (PPO's Gaussian mean) or ``atanh(x)`` (SAC/TD3's squashed actor, ``|x| <=
+    SQUASH_LIMIT``); the target actor, if any, copies the actor."""
+    import torch
+
+    head = action_head(model)
+    x = np.asarray(x, dtype=np.float64).ravel()
+    if not hasattr(model.policy, "action_net"):
+        x = np.arctanh(np.clip(x, -SQUASH_LIMIT, SQUASH_LIMIT))
+    if head.bias.shape[0] != x.size:
+        raise ValueError(f"{x.size} actions for a policy with {head.bias.shape[0]}")
     with torch.no_grad():
         head.weight.zero_()
-        head.bias.zero_()
+        head.bias.copy_(torch.as_tensor(x, dtype=head.bias.dtype))
     target = getattr(model.policy, "actor_target", None)
     if target is not None:
-        target.load_state_dict(actor.state_dict())
+        target.load_state_dict(model.policy.actor.state_dict())
 
 
 def load_model(algorithm: str, path: str | os.PathLike, env=None, force_reset: bool = True):

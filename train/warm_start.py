@@ -18,7 +18,8 @@ run to find it or never does. ``training.warm_start`` finds it before training:
    ``x = 0``: the run starts at the hedger, as without a warm start.
 3. The policy's output layer is set so that the fresh policy's mean (deterministic) action is
    ``x``: its weights are zero already (``start_at_zero``), its bias becomes ``x`` (PPO's Gaussian
-   mean) or ``atanh(x)`` (SAC/TD3's squashed actor, ``x`` clipped to ±0.99 first).
+   mean) or ``atanh(x)`` (SAC/TD3's squashed actor, ``x`` clipped to ±0.99 first):
+   :func:`hedgegym.agents.sb3.set_mean_action`.
 
 The seeds are ``WARM_START_SEED + training.seed * 2**20 + j``: apart from the training seeds
 (< 2**32 + n_envs) and checked apart from the held-out ones. The search's table goes to the run
@@ -49,14 +50,13 @@ from typing import Any
 
 import numpy as np
 
+from hedgegym.agents import sb3
 from hedgegym.train.io import write_json_atomic
 
 WARM_START_SEED = 2**40
 """First seed of the warm start's episodes (before ``training.seed * 2**20``)."""
 SEED_STRIDE = 2**20
 """Seeds of one training seed's warm start: ``2 * warm_start.episodes`` must fit in it."""
-SQUASH_LIMIT = 0.99
-"""SAC/TD3: the largest |x| set through ``atanh`` (the tanh's saturation beyond it stalls learning)."""
 FILE = "warm_start.json"
 
 
@@ -140,35 +140,10 @@ def search(config, control, progress=None) -> dict[str, Any]:
     return record
 
 
-def set_initial_action(model, x) -> None:
-    """Make a fresh model's mean action ``x``: the bias of its action head (weights zero)."""
-    import torch
-
-    x = np.asarray(x, dtype=np.float64)
-    if hasattr(model.policy, "action_net"):  # on-policy: the Gaussian's mean
-        head, value = model.policy.action_net, x
-    else:  # SAC/TD3: a tanh-squashed actor output
-        actor = model.policy.actor
-        head = (
-            actor.mu
-            if isinstance(actor.mu, torch.nn.Linear)
-            else [m for m in actor.mu if isinstance(m, torch.nn.Linear)][-1]
-        )
-        value = np.arctanh(np.clip(x, -SQUASH_LIMIT, SQUASH_LIMIT))
-    if head.bias.shape[0] != value.size:
-        raise ValueError(f"warm start: {value.size} actions for a policy with {head.bias.shape[0]}")
-    with torch.no_grad():
-        head.weight.zero_()
-        head.bias.copy_(torch.as_tensor(value, dtype=head.bias.dtype))
-    target = getattr(model.policy, "actor_target", None)
-    if target is not None:
-        target.load_state_dict(model.policy.actor.state_dict())
-
-
 def warm_start(config, control, model, run_dir: Path, progress=None) -> dict[str, Any]:
     """Search, set ``model``'s initial action, write ``run_dir/warm_start.json``; returns its record."""
     record = search(config, control, progress)
-    set_initial_action(model, record["action"])
+    sb3.set_mean_action(model, record["action"])
     write_json_atomic(run_dir / FILE, record)
     return record
 

@@ -16,12 +16,13 @@ import numpy as np
 import pytest
 
 from hedgegym.agents.baselines import make_baseline
+from hedgegym.agents.sb3 import set_mean_action
 from hedgegym.envs.config import ConfigError
 from hedgegym.envs.layout import OBS_DIM
 from hedgegym.train.evaluate import objective, run_policy
 from hedgegym.train.experiment import validate_experiment
 from hedgegym.train.training import _control, build_env_and_model, train
-from hedgegym.train.warm_start import constant_policy, search, seed_range, set_initial_action
+from hedgegym.train.warm_start import constant_policy, search, seed_range
 
 ONE_DAY = {
     "episode": {"horizon_days": 1.0},
@@ -141,7 +142,7 @@ def test_the_initial_action_is_the_chosen_constant_in_every_state(algorithm):
     cfg = experiment(algorithm=algorithm)
     env, model = build_env_and_model(cfg)
     x = np.array([0.3, -0.7])
-    set_initial_action(model, x)
+    set_mean_action(model, x)
     obs = np.random.default_rng(0).normal(size=(5, OBS_DIM)).astype(np.float32)
     actions, _ = model.predict(obs, deterministic=True)
     np.testing.assert_allclose(actions, np.tile(x, (5, 1)), atol=1e-6)
