@@ -69,8 +69,11 @@ def main(runs: list[str]) -> None:
         "| verdict | wall |"
     )
     print("|---|---:|---|---:|---:|---:|---:|---|---:|")
-    for run in runs:
-        print(row(Path(run)))
+    for run in map(Path, runs):
+        missing = [f for f in ("config.yaml", "run_info.json", "evaluation/metrics.json") if not (run / f).is_file()]
+        if missing:
+            sys.exit(f"{run}: no {', '.join(missing)} (a finished `hedgegym train` run directory has them)")
+        print(row(run))
 
 
 if __name__ == "__main__":
