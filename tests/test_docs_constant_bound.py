@@ -1,0 +1,144 @@
+"""docs/constant_bound.py: the best constant band per scenario, checked against the hedgers it is built on."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hedgegym.agents.baselines import make_baseline
+from hedgegym.agents.residual import make_control
+from hedgegym.envs.config import load_scenario
+from hedgegym.train.evaluate import objective, run_policy
+from hedgegym.train.warm_start import constant_policy
+
+SCRIPT = Path(__file__).resolve().parents[1] / "docs" / "constant_bound.py"
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("constant_bound", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_zero_action_is_the_hedger_and_the_reference_is_the_best_baseline(script, tmp_path):
+    out = tmp_path / "bound"
+    argv = [
+        "--scenarios",
+        "vault-epoch",
+        "--control",
+        "delta@cheapest",
+        "--widths",
+        "0,0.1",
+        "--centres",
+        "0",
+        "--search",
+        "6",
+        "--episodes",
+        "6",
+        "--seed",
+        "77",
+        "--out",
+        str(out),
+    ]
+    assert script.main(argv) == 0
+    (row,) = json.loads((out / "constant_bound.json").read_text())["rows"]
+    config = load_scenario("vault-epoch")
+    held = np.arange(77, 83, dtype=np.int64)
+
+    def baseline(name):
+        return objective(
+            {"pnl": run_policy(make_baseline(name, config), config, held, n_sample_paths=0)[0]["pnl"]}, config
+        )
+
+    # a = 0 on a delta-type hedger's band is a zero-width band: the delta hedger itself, run through
+    # its own (compiled) code path here.
+    assert row["zero_held"]["objective"] == pytest.approx(baseline("delta@cheapest"), rel=1e-9)
+    # The reference is the best of the 17 hedgers on the same episodes.
+    others = [baseline(n) for n in ("no_hedge", "delta@spot", "leland@perp", "whalley_wilmott@cheapest")]
+    assert row["reference_objective"] == pytest.approx(baseline(row["reference"]), rel=1e-9)
+    assert row["reference_objective"] >= max(others) - 1e-6
+    assert row["best"] in ([0.0, 0.0], [0.1, 0.0]) and len(row["grid"]) == 2
+    assert "Scenarios the best constant wins:" in (out / "constant_bound.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--widths", "0,2"], "must too"),
+        (["--widths", "wide"], "comma-separated numbers"),
+        (["--control", "no_hedge", "--search", "2", "--episodes", "2"], "band control needs"),
+        (["--scenarios", "atlantis", "--search", "2", "--episodes", "2"], "atlantis"),
+    ],
+)
+def test_bad_input_is_one_line_naming_it(script, tmp_path, capsys, argv, message):
+    try:
+        code = script.main([*argv, "--out", str(tmp_path / "o")])
+    except SystemExit as exit_:  # argparse's errors
+        code = exit_.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_family_best_is_the_argmax_of_its_grid_and_is_judged_on_each_scenario(script, tmp_path):
+    out = tmp_path / "fam"
+    argv = [
+        "--scenarios",
+        "default",
+        "--control",
+        "delta@cheapest",
+        "--widths",
+        "0,0.3",
+        "--centres",
+        "0",
+        "--search",
+        "4",
+        "--episodes",
+        "4",
+        "--family",
+        "configs/ppo_generalist.yaml",
+        "--markets",
+        "2",
+        "--per-market",
+        "3",
+        "--out",
+        str(out),
+    ]
+    assert script.main(argv) == 0
+    data = json.loads((out / "constant_bound.json").read_text())
+    family, (row,) = data["family"], data["rows"]
+    assert family["markets"] == 2 and len(family["grid"]) == 2
+    assert family["best"] == max(family["grid"], key=lambda g: g["mean_objective"])["action"]
+    # The family's constant, judged on the scenario's held-out episodes (seeds 1,000,000...): rerun here.
+    config = load_scenario("default")
+    control = make_control({"kind": "band", "baseline": "delta@cheapest"}, config)
+    held = np.arange(1_000_000, 1_000_004, dtype=np.int64)
+    pnl = run_policy(constant_policy(control, np.asarray(family["best"])), config, held, n_sample_paths=0)[0]["pnl"]
+    assert row["family_held"]["objective"] == pytest.approx(objective({"pnl": pnl}, config), rel=1e-12)
+    assert family["best_relative"] == max(family["grid"], key=lambda g: g["mean_relative"])["action"]
+    text = (out / "constant_bound.md").read_text()
+    assert "family's best constant by mean objective" in text and "family's best constant by scale-free mean" in text
+
+
+def test_family_without_randomize_is_an_error_naming_it(script, tmp_path, capsys):
+    argv = [
+        "--scenarios",
+        "default",
+        "--family",
+        "configs/ppo_spot.yaml",
+        "--search",
+        "2",
+        "--episodes",
+        "2",
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    assert script.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "no scenario.randomize" in err and "Traceback" not in err
