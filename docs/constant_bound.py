@@ -13,7 +13,8 @@ drawn market distilled into the policy) can reach. This script measures that bou
    episodes (seeds ``--seed + j``, those of ``docs/robustness.py``) against the scenario's best
    baseline: every classical hedger on each of the agent's venues and routed to the cheapest, the
    best by the objective on those same episodes; paired 95 % interval
-   (:func:`hedgegym.train.training.paired_objective_interval`).
+   (:func:`hedgegym.train.training.paired_objective_interval` on ``hedgegym evaluate``'s resamples,
+   seeded by ``--seed``: the interval the robustness report gives the same episodes).
 
 A scenario the best constant does not win needs a policy whose band moves with the state within
 the episode, not only with the market.
@@ -117,6 +118,7 @@ def family_best(path: Path, control_name: str, widths, centres, n_markets: int, 
         "grid": [{"action": list(k), "mean_objective": grid[k], "mean_relative": relative[k]} for k in grid],
         "best": list(max(grid, key=grid.get)),
         "best_relative": list(max(relative, key=relative.get)),
+        "zero_objectives": zero.tolist(),  # each market's objective at a = 0 (the hedger), draw order
     }
 
 
@@ -153,7 +155,7 @@ def bound(
         judged += [("family_held", tuple(family["best"])), ("family_relative_held", tuple(family["best_relative"]))]
     for label, x in judged:
         p = pnl(x, held)
-        d, lo, hi = paired_objective_interval(p, refs[reference], config)
+        d, lo, hi = paired_objective_interval(p, refs[reference], config, seed=seed)
         out[label] = {
             "objective": objective({"pnl": p}, config),
             "paired": d,

@@ -592,11 +592,17 @@ def held_out_evaluation(model, vecnorm, config: ExperimentConfig) -> dict[str, f
     }
 
 
-def paired_objective_interval(pnl_a, pnl_b, scenario, confidence: float = 0.95) -> tuple[float, float, float]:
+def paired_objective_interval(
+    pnl_a, pnl_b, scenario, confidence: float = 0.95, seed: int = 0
+) -> tuple[float, float, float]:
     """``(difference, low, high)``: the objective of ``pnl_a`` minus that of ``pnl_b`` (episode i of
-    both on the same seed) with its paired percentile-bootstrap interval — the final report's
-    resamples (:func:`hedgegym.train.metrics.bootstrap_counts`, seed 0) and objective
-    (:func:`hedgegym.train.metrics.mean_variance_objective`), so training's selection and the report agree.
+    both on the same seed) with its paired percentile-bootstrap interval, on the report's
+    resamples (:func:`hedgegym.train.metrics.bootstrap_counts`) and objective
+    (:func:`hedgegym.train.metrics.mean_variance_objective`). ``seed`` seeds the resamples:
+    :func:`hedgegym.train.evaluate.evaluate` seeds its bootstrap with the seed of the evaluation's
+    episode 0, so passing that seed gives the report's interval of the same episodes to the bit;
+    training's selection and the warm start keep ``seed = 0`` (their intervals then differ from a
+    report's by the bootstrap's own Monte-Carlo noise, the same point).
     """
     from hedgegym.train import metrics as M
 
@@ -605,7 +611,7 @@ def paired_objective_interval(pnl_a, pnl_b, scenario, confidence: float = 0.95) 
     draws = np.concatenate(
         [
             M.mean_variance_objective(a, kappa, scale, counts) - M.mean_variance_objective(b, kappa, scale, counts)
-            for counts in M.bootstrap_counts(a.size)
+            for counts in M.bootstrap_counts(a.size, seed=seed)
         ]
     )
     point = float(M.mean_variance_objective(a, kappa, scale) - M.mean_variance_objective(b, kappa, scale))

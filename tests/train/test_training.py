@@ -382,6 +382,24 @@ def test_paired_interval_is_the_bootstrap_of_the_objective_difference():
     assert paired_objective_interval(b + 250.0, b, scenario) == pytest.approx((250.0, 250.0, 250.0))
 
 
+def test_paired_interval_seeded_like_the_report_is_the_reports_interval():
+    """``evaluate`` seeds its bootstrap with its first episode's seed; given that seed, the
+    training's interval (weighted formulas in NumPy) equals the report's (its compiled
+    resampling pass) on the same episodes; with seed 0 the point is the same, the interval not."""
+    from hedgegym.train.evaluate import OBJECTIVE, evaluate
+    from hedgegym.train.training import paired_objective_interval
+
+    seed = 4242
+    result = evaluate(["delta@spot", "whalley_wilmott@spot"], "vault-epoch", episodes=200, seed=seed)
+    a = result.per_episode["whalley_wilmott@spot"]["pnl"]
+    b = result.per_episode["delta@spot"]["pnl"]
+    report = result.compare("whalley_wilmott@spot", "delta@spot")[OBJECTIVE]
+    ours = paired_objective_interval(a, b, result.config, seed=seed)
+    assert ours == pytest.approx((report.value, report.low, report.high), rel=1e-9)
+    other = paired_objective_interval(a, b, result.config)
+    assert other[0] == pytest.approx(report.value, rel=1e-12) and other[1:] != pytest.approx(ours[1:], rel=1e-9)
+
+
 def test_paired_selection_keeps_the_incumbent_until_a_checkpoint_is_clearly_better(tmp_path):
     from hedgegym.train.training import BEST_PNL_FILE, _npy_bytes, _replaces_best
 
