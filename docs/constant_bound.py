@@ -25,7 +25,14 @@ from it (``hedgegym.envs.family``, draws ``2**42 + k``) of each one's objective 
 episodes — which is what a policy that cannot tell the markets apart is pulled toward when trained
 on the family, judged on every scenario like the per-scenario best; and the best by a scale-free
 mean, each market's objective as a change relative to its ``a = 0`` (the hedger)
-``(J_k(x) - J_k(0)) / |J_k(0)|``, so that the costliest markets do not outweigh the rest. ::
+``(J_k(x) - J_k(0)) / |J_k(0)|``, so that the costliest markets do not outweigh the rest.
+
+It also fits what a policy that *saw the market's parameters* could learn from the family alone:
+for each grid point ``x``, a ridge regression of the markets' relative objectives on their
+parameters (:data:`FEATURES`: volatility, the spot venue's depth, fee and half-spread as log
+ratios to the base scenario's, the dealers' net quantity as a multiple of the base's, and the
+jumps' drift ``intensity * mean``), and picks for each named scenario the ``x`` with the highest
+prediction from that scenario's parameters — judged like the others (``context_held``). ::
 
     python docs/constant_bound.py --control whalley_wilmott@cheapest --out OUT
     python docs/constant_bound.py --control delta@cheapest --out OUT
@@ -42,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import math
 import sys
 import time
 from pathlib import Path
@@ -84,6 +92,43 @@ def verdict(low: float, high: float) -> str:
     return "win" if low > 0 else "loss" if high < 0 else "tie"
 
 
+FEATURES = ("sigma", "log_depth", "log_fee", "log_half_spread", "dealer_quantity", "jump_drift")
+"""The market parameters of the contextual fit (see the module docstring), after a constant 1."""
+RIDGE = 1e-2
+
+
+def market_features(config, reference: dict) -> list[float]:
+    """``[1, *FEATURES]`` of scenario ``config``, the ratios against ``reference`` (:func:`reference_of`)."""
+    spot, jumps = config.venues.spot, config.market.jumps
+    return [
+        1.0,
+        config.market.sigma,
+        math.log(spot.depth_usd_per_pct / reference["depth"]),
+        math.log(spot.fee / reference["fee"]),
+        math.log(spot.half_spread / reference["half_spread"]),
+        sum(line.quantity for line in config.dealers.lines) / reference["dealer_quantity"],
+        jumps.intensity * jumps.mean if jumps.enabled else 0.0,
+    ]
+
+
+def reference_of(base) -> dict:
+    spot = base.venues.spot
+    quantity = sum(line.quantity for line in base.dealers.lines)
+    if min(spot.depth_usd_per_pct, spot.fee, spot.half_spread) <= 0 or quantity == 0:
+        raise ValueError("--family: the base scenario needs a positive spot depth, fee, half-spread and dealers")
+    return {
+        "depth": spot.depth_usd_per_pct,
+        "fee": spot.fee,
+        "half_spread": spot.half_spread,
+        "dealer_quantity": quantity,
+    }
+
+
+def ridge(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Coefficients ``[features, targets]`` of the ridge regression of ``y`` on ``x`` (:data:`RIDGE`)."""
+    return np.linalg.solve(x.T @ x + RIDGE * np.eye(x.shape[1]), x.T @ y)
+
+
 def family_best(path: Path, control_name: str, widths, centres, n_markets: int, per_market: int) -> dict:
     """The constant with the best mean objective over ``n_markets`` markets of the family in ``path``."""
     from hedgegym.envs.family import draw_config, family_rng
@@ -111,6 +156,19 @@ def family_best(path: Path, control_name: str, widths, centres, n_markets: int, 
     scores = {(w, c): score((w, c)) for w, c in itertools.product(widths, centres)}
     grid = {k: float(v.mean()) for k, v in scores.items()}
     relative = {k: float(np.mean((v - zero) / np.abs(zero))) for k, v in scores.items()}
+    # The contextual fit: relative objective of every market (rows) at every grid point (columns).
+    reference = reference_of(base)
+    x = np.array([market_features(m, reference) for m in markets])
+    r = np.column_stack([(v - zero) / np.abs(zero) for v in scores.values()])
+    coefficients = ridge(x, r)
+    # Leave-one-market-out: the relative objective lost against each market's best grid point, by
+    # the fit's pick (fitted without that market) and by the scale-free mean's constant.
+    keys, fixed = list(scores), list(scores).index(max(relative, key=relative.get))
+    loo = []
+    for k in range(n_markets):
+        keep = np.arange(n_markets) != k
+        pick = int(np.argmax(x[k] @ ridge(x[keep], r[keep]))) if n_markets > x.shape[1] else fixed
+        loo.append((r[k].max() - r[k, pick], r[k].max() - r[k, fixed]))
     return {
         "config": str(path),
         "markets": n_markets,
@@ -119,6 +177,14 @@ def family_best(path: Path, control_name: str, widths, centres, n_markets: int, 
         "best": list(max(grid, key=grid.get)),
         "best_relative": list(max(relative, key=relative.get)),
         "zero_objectives": zero.tolist(),  # each market's objective at a = 0 (the hedger), draw order
+        "context": {
+            "features": ["constant", *FEATURES],
+            "reference": reference,
+            "ridge": RIDGE,
+            "actions": [list(k) for k in keys],
+            "coefficients": coefficients.tolist(),  # [1 + len(FEATURES), grid points]
+            "loo_regret": np.mean(loo, axis=0).tolist() if n_markets > 1 else None,  # [fit, scale-free constant]
+        },
     }
 
 
@@ -153,6 +219,10 @@ def bound(
     judged = [("best_held", best), ("zero_held", (0.0, 0.0))]
     if family is not None:
         judged += [("family_held", tuple(family["best"])), ("family_relative_held", tuple(family["best_relative"]))]
+        ctx = family["context"]
+        f = np.asarray(market_features(config, ctx["reference"]))
+        judged += [("context_held", tuple(ctx["actions"][int(np.argmax(f @ np.asarray(ctx["coefficients"])))]))]
+    out["context_pick"] = list(judged[-1][1]) if family is not None else None
     for label, x in judged:
         p = pnl(x, held)
         d, lo, hi = paired_objective_interval(p, refs[reference], config, seed=seed)
@@ -177,8 +247,13 @@ def markdown(rows: list[dict], control: str, command: str, n_search: int, n_held
         f"`{command}`",
         "",
         "| scenario | best baseline | best constant (a_w, a_c) | best constant vs baseline | a = 0 vs baseline |"
-        + (" the family's best (mean) vs baseline | the family's best (scale-free) vs baseline |" if fam else ""),
-        "|---|---|---|---:|---:|" + ("---:|---:|" if fam else ""),
+        + (
+            " the family's best (mean) vs baseline | the family's best (scale-free) vs baseline |"
+            " the contextual fit's pick: vs baseline |"
+            if fam
+            else ""
+        ),
+        "|---|---|---|---:|---:|" + ("---:|---:|---:|" if fam else ""),
     ]
 
     def cell(c):
@@ -187,7 +262,12 @@ def markdown(rows: list[dict], control: str, command: str, n_search: int, n_held
     for r in rows:
         a = ", ".join(f"{v:+g}" for v in r["best"])
         line = f"| {r['scenario']} | {r['reference']} | ({a}) | {cell(r['best_held'])} | {cell(r['zero_held'])} |"
-        lines.append(line + (f" {cell(r['family_held'])} | {cell(r['family_relative_held'])} |" if fam else ""))
+        if fam:
+            pick = ", ".join(f"{v:+g}" for v in r["context_pick"])
+            line += (
+                f" {cell(r['family_held'])} | {cell(r['family_relative_held'])} | ({pick}): {cell(r['context_held'])} |"
+            )
+        lines.append(line)
     wins = sum(r["best_held"]["verdict"] == "win" for r in rows)
     lines += ["", f"Scenarios the best constant wins: {wins} of {len(rows)}."]
     if fam:
@@ -202,6 +282,19 @@ def markdown(rows: list[dict], control: str, command: str, n_search: int, n_held
                 f"The family's best constant by {what} over {family['markets']} markets of `{family['config']}` "
                 f"({family['per_market']} episodes each): ({a}); it wins {wins} of {len(rows)}.",
             ]
+        wins = sum(r["context_held"]["verdict"] == "win" for r in rows)
+        loo = family["context"]["loo_regret"]
+        lines += [
+            "",
+            f"The contextual fit (ridge on {', '.join(FEATURES)}, fitted on the family's markets only) wins {wins} of "
+            f"{len(rows)}."
+            + (
+                f" Left one market out, it loses {loo[0]:.1%} of that market's objective against the market's best "
+                f"grid point, the scale-free constant {loo[1]:.1%}."
+                if loo
+                else ""
+            ),
+        ]
     return "\n".join(lines) + "\n"
 
 

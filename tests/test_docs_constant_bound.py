@@ -142,3 +142,53 @@ def test_family_without_randomize_is_an_error_naming_it(script, tmp_path, capsys
     assert script.main(argv) == 2
     err = capsys.readouterr().err
     assert "no scenario.randomize" in err and "Traceback" not in err
+
+
+def test_market_features_of_the_base_are_its_own_ratios_and_the_ridge_recovers_a_linear_law(script):
+    from hedgegym.train.experiment import load_experiment
+
+    base = load_experiment("configs/ppo_generalist.yaml").scenario.resolved
+    reference = script.reference_of(base)
+    assert script.market_features(base, reference) == pytest.approx([1.0, 0.6, 0.0, 0.0, 0.0, 1.0, 0.0])
+    crash = load_scenario("short-gamma-crash")  # depth halved, dealers 7,500 of the base's 9,600 short, jumps 24 x -4 %
+    want = [1.0, 0.6, np.log(0.5), 0.0, 0.0, 7500.0 / 9600.0, 24.0 * -0.04]
+    assert script.market_features(crash, reference) == pytest.approx(want)
+    # A linear law of the features, two targets: the ridge's coefficients are that law (a shrinkage
+    # of 1e-2 against a design of 500 rows is below 1e-4 here).
+    rng = np.random.default_rng(5)
+    x = np.column_stack([np.ones(500), rng.normal(size=(500, 6))])
+    beta = rng.normal(size=(7, 2))
+    assert script.ridge(x, x @ beta) == pytest.approx(beta, abs=1e-4)
+
+
+def test_the_contextual_pick_is_a_grid_point_judged_on_each_scenario(script, tmp_path):
+    out = tmp_path / "ctx"
+    argv = [
+        "--scenarios",
+        "default",
+        "--control",
+        "delta@cheapest",
+        "--widths",
+        "0,0.3",
+        "--centres",
+        "0",
+        "--search",
+        "4",
+        "--episodes",
+        "4",
+        "--family",
+        "configs/ppo_generalist.yaml",
+        "--markets",
+        "9",
+        "--per-market",
+        "2",
+        "--out",
+        str(out),
+    ]
+    assert script.main(argv) == 0
+    data = json.loads((out / "constant_bound.json").read_text())
+    ctx, (row,) = data["family"]["context"], data["rows"]
+    assert np.asarray(ctx["coefficients"]).shape == (7, 2) and len(ctx["loo_regret"]) == 2
+    assert min(ctx["loo_regret"]) >= 0.0  # a regret against each market's best grid point
+    assert row["context_pick"] in ctx["actions"] and "context_held" in row
+    assert "The contextual fit" in (out / "constant_bound.md").read_text()
