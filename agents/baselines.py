@@ -715,6 +715,21 @@ BASELINES: dict[str, type[Baseline]] = {
 """The registry: baseline name -> class. Build instances with :func:`make_baseline`."""
 
 
+def every_hedger(venues) -> list[str]:
+    """The standard a trained agent is judged by: ``no_hedge``, every classical hedger on each of
+    ``venues``, and, with several venues, each routed to the cheapest.
+
+    >>> every_hedger(["spot"])
+    ['no_hedge', 'delta@spot', 'fixed_band@spot', 'whalley_wilmott@spot', 'leland@spot']
+    >>> len(every_hedger(["spot", "perp", "future"]))
+    17
+    """
+    venues = list(venues)
+    kinds = [kind for kind in BASELINES if kind != "no_hedge"]
+    names = ["no_hedge", *(f"{kind}@{venue}" for venue in venues for kind in kinds)]
+    return names + ([f"{kind}@cheapest" for kind in kinds] if len(venues) > 1 else [])
+
+
 def make_baseline(name: str, config, **params) -> Baseline:
     """The baseline ``name`` for the scenario ``config``.
 

@@ -56,7 +56,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hedgegym.agents.baselines import BASELINES, make_baseline
+from hedgegym.agents.baselines import every_hedger, make_baseline
 from hedgegym.agents.residual import make_control
 from hedgegym.envs.config import load_scenario
 from hedgegym.train.evaluate import objective, run_policy
@@ -78,14 +78,6 @@ GRIDS = {
 
 def floats(text: str) -> list[float]:
     return [float(v) for v in text.split(",")]
-
-
-def baselines_for(config) -> list[str]:
-    """Every classical hedger on each of the agent's venues, and routed to the cheapest (several venues)."""
-    venues = list(config.agent.venues)
-    kinds = [b for b in BASELINES if b != "no_hedge"]
-    names = ["no_hedge", *(f"{b}@{v}" for v in venues for b in kinds)]
-    return names + ([f"{b}@cheapest" for b in kinds] if len(venues) > 1 else [])
 
 
 def verdict(low: float, high: float) -> str:
@@ -205,7 +197,7 @@ def bound(
     best = max(grid, key=grid.get)
     refs = {
         name: run_policy(make_baseline(name, config), config, held, n_sample_paths=0)[0]["pnl"]
-        for name in baselines_for(config)
+        for name in every_hedger(config.agent.venues)
     }
     ref_obj = {name: objective({"pnl": p}, config) for name, p in refs.items()}
     reference = max(ref_obj, key=ref_obj.get)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import yaml
 
-from hedgegym.agents.baselines import BASELINES
+from hedgegym.agents.baselines import every_hedger
 from hedgegym.envs.config import list_scenarios, load_scenario
 from hedgegym.train.evaluate import OBJECTIVE
 from hedgegym.train.io import claim_dir, write_json_atomic, write_text_atomic
@@ -70,10 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         key = json.dumps({k: interface["agent"].get(k) for k in INTERFACE_FIELDS}, sort_keys=True)
         groups.setdefault(key, []).append(run)
     for k, (key, runs) in enumerate(groups.items()):
-        venues = json.loads(key)["venues"] or ["spot"]
-        kinds = [b for b in BASELINES if b != "no_hedge"]
-        baselines = ["no_hedge", *(f"{b}@{v}" for v in venues for b in kinds)]
-        baselines += [f"{b}@cheapest" for b in kinds] if len(venues) > 1 else []
+        baselines = every_hedger(json.loads(key)["venues"] or ["spot"])
         policies = {str(run / "best_model.zip"): label(run) for run in runs}
         result = evaluate_matrix(configs, list(policies), ",".join(baselines), args.episodes, args.seed, local=True)
         result.write(out / f"interface-{k}")

@@ -86,30 +86,17 @@ def test_bad_input_is_one_line_naming_it(script, tmp_path, capsys, argv, message
     assert message in err and "Traceback" not in err
 
 
+def family_argv(out: Path, markets: int, per_market: int) -> list[str]:
+    """A run on ``default`` with a two-point grid and the generalist's family, small enough for a test."""
+    return (
+        "--scenarios default --control delta@cheapest --widths 0,0.3 --centres 0 --search 4 --episodes 4 "
+        f"--family configs/ppo_generalist.yaml --markets {markets} --per-market {per_market} --out {out}"
+    ).split()
+
+
 def test_family_best_is_the_argmax_of_its_grid_and_is_judged_on_each_scenario(script, tmp_path):
     out = tmp_path / "fam"
-    argv = [
-        "--scenarios",
-        "default",
-        "--control",
-        "delta@cheapest",
-        "--widths",
-        "0,0.3",
-        "--centres",
-        "0",
-        "--search",
-        "4",
-        "--episodes",
-        "4",
-        "--family",
-        "configs/ppo_generalist.yaml",
-        "--markets",
-        "2",
-        "--per-market",
-        "3",
-        "--out",
-        str(out),
-    ]
+    argv = family_argv(out, markets=2, per_market=3)
     assert script.main(argv) == 0
     data = json.loads((out / "constant_bound.json").read_text())
     family, (row,) = data["family"], data["rows"]
@@ -163,28 +150,7 @@ def test_market_features_of_the_base_are_its_own_ratios_and_the_ridge_recovers_a
 
 def test_the_contextual_pick_is_a_grid_point_judged_on_each_scenario(script, tmp_path):
     out = tmp_path / "ctx"
-    argv = [
-        "--scenarios",
-        "default",
-        "--control",
-        "delta@cheapest",
-        "--widths",
-        "0,0.3",
-        "--centres",
-        "0",
-        "--search",
-        "4",
-        "--episodes",
-        "4",
-        "--family",
-        "configs/ppo_generalist.yaml",
-        "--markets",
-        "9",
-        "--per-market",
-        "2",
-        "--out",
-        str(out),
-    ]
+    argv = family_argv(out, markets=9, per_market=2)
     assert script.main(argv) == 0
     data = json.loads((out / "constant_bound.json").read_text())
     ctx, (row,) = data["family"]["context"], data["rows"]
