@@ -121,6 +121,7 @@ def make_vec_env(
     control=None,
     family=None,
     paired: bool = False,
+    market_context: bool = False,
 ):
     """The batched hedging env as an SB3 ``VecEnv``, wrapped in ``VecNormalize`` when asked.
 
@@ -148,16 +149,24 @@ def make_vec_env(
             multiple of ``family.markets``. Env ``i`` still starts from seed ``seed + i``.
         paired: envs ``2k`` and ``2k + 1`` share seed ``seed + k``, hence their exogenous paths
             (:mod:`hedgegym.agents.paired`); not with ``family``.
+        market_context: append the market's context to every observation
+            (:class:`~hedgegym.envs.sb3_vec_env.MarketContextVecEnv`, over the control; per part
+            of a family).
     """
-    from hedgegym.envs.sb3_vec_env import ConcatVecEnv, make_sb3_vec_env
+    from hedgegym.envs.sb3_vec_env import ConcatVecEnv, MarketContextVecEnv, make_sb3_vec_env
+
+    def observed(venv):
+        return MarketContextVecEnv(venv) if market_context else venv
 
     # step_info=False: training reads only the episode-end keys; per-step dicts would cost time.
     if base_env is not None:
         venv = base_env
     elif family is None:
-        venv = _controlled(
-            make_sb3_vec_env(scenario, n_envs=n_envs, seed=seed, step_info=False, parallel=parallel, paired=paired),
-            control,
+        venv = observed(
+            _controlled(
+                make_sb3_vec_env(scenario, n_envs=n_envs, seed=seed, step_info=False, parallel=parallel, paired=paired),
+                control,
+            )
         )
     elif paired:
         raise ValueError("paired envs are not available across a family of markets (scenario.randomize)")
@@ -169,11 +178,18 @@ def make_vec_env(
         size = n_envs // family.markets
         venv = ConcatVecEnv(
             [
-                _controlled(
-                    make_sb3_vec_env(
-                        scenario, n_envs=size, seed=seed + g * size, step_info=False, parallel=parallel, family=family
-                    ),
-                    None if control is None else make_control(control.record, scenario),
+                observed(
+                    _controlled(
+                        make_sb3_vec_env(
+                            scenario,
+                            n_envs=size,
+                            seed=seed + g * size,
+                            step_info=False,
+                            parallel=parallel,
+                            family=family,
+                        ),
+                        None if control is None else make_control(control.record, scenario),
+                    )
                 )
                 for g in range(family.markets)
             ]

@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import time
 import warnings
 from collections.abc import Sequence
@@ -28,10 +29,18 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode
 from stable_baselines3.common.monitor import Monitor
-from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvObs, VecEnvStepReturn
+from stable_baselines3.common.vec_env.base_vec_env import (
+    VecEnv,
+    VecEnvIndices,
+    VecEnvObs,
+    VecEnvStepReturn,
+    VecEnvWrapper,
+)
 
 from hedgegym.envs.config import ScenarioConfig
+from hedgegym.envs.context import CONTEXT_DIM, market_context
 from hedgegym.envs.hedging_env import SECOND_ORDER_INFO, STEP_INFO_FLAGS, STEP_INFO_FLOATS, check_bool, check_int
+from hedgegym.envs.layout import OBS_BOUND
 from hedgegym.envs.vector_env import HedgingVectorEnv
 
 _SCALAR_KEYS = tuple(name for name, _ in STEP_INFO_FLOATS + STEP_INFO_FLAGS) + ("book_delta",)
@@ -294,6 +303,65 @@ class ConcatVecEnv(VecEnv):
     def get_images(self) -> Sequence[np.ndarray | None]:
         """Every part's images, in env order."""
         return [img for part in self.parts for img in part.get_images()]
+
+
+class MarketContextVecEnv(VecEnvWrapper):
+    """SB3 ``VecEnvWrapper``: every observation gets the market's context appended
+    (:func:`hedgegym.envs.context.market_context`, :data:`~hedgegym.envs.context.CONTEXT_NAMES`).
+
+    ``venv``: a :class:`HedgingSB3VecEnv`, or a wrapper chain over one (the control's
+    ``ResidualVecEnv``); the context is that of the market its batch runs on. When a family env
+    draws a new market at an episode's end, the first observation of the next episode carries the
+    new market's context and ``infos[i]["terminal_observation"]`` the old one's.
+
+    Example:
+        >>> venv = MarketContextVecEnv(make_sb3_vec_env("default", n_envs=2, seed=0))
+        >>> obs = venv.reset()
+        >>> obs.shape, round(float(obs[0, -7]), 6)   # 20 entries of the state, then 7 of the context: sigma
+        ((2, 27), 0.6)
+    """
+
+    def __init__(self, venv: VecEnv):
+        inner = venv
+        while not isinstance(inner, HedgingSB3VecEnv):
+            if not hasattr(inner, "venv"):
+                raise TypeError(f"MarketContextVecEnv wraps a HedgingSB3VecEnv or a wrapper over one (got {venv!r})")
+            inner = inner.venv
+        self._vector_env = inner.venv
+        (dim,) = venv.observation_space.shape
+        space = gym.spaces.Box(-OBS_BOUND, OBS_BOUND, (dim + CONTEXT_DIM,), np.float32)
+        super().__init__(venv, observation_space=space)
+        self._stepped_on = None
+
+    def __getstate__(self):
+        # A checkpoint pickles the env mid-episode; the wrapper's cached class members do not pickle.
+        state = self.__dict__.copy()
+        state.pop("class_attributes", None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.class_attributes = dict(inspect.getmembers(self.__class__))
+
+    def _context(self) -> np.ndarray:
+        return market_context(self._vector_env.market.config)
+
+    def _with(self, obs: np.ndarray, context: np.ndarray) -> np.ndarray:
+        obs = np.asarray(obs, dtype=np.float32)
+        return np.concatenate([obs, np.broadcast_to(context, (*obs.shape[:-1], CONTEXT_DIM))], axis=-1)
+
+    def reset(self) -> VecEnvObs:
+        return self._with(self.venv.reset(), self._context())
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._stepped_on = self._context()  # the market this step runs on, before any reset draws anew
+        self.venv.step_async(actions)
+
+    def step_wait(self) -> VecEnvStepReturn:
+        obs, rewards, dones, infos = self.venv.step_wait()
+        for i in np.flatnonzero(dones).tolist():
+            infos[i]["terminal_observation"] = self._with(infos[i]["terminal_observation"], self._stepped_on)
+        return self._with(obs, self._context()), rewards, dones, infos
 
 
 def make_sb3_vec_env(

@@ -310,6 +310,11 @@ class EnvConfig(StrictModel):
     n_envs: int = Field(64, ge=1, le=65536, description="Parallel envs, stepped together by the numba kernel.")
     parallel: bool = Field(False, description="Numba-parallel kernel over the cores (see agents.sb3.make_vec_env).")
     normalize: NormalizeConfig = Field(NormalizeConfig(), description="Observation and reward normalisation.")
+    market_context: bool = Field(
+        False,
+        description="Append the market's parameters to every observation (hedgegym.envs.context): "
+        "the policy can tell the family's markets apart. Needs scenario.randomize.",
+    )
 
 
 class WarmStartConfig(StrictModel):
@@ -361,6 +366,12 @@ class TrainingConfig(StrictModel):
         False,
         description="ppo: envs 2k and 2k+1 share each episode's exogenous path (seed + k), and each advantage "
         "becomes its difference with its partner's (hedgegym.agents.paired): common random numbers.",
+    )
+    per_market_advantages: bool = Field(
+        False,
+        description="Standardise each drawn market's advantages on their own after every rollout, so every "
+        "market of the family weighs the same in an update (hedgegym.agents.per_market). On-policy; needs "
+        "scenario.randomize.",
     )
     warm_start: WarmStartConfig | None = Field(
         None,
@@ -453,6 +464,14 @@ class ExperimentConfig(StrictModel):
                 raise ValueError(f"training.paired_paths=true needs an even env.n_envs (got {self.env.n_envs})")
             if self.scenario.randomize is not None:
                 raise ValueError("training.paired_paths=true is not available with scenario.randomize")
+        if self.training.per_market_advantages:
+            if algo.name not in sb3.ON_POLICY:
+                raise ValueError(
+                    "training.per_market_advantages=true: only for on-policy algorithms "
+                    f"({', '.join(sorted(sb3.ON_POLICY))}), got algorithm.name={algo.name!r}"
+                )
+            if self.scenario.randomize is None:
+                raise ValueError("training.per_market_advantages=true needs scenario.randomize (a family of markets)")
         train_seeds = range(self.training.seed, self.training.seed + self.env.n_envs)
         held_out = range(
             self.evaluation.seed, self.evaluation.seed + max(self.evaluation.final_episodes, self.evaluation.episodes)
@@ -471,6 +490,11 @@ class ExperimentConfig(StrictModel):
             )
         _check_baselines(self.evaluation.baselines, self.scenario.resolved)
         family = self.scenario.randomize
+        if self.env.market_context and family is None:
+            raise ValueError(
+                "env.market_context=true needs scenario.randomize: on one market the context is a constant, "
+                "which the observation normaliser would blow up wherever the policy meets another market"
+            )
         if family is not None and self.env.n_envs % family.markets:
             raise ValueError(
                 f"env.n_envs={self.env.n_envs}: must be a multiple of scenario.randomize.markets = "

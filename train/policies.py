@@ -48,6 +48,7 @@ import numpy as np
 
 from hedgegym.agents.baselines import BASELINES, Baseline, make_baseline
 from hedgegym.envs.config import ScenarioConfig, apply_overrides, validate_config
+from hedgegym.envs.context import CONTEXT_DIM, CONTEXT_NAMES, market_context
 from hedgegym.envs.layout import OBS_DIM, OBS_NAMES
 
 
@@ -56,7 +57,22 @@ class PolicyError(ValueError):
 
 
 OBSERVATION_SHAPE = (OBS_DIM,)
-"""Shape of one observation, the same in every scenario (a row of ``Market.observe``)."""
+"""Shape of one observation, the same in every scenario (a row of ``Market.observe``); a policy
+trained with the market's context (``env.market_context``) observes ``CONTEXT_DIM`` more."""
+CONTEXT_OBS_NAMES = (*OBS_NAMES, *CONTEXT_NAMES)
+"""The observation of a policy trained with the market's context: the state, then the context."""
+
+
+def observes_context(interface: Mapping[str, Any] | None) -> bool:
+    """Whether the model of ``interface`` observes the market's context after the state."""
+    names = list(((interface or {}).get("observation") or {}).get("names", []))
+    return names == list(CONTEXT_OBS_NAMES)
+
+
+def observation_shape(interface: Mapping[str, Any] | None) -> tuple[int]:
+    """Shape of one observation of the model of ``interface`` (:data:`OBSERVATION_SHAPE`, or with the context)."""
+    return (OBS_DIM + CONTEXT_DIM,) if observes_context(interface) else OBSERVATION_SHAPE
+
 
 INTERFACE_MEMBER = "hedgegym_interface.json"
 """Name of the interface record inside a model zip."""
@@ -79,16 +95,21 @@ def policy_interface(
     normalize_observations: bool,
     normalizer_file: str | None,
     control: Mapping[str, Any] | None = None,
+    market_context: bool = False,
 ) -> dict[str, Any]:
     """The interface record of a model trained on ``config``; ``normalizer``: the pickled statistics;
-    ``control``: the record of the control it acts through (:mod:`hedgegym.agents.residual`), if any."""
+    ``control``: the record of the control it acts through (:mod:`hedgegym.agents.residual`), if any;
+    ``market_context``: it observes the market's context too (:mod:`hedgegym.envs.context`)."""
     return {
         "format": INTERFACE_FORMAT,
         "algorithm": algorithm,
         "trained_on": config.name,
         "agent": {k: getattr(config.agent, k) for k in INTERFACE_FIELDS},
         "control": None if control is None else dict(control),
-        "observation": {"names": list(OBS_NAMES), "normalized": bool(normalize_observations and normalizer)},
+        "observation": {
+            "names": list(CONTEXT_OBS_NAMES if market_context else OBS_NAMES),
+            "normalized": bool(normalize_observations and normalizer),
+        },
         "normalizer": None
         if normalizer is None
         else {"file": normalizer_file, "sha256": hashlib.sha256(normalizer).hexdigest()},
@@ -127,16 +148,17 @@ def apply_interface(
     if interface is None:
         return config, []
     names = list(interface.get("observation", {}).get("names", []))
-    if names != list(OBS_NAMES):
+    if names not in (list(OBS_NAMES), list(CONTEXT_OBS_NAMES)):
+        ours = CONTEXT_OBS_NAMES if len(names) > OBS_DIM else OBS_NAMES
         where = next(
-            (i for i, (a, b) in enumerate(zip(names, OBS_NAMES, strict=False)) if a != b),
-            min(len(names), len(OBS_NAMES)),
+            (i for i, (a, b) in enumerate(zip(names, ours, strict=False)) if a != b),
+            min(len(names), len(ours)),
         )
         got = names[where] if where < len(names) else "(none)"
-        want = OBS_NAMES[where] if where < len(OBS_NAMES) else "(none)"
+        want = ours[where] if where < len(ours) else "(none)"
         raise PolicyError(
             f"{source}: observation layout mismatch: the policy was trained on {len(names)} "
-            f"observations, this hedgegym has {len(OBS_NAMES)}; entry {where} is {got!r} for the "
+            f"observations, this hedgegym has {len(ours)}; entry {where} is {got!r} for the "
             f"policy and {want!r} here; retrain it or evaluate it with the hedgegym it was trained on"
         )
     agent = interface["agent"]
@@ -246,15 +268,23 @@ class SB3Policy:
         source: str = "",
         interface: dict[str, Any] | None = None,
         control=None,
+        market_context: bool = False,
     ):
         self.model = model
         self.control = control
+        self.market_context = bool(market_context)
         self.obs_normalizer = obs_normalizer
         self.name = name
         self.source = source or f"stable-baselines3 {type(model).__name__} {name}"
         self.interface = interface
 
     def __call__(self, obs: np.ndarray, market=None) -> np.ndarray:
+        if self.market_context:
+            if market is None:
+                raise PolicyError(f"{self.name}: observes the market's context, which reads the market: pass it")
+            obs = np.asarray(obs, dtype=np.float32)
+            context = np.broadcast_to(market_context(market.config), (*obs.shape[:-1], CONTEXT_DIM))
+            obs = np.concatenate([obs, context], axis=-1)
         if self.obs_normalizer is not None:
             obs = self.obs_normalizer.normalize_obs(obs)
         actions, _ = self.model.predict(obs, deterministic=True)
@@ -344,10 +374,10 @@ def _load_normalizer(path: Path, interface: Mapping[str, Any] | None):
     except Exception as err:  # a damaged pickle fails in many ways; all mean the same to the user
         raise PolicyError(f"{stats}: not a readable VecNormalize file ({type(err).__name__}: {err})") from None
     mean = getattr(getattr(normalizer, "obs_rms", None), "mean", None)
-    if mean is None or np.shape(mean) != OBSERVATION_SHAPE:
+    if mean is None or np.shape(mean) != observation_shape(interface):
         raise PolicyError(
             f"{stats}: observation statistics of shape {np.shape(mean)} do not match the "
-            f"scenario's observations {OBSERVATION_SHAPE}"
+            f"model's observations {observation_shape(interface)}"
         )
     normalizer.training = False
     return normalizer, stats
@@ -381,7 +411,7 @@ def load_sb3_policy(path: str | Path, config: ScenarioConfig) -> SB3Policy:
             f"({', '.join(changed)}); evaluate it through with_policy_interface"
         )
     control = _interface_control(path, interface, config)
-    _check_spaces(path, data["observation_space"], data["action_space"], config, control)
+    _check_spaces(path, data["observation_space"], data["action_space"], config, control, interface)
     model = _sb3_algorithm(data, path).load(path, device="cpu")
     normalizer, stats = _load_normalizer(path, interface)
     source = f"stable-baselines3 {type(model).__name__} {path}" + (f" with {stats.name}" if stats else "")
@@ -396,7 +426,17 @@ def load_sb3_policy(path: str | Path, config: ScenarioConfig) -> SB3Policy:
         )
         if control is not None:
             source += f", acting through {control!r}"
-    return SB3Policy(model, normalizer, name=path.stem, source=source, interface=interface, control=control)
+    if observes_context(interface):
+        source += ", observing the market's context"
+    return SB3Policy(
+        model,
+        normalizer,
+        name=path.stem,
+        source=source,
+        interface=interface,
+        control=control,
+        market_context=observes_context(interface),
+    )
 
 
 def _interface_control(path: Path, interface: Mapping[str, Any] | None, config: ScenarioConfig):
@@ -414,8 +454,8 @@ def _interface_control(path: Path, interface: Mapping[str, Any] | None, config: 
         ) from None
 
 
-def _check_spaces(path: Path, obs_space, act_space, config: ScenarioConfig, control=None) -> None:
-    want_obs, want_act = OBSERVATION_SHAPE, action_shape(config)
+def _check_spaces(path: Path, obs_space, act_space, config: ScenarioConfig, control=None, interface=None) -> None:
+    want_obs, want_act = observation_shape(interface), action_shape(config)
     if getattr(control, "n_actions", None) is not None:
         want_act = (control.n_actions,)
     obs_shape = getattr(obs_space, "shape", None)

@@ -197,6 +197,7 @@ def build_env_and_model(config: ExperimentConfig, tensorboard_log: str | None = 
         control=_control(config),
         family=config.scenario.randomize,
         paired=config.training.paired_paths,
+        market_context=config.env.market_context,
     )
     model = sb3.build_model(
         config.algorithm.name,
@@ -212,8 +213,13 @@ def build_env_and_model(config: ExperimentConfig, tensorboard_log: str | None = 
 
 
 def _paired(config: ExperimentConfig) -> list:
-    """The paired-advantage callback when ``training.paired_paths`` (first: the recorder's rollout
-    statistics and checkpoints then see the advantages PPO trains on)."""
+    """The advantage callback: per-market when ``training.per_market_advantages``, paired when
+    ``training.paired_paths`` (first: the recorder's rollout statistics and checkpoints then see the
+    advantages PPO trains on). The two exclude each other (a family has no paired paths)."""
+    if config.training.per_market_advantages:
+        from hedgegym.agents.per_market import PerMarketAdvantage
+
+        return [PerMarketAdvantage(config.scenario.randomize.markets)]
     if not config.training.paired_paths:
         return []
     from hedgegym.agents.paired import PairedAdvantage
@@ -577,7 +583,13 @@ def held_out_evaluation(model, vecnorm, config: ExperimentConfig) -> dict[str, f
     ev, scenario = config.evaluation, config.scenario.resolved
     seeds = np.arange(ev.seed + ev.final_episodes, ev.seed + ev.final_episodes + ev.episodes)
     per_episode, _ = run_policy(
-        SB3Policy(model, vecnorm, name=config.algorithm.name, control=_control(config)),
+        SB3Policy(
+            model,
+            vecnorm,
+            name=config.algorithm.name,
+            control=_control(config),
+            market_context=config.env.market_context,
+        ),
         scenario,
         seeds,
         name=config.algorithm.name,
@@ -701,6 +713,7 @@ def _save_model(model, vecnorm, path: Path, config: ExperimentConfig) -> None:
         config.env.normalize.observations,
         stats_path.name,
         control=None if control is None else control.record,
+        market_context=config.env.market_context,
     )
     if stats is not None:
         write_bytes_atomic(stats_path, stats)

@@ -419,3 +419,56 @@ def test_paired_selection_keeps_the_incumbent_until_a_checkpoint_is_clearly_bett
     assert _replaces_best(lucky, best, tmp_path, tiny(config_path("ppo_spot"), **{"evaluation.select": "best"}))[0]
     # No incumbent yet: the first evaluation is the best.
     assert _replaces_best(lucky, {}, tmp_path, cfg) == (True, None)
+
+
+def test_a_generalist_with_the_market_context_sees_each_markets_parameters(tmp_path):
+    """Trained with env.market_context and per-market advantages, the model observes the state and
+    then the context, and on another scenario it is given that scenario's context."""
+    from hedgegym.envs.config import load_scenario
+    from hedgegym.envs.context import market_context
+    from hedgegym.envs.market import Market
+    from hedgegym.train.policies import CONTEXT_OBS_NAMES, load_sb3_policy, read_interface, with_policy_interface
+
+    cfg = tiny(
+        config_path("ppo_generalist"),
+        **SHORT_EPISODES["ppo_generalist"],
+        **{
+            "training.total_timesteps": 256,
+            "evaluation.every": 0,
+            "evaluation.baselines": ["delta"],
+            "env.market_context": True,
+            "training.per_market_advantages": True,
+        },
+    )
+    result = train(cfg, out=tmp_path / "run")
+    model_path = result.model_path
+    assert read_interface(model_path)["observation"]["names"] == list(CONTEXT_OBS_NAMES)
+    scenario, _ = with_policy_interface(load_scenario("long-gamma-pin", {"episode.horizon_days": 1.0}), [model_path])
+    policy = load_sb3_policy(model_path, scenario)
+    market = Market(scenario, n_envs=3)
+    market.reset(seeds=np.arange(3))
+    obs = market.observe().copy()
+    by_hand = np.concatenate([obs, np.tile(market_context(scenario), (3, 1))], axis=1)
+    raw, _ = policy.model.predict(policy.obs_normalizer.normalize_obs(by_hand), deterministic=True)
+    np.testing.assert_array_equal(policy(obs, market), policy.control.actions(raw, market))
+    assert policy(obs, market).shape == (3, 3) and "market's context" in policy.source
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ({"scenario.randomize": None, "env.market_context": True}, "env.market_context=true needs scenario.randomize"),
+        (
+            {"scenario.randomize": None, "training.per_market_advantages": True},
+            "per_market_advantages=true needs scenario.randomize",
+        ),
+    ],
+)
+def test_the_context_and_per_market_advantages_need_a_family(extra, message):
+    with pytest.raises(ConfigError, match=message):
+        load_experiment(config_path("ppo_generalist"), extra)
+
+
+def test_per_market_advantages_need_an_on_policy_algorithm():
+    with pytest.raises(ConfigError, match="per_market_advantages=true: only for on-policy"):
+        load_experiment(config_path("sac_multi"), {"training.per_market_advantages": True})
