@@ -148,7 +148,8 @@ def make_vec_env(
             each drawing its own market around ``scenario`` per episode; ``n_envs`` must be a
             multiple of ``family.markets``. Env ``i`` still starts from seed ``seed + i``.
         paired: envs ``2k`` and ``2k + 1`` share seed ``seed + k``, hence their exogenous paths
-            (:mod:`hedgegym.agents.paired`); not with ``family``.
+            (:mod:`hedgegym.agents.paired`); with ``family``, within each market's batch (whose size
+            must then be even).
         market_context: append the market's context to every observation
             (:class:`~hedgegym.envs.sb3_vec_env.MarketContextVecEnv`, over the control; per part
             of a family).
@@ -168,8 +169,6 @@ def make_vec_env(
                 control,
             )
         )
-    elif paired:
-        raise ValueError("paired envs are not available across a family of markets (scenario.randomize)")
     else:
         from hedgegym.agents.residual import make_control
 
@@ -187,6 +186,7 @@ def make_vec_env(
                             step_info=False,
                             parallel=parallel,
                             family=family,
+                            paired=paired,
                         ),
                         None if control is None else make_control(control.record, scenario),
                     )

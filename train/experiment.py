@@ -462,8 +462,12 @@ class ExperimentConfig(StrictModel):
                 )
             if self.env.n_envs % 2:
                 raise ValueError(f"training.paired_paths=true needs an even env.n_envs (got {self.env.n_envs})")
-            if self.scenario.randomize is not None:
-                raise ValueError("training.paired_paths=true is not available with scenario.randomize")
+            family = self.scenario.randomize
+            if family is not None and (self.env.n_envs // family.markets) % 2:
+                raise ValueError(
+                    f"training.paired_paths=true with scenario.randomize needs an even number of envs per market "
+                    f"(env.n_envs={self.env.n_envs} / scenario.randomize.markets={family.markets})"
+                )
         if self.training.per_market_advantages:
             if algo.name not in sb3.ON_POLICY:
                 raise ValueError(

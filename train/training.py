@@ -215,16 +215,17 @@ def build_env_and_model(config: ExperimentConfig, tensorboard_log: str | None = 
 def _paired(config: ExperimentConfig) -> list:
     """The advantage callback: per-market when ``training.per_market_advantages``, paired when
     ``training.paired_paths`` (first: the recorder's rollout statistics and checkpoints then see the
-    advantages PPO trains on). The two exclude each other (a family has no paired paths)."""
-    if config.training.per_market_advantages:
+    advantages PPO trains on); with both, the pairing first."""
+    callbacks = []
+    if config.training.paired_paths:
+        from hedgegym.agents.paired import PairedAdvantage
+
+        callbacks.append(PairedAdvantage())
+    if config.training.per_market_advantages:  # after the pairing: it standardises the paired differences
         from hedgegym.agents.per_market import PerMarketAdvantage
 
-        return [PerMarketAdvantage(config.scenario.randomize.markets)]
-    if not config.training.paired_paths:
-        return []
-    from hedgegym.agents.paired import PairedAdvantage
-
-    return [PairedAdvantage()]
+        callbacks.append(PerMarketAdvantage(config.scenario.randomize.markets))
+    return callbacks
 
 
 def _train(

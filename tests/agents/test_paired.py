@@ -95,3 +95,27 @@ def test_paired_paths_config_errors(change, expected):
         data["algorithm"]["hyperparameters"] = {"n_steps": 8, "batch_size": 24}
     with pytest.raises(ConfigError, match=expected):
         validate_experiment(data)
+
+
+def test_paired_envs_in_a_family_share_paths_within_each_market():
+    """Across a family, each market's batch is paired: the pairs share the path, the markets are
+    those the unpaired family draws, and the advantages are paired, then standardised per market."""
+    from hedgegym.agents.per_market import PerMarketAdvantage
+    from hedgegym.envs.family import FamilyConfig
+
+    config = load_scenario("default", {"episode.horizon_days": 8 / 24, "episode.dt_hours": 1.0})
+    family = FamilyConfig.model_validate({"markets": 2, "draws": {"market.sigma": [0.3, 0.9]}})
+    env = sb3.make_vec_env(config, 8, seed=3, paired=True, family=family)
+    plain = sb3.make_vec_env(config, 8, seed=3, family=family)
+    env.reset(), plain.reset()
+    assert [p.venv.market.config for p in env.parts] == [p.venv.market.config for p in plain.parts]
+    _, rewards, _, _ = env.step(np.zeros((8, 3), dtype=np.float32))
+    np.testing.assert_array_equal(rewards[0::2], rewards[1::2])
+    assert len(set(rewards[:4].tolist())) == 2  # two pairs of different paths in the first market
+    model = sb3.build_model("ppo", env, {"n_steps": 8, "batch_size": 16, "n_epochs": 1}, {}, seed=0)
+    seen = _Seen()
+    model.learn(64, callback=CallbackList([PairedAdvantage(), PerMarketAdvantage(2), seen]))
+    for adv in seen.advantages:
+        np.testing.assert_allclose(adv[:, 0::2], -adv[:, 1::2], atol=1e-6)
+        for block in (adv[:, :4], adv[:, 4:]):
+            assert abs(block.mean()) < 1e-6 and abs(block.std() - 1.0) < 1e-4

@@ -472,3 +472,11 @@ def test_the_context_and_per_market_advantages_need_a_family(extra, message):
 def test_per_market_advantages_need_an_on_policy_algorithm():
     with pytest.raises(ConfigError, match="per_market_advantages=true: only for on-policy"):
         load_experiment(config_path("sac_multi"), {"training.per_market_advantages": True})
+
+
+def test_paired_paths_in_a_family_need_an_even_batch_per_market():
+    with pytest.raises(ConfigError, match=r"even number of envs per market \(env.n_envs=48 / scenario.randomize"):
+        load_experiment(
+            config_path("ppo_generalist"),
+            {"training.paired_paths": True, "env.n_envs": 48, "scenario.randomize.markets": 16},
+        )
