@@ -83,7 +83,8 @@ BAND_HEDGERS = ("whalley_wilmott", "fixed_band", "delta", "leland")
 class BandControl:
     """The policy sets the no-trade band of a hedger; the hedger trades to its edge.
 
-    Two actions per step, ``a = (a_w, a_c)`` in [-1, 1]:
+    Two actions per step, ``a = (a_w, a_c)`` in [-1, 1] (one, ``a_w``, with ``centre=False``: the
+    band stays centred on the hedger's target):
 
     * width: for a band hedger (Whalley–Wilmott, fixed band) the half-width is
       ``H * WIDTH_RANGE ** a_w`` (from ``H / 4`` to ``4 H``), ``H`` the hedger's own; for a hedger
@@ -108,9 +109,8 @@ class BandControl:
     WIDTH_RANGE = 4.0
     ZERO_WIDTH_RANGE = 2.0
     CENTRE_RANGE = 0.25
-    n_actions = 2
 
-    def __init__(self, baseline: Baseline):
+    def __init__(self, baseline: Baseline, centre: bool = True):
         if baseline.kind not in BAND_HEDGERS:
             raise ValueError(
                 f"band control needs a band hedger or one that rebalances fully ({', '.join(BAND_HEDGERS)}), "
@@ -122,6 +122,8 @@ class BandControl:
                 f"(got {baseline.interval_steps}): the band replaces Leland's rebalancing grid"
             )
         self.baseline = baseline
+        self.centre = bool(centre)
+        self.n_actions = 2 if self.centre else 1
         self._zero_width = baseline.kind in ("delta", "leland")
         self._width_ref = baseline
         if self._zero_width:
@@ -133,14 +135,15 @@ class BandControl:
                 ) from None
 
     @classmethod
-    def build(cls, name: str, config) -> BandControl:
+    def build(cls, name: str, config, centre: bool = True) -> BandControl:
         """The band control of hedger ``name`` (one of :data:`BAND_HEDGERS`, ``@venue``) for ``config``."""
-        return cls(make_baseline(name, config))
+        return cls(make_baseline(name, config), centre)
 
     @property
     def record(self) -> dict[str, Any]:
         """What a saved model records of it (:func:`make_control` rebuilds it from this)."""
-        return {"kind": "band", "baseline": self.baseline.name}
+        record = {"kind": "band", "baseline": self.baseline.name}
+        return record if self.centre else {**record, "centre": False}
 
     def half_width(self, market) -> np.ndarray:
         """The reference half-width per row (coins): the hedger's own, or for a delta-type hedger
@@ -162,12 +165,12 @@ class BandControl:
             width = self.half_width(market) * (self.ZERO_WIDTH_RANGE * np.maximum(a[:, 0], 0.0))
         else:
             width = self.half_width(market) * self.WIDTH_RANGE ** a[:, 0]
-        centre = a[:, 1] * self.CENTRE_RANGE * market.params["book_gross"][0]
+        centre = a[:, 1] * self.CENTRE_RANGE * market.params["book_gross"][0] if self.centre else 0.0
         demand = band_trade(self.exposure(market) - centre, width)
         return market.trades_to_actions(self.baseline.execute(market, demand))
 
     def __repr__(self) -> str:
-        return f"BandControl({self.baseline.name!r})"
+        return f"BandControl({self.baseline.name!r}" + ("" if self.centre else ", centre=False") + ")"
 
 
 CONTROLS = ("residual", "band")
@@ -182,5 +185,6 @@ def make_control(record, config) -> Residual | BandControl:
     if kind == "residual":
         return Residual.build(get("baseline"), config, float(get("scale", 1.0) or 1.0))
     if kind == "band":
-        return BandControl.build(get("baseline"), config)
+        centre = get("centre", True)
+        return BandControl.build(get("baseline"), config, True if centre is None else bool(centre))
     raise ValueError(f"unknown control kind {kind!r}; allowed: {', '.join(CONTROLS)}")

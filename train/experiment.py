@@ -167,6 +167,9 @@ class ControlConfig(StrictModel):
     )
     baseline: str = Field(description="The hedger: a baseline name, optionally @venue (whalley_wilmott@cheapest).")
     scale: float = Field(1.0, gt=0.0, le=2.0, description="residual: action units of the correction at a = +-1.")
+    centre: bool = Field(
+        True, description="band: the policy also sets the band's centre (a_c); false: the width only, one action."
+    )
 
     @model_validator(mode="after")
     def _builds(self) -> ControlConfig:
@@ -178,6 +181,8 @@ class ControlConfig(StrictModel):
                 f"baseline {self.baseline!r}: band control needs a band hedger or one that rebalances fully "
                 f"({', '.join(BAND_HEDGERS)})"
             )
+        if self.kind != "band" and not self.centre:
+            raise ValueError(f"centre=false is a band control's option (kind={self.kind!r} has no centre)")
         return self
 
 

@@ -70,6 +70,16 @@ def test_band_on_delta_at_half_width_is_whalley_wilmott(config):
     np.testing.assert_array_equal(got, pnl(make_baseline("whalley_wilmott@spot", config), config))
 
 
+def test_a_width_only_band_is_one_action_and_at_half_width_on_delta_is_whalley_wilmott(config):
+    """``centre=False``: one action; on delta's band a_w = 1/2 is Whalley–Wilmott (its own code)."""
+    control = make_control({"kind": "band", "baseline": "delta@spot", "centre": False}, config)
+    assert control.n_actions == 1 and control.record == {"kind": "band", "baseline": "delta@spot", "centre": False}
+    got = pnl(lambda obs, m: control.actions(np.full((m.n_envs, 1), 0.5), m), config)
+    np.testing.assert_array_equal(got, pnl(make_baseline("whalley_wilmott@spot", config), config))
+    assert make_control(control.record, config).n_actions == 1  # what a saved model records rebuilds it
+    assert BandControl.build("delta@spot", config).record == {"kind": "band", "baseline": "delta@spot"}
+
+
 def test_band_on_leland_is_a_band_around_lelands_target(config):
     control = BandControl.build("leland@spot", config)
     market = market_at(config)

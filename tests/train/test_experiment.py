@@ -323,6 +323,7 @@ def test_seed_and_episode_limits():
         ({"kind": "band", "baseline": "gamma_scalp"}, r"unknown baseline 'gamma_scalp'; known baselines: no_hedge, "),
         ({"kind": "band", "baseline": "no_hedge"}, r"baseline 'no_hedge': band control needs a band hedger"),
         ({"kind": "residual", "baseline": "delta", "scale": 3.0}, r"scale"),
+        ({"kind": "residual", "baseline": "delta", "centre": False}, r"centre=false is a band control's option"),
     ],
 )
 def test_control_errors_name_the_field_and_what_is_allowed(control, expected):
