@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from docs_script import load_docs_script
 
 from hedgegym.agents.baselines import make_baseline
 from hedgegym.agents.residual import make_control
@@ -15,15 +15,10 @@ from hedgegym.envs.config import load_scenario
 from hedgegym.train.evaluate import objective, run_policy
 from hedgegym.train.warm_start import constant_policy
 
-SCRIPT = Path(__file__).resolve().parents[1] / "docs" / "constant_bound.py"
-
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("constant_bound", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_docs_script("constant_bound")
 
 
 def test_zero_action_is_the_hedger_and_the_reference_is_the_best_baseline(script, tmp_path):

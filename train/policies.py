@@ -278,7 +278,9 @@ class SB3Policy:
         self.source = source or f"stable-baselines3 {type(model).__name__} {name}"
         self.interface = interface
 
-    def __call__(self, obs: np.ndarray, market=None) -> np.ndarray:
+    def raw_actions(self, obs: np.ndarray, market=None) -> np.ndarray:
+        """The model's own deterministic actions (before its control) for observations ``obs``: with
+        the market's context appended if it observes it, then normalised as in training."""
         if self.market_context:
             if market is None:
                 raise PolicyError(f"{self.name}: observes the market's context, which reads the market: pass it")
@@ -288,6 +290,10 @@ class SB3Policy:
         if self.obs_normalizer is not None:
             obs = self.obs_normalizer.normalize_obs(obs)
         actions, _ = self.model.predict(obs, deterministic=True)
+        return actions
+
+    def __call__(self, obs: np.ndarray, market=None) -> np.ndarray:
+        actions = self.raw_actions(obs, market)
         if self.control is not None:
             if market is None:
                 raise PolicyError(f"{self.name}: acts through {self.control!r}, which reads the market: pass it")
