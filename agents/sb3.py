@@ -121,7 +121,7 @@ def make_vec_env(
     control=None,
     family=None,
     paired: bool = False,
-    market_context: bool = False,
+    observation: str = "state",
 ):
     """The batched hedging env as an SB3 ``VecEnv``, wrapped in ``VecNormalize`` when asked.
 
@@ -150,14 +150,14 @@ def make_vec_env(
         paired: envs ``2k`` and ``2k + 1`` share seed ``seed + k``, hence their exogenous paths
             (:mod:`hedgegym.agents.paired`); with ``family``, within each market's batch (whose size
             must then be even).
-        market_context: append the market's context to every observation
-            (:class:`~hedgegym.envs.sb3_vec_env.MarketContextVecEnv`, over the control; per part
-            of a family).
+        observation: ``state`` (the env's own), ``state+context`` (the market's context appended,
+            :class:`~hedgegym.envs.sb3_vec_env.MarketContextVecEnv`, over the control; per part of a
+            family) or ``context`` (the context alone).
     """
     from hedgegym.envs.sb3_vec_env import ConcatVecEnv, MarketContextVecEnv, make_sb3_vec_env
 
     def observed(venv):
-        return MarketContextVecEnv(venv) if market_context else venv
+        return venv if observation == "state" else MarketContextVecEnv(venv, state=observation != "context")
 
     # step_info=False: training reads only the episode-end keys; per-step dicts would cost time.
     if base_env is not None:

@@ -312,7 +312,8 @@ class MarketContextVecEnv(VecEnvWrapper):
     ``venv``: a :class:`HedgingSB3VecEnv`, or a wrapper chain over one (the control's
     ``ResidualVecEnv``); the context is that of the market its batch runs on. When a family env
     draws a new market at an episode's end, the first observation of the next episode carries the
-    new market's context and ``infos[i]["terminal_observation"]`` the old one's.
+    new market's context and ``infos[i]["terminal_observation"]`` the old one's. ``state=False``:
+    the context alone (a policy that picks its action per market, not per state).
 
     Example:
         >>> venv = MarketContextVecEnv(make_sb3_vec_env("default", n_envs=2, seed=0))
@@ -321,15 +322,16 @@ class MarketContextVecEnv(VecEnvWrapper):
         ((2, 27), 0.6)
     """
 
-    def __init__(self, venv: VecEnv):
+    def __init__(self, venv: VecEnv, state: bool = True):
         inner = venv
         while not isinstance(inner, HedgingSB3VecEnv):
             if not hasattr(inner, "venv"):
                 raise TypeError(f"MarketContextVecEnv wraps a HedgingSB3VecEnv or a wrapper over one (got {venv!r})")
             inner = inner.venv
         self._vector_env = inner.venv
+        self.state = bool(state)
         (dim,) = venv.observation_space.shape
-        space = gym.spaces.Box(-OBS_BOUND, OBS_BOUND, (dim + CONTEXT_DIM,), np.float32)
+        space = gym.spaces.Box(-OBS_BOUND, OBS_BOUND, ((dim if self.state else 0) + CONTEXT_DIM,), np.float32)
         super().__init__(venv, observation_space=space)
         self._stepped_on = None
 
@@ -348,7 +350,8 @@ class MarketContextVecEnv(VecEnvWrapper):
 
     def _with(self, obs: np.ndarray, context: np.ndarray) -> np.ndarray:
         obs = np.asarray(obs, dtype=np.float32)
-        return np.concatenate([obs, np.broadcast_to(context, (*obs.shape[:-1], CONTEXT_DIM))], axis=-1)
+        context = np.broadcast_to(context, (*obs.shape[:-1], CONTEXT_DIM))
+        return np.concatenate([obs, context], axis=-1) if self.state else np.array(context)
 
     def reset(self) -> VecEnvObs:
         return self._with(self.venv.reset(), self._context())

@@ -320,6 +320,18 @@ class EnvConfig(StrictModel):
         description="Append the market's parameters to every observation (hedgegym.envs.context): "
         "the policy can tell the family's markets apart. Needs scenario.randomize.",
     )
+    observe_state: bool = Field(
+        True,
+        description="false (with market_context): the policy observes the market's context alone, "
+        "so it acts per market, not per state.",
+    )
+
+    @property
+    def observation(self) -> str:
+        """The layout of what the policy observes (a key of hedgegym.train.policies.LAYOUTS)."""
+        if not self.market_context:
+            return "state"
+        return "state+context" if self.observe_state else "context"
 
 
 class WarmStartConfig(StrictModel):
@@ -499,6 +511,8 @@ class ExperimentConfig(StrictModel):
             )
         _check_baselines(self.evaluation.baselines, self.scenario.resolved)
         family = self.scenario.randomize
+        if not self.env.observe_state and not self.env.market_context:
+            raise ValueError("env.observe_state=false needs env.market_context=true: the policy would observe nothing")
         if self.env.market_context and family is None:
             raise ValueError(
                 "env.market_context=true needs scenario.randomize: on one market the context is a constant, "

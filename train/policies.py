@@ -61,17 +61,29 @@ OBSERVATION_SHAPE = (OBS_DIM,)
 trained with the market's context (``env.market_context``) observes ``CONTEXT_DIM`` more."""
 CONTEXT_OBS_NAMES = (*OBS_NAMES, *CONTEXT_NAMES)
 """The observation of a policy trained with the market's context: the state, then the context."""
+LAYOUTS = {"state": OBS_NAMES, "state+context": CONTEXT_OBS_NAMES, "context": CONTEXT_NAMES}
+"""What a model observes, by layout: the state (``Market.observe``), the state then the market's
+context (``env.market_context``), or the context alone (and ``env.observe_state: false``)."""
 
 
-def observes_context(interface: Mapping[str, Any] | None) -> bool:
-    """Whether the model of ``interface`` observes the market's context after the state."""
-    names = list(((interface or {}).get("observation") or {}).get("names", []))
-    return names == list(CONTEXT_OBS_NAMES)
+def observation_layout(interface: Mapping[str, Any] | None) -> str:
+    """The layout (a key of :data:`LAYOUTS`) of the model of ``interface``; ``state`` without a record."""
+    names = tuple(((interface or {}).get("observation") or {}).get("names", OBS_NAMES))
+    return next((layout for layout, ours in LAYOUTS.items() if names == ours), "state")
 
 
 def observation_shape(interface: Mapping[str, Any] | None) -> tuple[int]:
-    """Shape of one observation of the model of ``interface`` (:data:`OBSERVATION_SHAPE`, or with the context)."""
-    return (OBS_DIM + CONTEXT_DIM,) if observes_context(interface) else OBSERVATION_SHAPE
+    """Shape of one observation of the model of ``interface``."""
+    return (len(LAYOUTS[observation_layout(interface)]),)
+
+
+def observe(layout: str, obs: np.ndarray, market) -> np.ndarray:
+    """The observation of layout ``layout`` from the state ``obs[N, OBS_DIM]`` of ``market``."""
+    if layout == "state":
+        return obs
+    obs = np.asarray(obs, dtype=np.float32)
+    context = np.broadcast_to(market_context(market.config), (*obs.shape[:-1], CONTEXT_DIM))
+    return np.array(context) if layout == "context" else np.concatenate([obs, context], axis=-1)
 
 
 INTERFACE_MEMBER = "hedgegym_interface.json"
@@ -95,11 +107,11 @@ def policy_interface(
     normalize_observations: bool,
     normalizer_file: str | None,
     control: Mapping[str, Any] | None = None,
-    market_context: bool = False,
+    observation: str = "state",
 ) -> dict[str, Any]:
     """The interface record of a model trained on ``config``; ``normalizer``: the pickled statistics;
     ``control``: the record of the control it acts through (:mod:`hedgegym.agents.residual`), if any;
-    ``market_context``: it observes the market's context too (:mod:`hedgegym.envs.context`)."""
+    ``observation``: its layout (:data:`LAYOUTS`; the market's context: :mod:`hedgegym.envs.context`)."""
     return {
         "format": INTERFACE_FORMAT,
         "algorithm": algorithm,
@@ -107,7 +119,7 @@ def policy_interface(
         "agent": {k: getattr(config.agent, k) for k in INTERFACE_FIELDS},
         "control": None if control is None else dict(control),
         "observation": {
-            "names": list(CONTEXT_OBS_NAMES if market_context else OBS_NAMES),
+            "names": list(LAYOUTS[observation]),
             "normalized": bool(normalize_observations and normalizer),
         },
         "normalizer": None
@@ -148,7 +160,7 @@ def apply_interface(
     if interface is None:
         return config, []
     names = list(interface.get("observation", {}).get("names", []))
-    if names not in (list(OBS_NAMES), list(CONTEXT_OBS_NAMES)):
+    if tuple(names) not in LAYOUTS.values():
         ours = CONTEXT_OBS_NAMES if len(names) > OBS_DIM else OBS_NAMES
         where = next(
             (i for i, (a, b) in enumerate(zip(names, ours, strict=False)) if a != b),
@@ -268,11 +280,13 @@ class SB3Policy:
         source: str = "",
         interface: dict[str, Any] | None = None,
         control=None,
-        market_context: bool = False,
+        observation: str = "state",
     ):
         self.model = model
         self.control = control
-        self.market_context = bool(market_context)
+        if observation not in LAYOUTS:
+            raise ValueError(f"observation must be one of {', '.join(LAYOUTS)} (got {observation!r})")
+        self.observation = observation
         self.obs_normalizer = obs_normalizer
         self.name = name
         self.source = source or f"stable-baselines3 {type(model).__name__} {name}"
@@ -281,12 +295,10 @@ class SB3Policy:
     def raw_actions(self, obs: np.ndarray, market=None) -> np.ndarray:
         """The model's own deterministic actions (before its control) for observations ``obs``: with
         the market's context appended if it observes it, then normalised as in training."""
-        if self.market_context:
+        if self.observation != "state":
             if market is None:
                 raise PolicyError(f"{self.name}: observes the market's context, which reads the market: pass it")
-            obs = np.asarray(obs, dtype=np.float32)
-            context = np.broadcast_to(market_context(market.config), (*obs.shape[:-1], CONTEXT_DIM))
-            obs = np.concatenate([obs, context], axis=-1)
+            obs = observe(self.observation, obs, market)
         if self.obs_normalizer is not None:
             obs = self.obs_normalizer.normalize_obs(obs)
         actions, _ = self.model.predict(obs, deterministic=True)
@@ -432,8 +444,9 @@ def load_sb3_policy(path: str | Path, config: ScenarioConfig) -> SB3Policy:
         )
         if control is not None:
             source += f", acting through {control!r}"
-    if observes_context(interface):
-        source += ", observing the market's context"
+    layout = observation_layout(interface)
+    if layout != "state":
+        source += ", observing the market's context" + (" after the state" if layout == "state+context" else " alone")
     return SB3Policy(
         model,
         normalizer,
@@ -441,7 +454,7 @@ def load_sb3_policy(path: str | Path, config: ScenarioConfig) -> SB3Policy:
         source=source,
         interface=interface,
         control=control,
-        market_context=observes_context(interface),
+        observation=observation_layout(interface),
     )
 
 

@@ -197,7 +197,7 @@ def build_env_and_model(config: ExperimentConfig, tensorboard_log: str | None = 
         control=_control(config),
         family=config.scenario.randomize,
         paired=config.training.paired_paths,
-        market_context=config.env.market_context,
+        observation=config.env.observation,
     )
     model = sb3.build_model(
         config.algorithm.name,
@@ -589,7 +589,7 @@ def held_out_evaluation(model, vecnorm, config: ExperimentConfig) -> dict[str, f
             vecnorm,
             name=config.algorithm.name,
             control=_control(config),
-            market_context=config.env.market_context,
+            observation=config.env.observation,
         ),
         scenario,
         seeds,
@@ -714,7 +714,7 @@ def _save_model(model, vecnorm, path: Path, config: ExperimentConfig) -> None:
         config.env.normalize.observations,
         stats_path.name,
         control=None if control is None else control.record,
-        market_context=config.env.market_context,
+        observation=config.env.observation,
     )
     if stats is not None:
         write_bytes_atomic(stats_path, stats)

@@ -421,13 +421,15 @@ def test_paired_selection_keeps_the_incumbent_until_a_checkpoint_is_clearly_bett
     assert _replaces_best(lucky, {}, tmp_path, cfg) == (True, None)
 
 
-def test_a_generalist_with_the_market_context_sees_each_markets_parameters(tmp_path):
+@pytest.mark.parametrize("observe_state", [True, False])
+def test_a_generalist_with_the_market_context_sees_each_markets_parameters(observe_state, tmp_path):
     """Trained with env.market_context and per-market advantages, the model observes the state and
-    then the context, and on another scenario it is given that scenario's context."""
+    then the context (or the context alone), and on another scenario it is given that scenario's."""
     from hedgegym.envs.config import load_scenario
-    from hedgegym.envs.context import market_context
+    from hedgegym.envs.context import CONTEXT_NAMES, market_context
+    from hedgegym.envs.layout import OBS_NAMES
     from hedgegym.envs.market import Market
-    from hedgegym.train.policies import CONTEXT_OBS_NAMES, load_sb3_policy, read_interface, with_policy_interface
+    from hedgegym.train.policies import load_sb3_policy, read_interface, with_policy_interface
 
     cfg = tiny(
         config_path("ppo_generalist"),
@@ -437,20 +439,23 @@ def test_a_generalist_with_the_market_context_sees_each_markets_parameters(tmp_p
             "evaluation.every": 0,
             "evaluation.baselines": ["delta"],
             "env.market_context": True,
+            "env.observe_state": observe_state,
             "training.per_market_advantages": True,
         },
     )
     result = train(cfg, out=tmp_path / "run")
     model_path = result.model_path
-    assert read_interface(model_path)["observation"]["names"] == list(CONTEXT_OBS_NAMES)
+    names = [*OBS_NAMES, *CONTEXT_NAMES] if observe_state else list(CONTEXT_NAMES)
+    assert read_interface(model_path)["observation"]["names"] == names
     scenario, _ = with_policy_interface(load_scenario("long-gamma-pin", {"episode.horizon_days": 1.0}), [model_path])
     policy = load_sb3_policy(model_path, scenario)
     market = Market(scenario, n_envs=3)
     market.reset(seeds=np.arange(3))
     obs = market.observe().copy()
-    by_hand = np.concatenate([obs, np.tile(market_context(scenario), (3, 1))], axis=1)
+    context = np.tile(market_context(scenario), (3, 1))
+    by_hand = np.concatenate([obs, context], axis=1) if observe_state else context
     raw, _ = policy.model.predict(policy.obs_normalizer.normalize_obs(by_hand), deterministic=True)
-    np.testing.assert_array_equal(policy(obs, market), policy.control.actions(raw, market))
+    np.testing.assert_allclose(policy(obs, market), policy.control.actions(raw, market), rtol=1e-6, atol=1e-9)
     assert policy(obs, market).shape == (3, 3) and "market's context" in policy.source
 
 
@@ -462,6 +467,7 @@ def test_a_generalist_with_the_market_context_sees_each_markets_parameters(tmp_p
             {"scenario.randomize": None, "training.per_market_advantages": True},
             "per_market_advantages=true needs scenario.randomize",
         ),
+        ({"env.observe_state": False}, "env.observe_state=false needs env.market_context=true"),
     ],
 )
 def test_the_context_and_per_market_advantages_need_a_family(extra, message):
