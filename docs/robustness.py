@@ -1,13 +1,13 @@
 """The robustness report (issue 12): trained policies evaluated on every named scenario.
 
-Each run's ``best_model.zip`` is evaluated on every scenario of ``hedgegym scenarios`` with the
-agent interface it was trained for (its venues, action mode and limits; a control is rebuilt on
-the scenario it meets), against every classical hedger on those venues and routed to the
-cheapest, on the same held-out episodes: ``hedgegym matrix --local --scenario S ... --policy
-RUN/best_model.zip ... --baselines B --episodes N --seed 1000000``, one matrix per agent
-interface (runs with different interfaces cannot share one evaluation), where ``B`` is every
-classical hedger on each of the interface's venues and routed to the cheapest (the standard the
-training configs judge by). Each cell is the paired difference of the mean-variance
+Each run's ``best_model.zip`` (``--model model.zip``: its last model) is evaluated on every
+scenario of ``hedgegym scenarios`` with the agent interface it was trained for (its venues, action
+mode and limits; a control is rebuilt on the scenario it meets), against every classical hedger on
+those venues and routed to the cheapest, on the same held-out episodes: ``hedgegym matrix --local
+--scenario S ... --policy RUN/best_model.zip ... --baselines B --episodes N --seed 1000000``, one
+matrix per agent interface (runs with different interfaces cannot share one evaluation), where
+``B`` is every classical hedger on each of the interface's venues and routed to the cheapest (the
+standard the training configs judge by). Each cell is the paired difference of the mean-variance
 objective against that scenario's best baseline, with its 95 % paired-bootstrap interval; **win**
 when the interval lies above 0, *loss* when below, else tie (for ``frictionless``, where theory's
 answer is delta hedging, a tie is the match)::
@@ -51,14 +51,19 @@ def label(run: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path, help="Run directories of `hedgegym train` (best_model.zip).")
+    parser.add_argument(
+        "--model",
+        default="best_model.zip",
+        help="The zip of each run to evaluate: best_model.zip (what training kept), or model.zip (the last).",
+    )
     parser.add_argument("--episodes", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=1_000_000, help="Seed of episode 0 (the held-out seeds).")
     parser.add_argument("--scenarios", nargs="*", default=None, help="Default: every named scenario.")
     parser.add_argument("--out", type=Path, required=True, help="Directory for the report; must be new or empty.")
     args = parser.parse_args(argv)
     for run in args.runs:
-        if not (run / "best_model.zip").is_file():
-            parser.error(f"{run}: no best_model.zip (give run directories of `hedgegym train`)")
+        if not (run / args.model).is_file():
+            parser.error(f"{run}: no {args.model} (give run directories of `hedgegym train`)")
     scenarios = args.scenarios or list(list_scenarios())
     configs = [load_scenario(name) for name in scenarios]
     out = claim_dir(args.out)
@@ -66,12 +71,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     groups: dict[str, list[Path]] = {}
     for run in args.runs:
-        interface = read_interface(run / "best_model.zip") or {"agent": {}}
+        interface = read_interface(run / args.model) or {"agent": {}}
         key = json.dumps({k: interface["agent"].get(k) for k in INTERFACE_FIELDS}, sort_keys=True)
         groups.setdefault(key, []).append(run)
     for k, (key, runs) in enumerate(groups.items()):
         baselines = every_hedger(json.loads(key)["venues"] or ["spot"])
-        policies = {str(run / "best_model.zip"): label(run) for run in runs}
+        policies = {str(run / args.model): label(run) for run in runs}
         result = evaluate_matrix(configs, list(policies), ",".join(baselines), args.episodes, args.seed, local=True)
         result.write(out / f"interface-{k}")
         for scenario, res in result.results.items():
@@ -89,7 +94,14 @@ def main(argv: list[str] | None = None) -> int:
                 }
         print(f"interface {k} ({', '.join(policies.values())}): {time.perf_counter() - started:.0f} s", file=sys.stderr)
     command = "python docs/robustness.py " + " ".join(
-        [f"--episodes {args.episodes}", f"--seed {args.seed}", f"--out {args.out}", *map(str, args.runs)]
+        [
+            f"--episodes {args.episodes}",
+            f"--seed {args.seed}",
+            *([f"--scenarios {' '.join(args.scenarios)}"] if args.scenarios else []),
+            *([f"--model {args.model}"] if args.model != "best_model.zip" else []),
+            f"--out {args.out}",
+            *map(str, args.runs),
+        ]
     )
     write_json_atomic(out / "robustness.json", {"episodes": args.episodes, "seed": args.seed, "cells": cells})
     write_text_atomic(out / "robustness.md", markdown(cells, scenarios, args.episodes, command))
