@@ -264,7 +264,12 @@ class Markets(BaseCallback):
         self.first = self.last = None
 
     def _markets(self):
-        return [part.venv.venv.market.config for part in self.model.get_env().venv.parts]
+        def market(part):  # down the wrapper chain (context, control) to the batched env
+            while not hasattr(part, "market"):
+                part = part.venv
+            return part.market.config
+
+        return [market(part) for part in self.model.get_env().venv.parts]
 
     def _on_training_start(self) -> None:
         self.first = self._markets()
@@ -274,12 +279,15 @@ class Markets(BaseCallback):
         return True
 
 
-def test_a_family_run_resumes_on_the_markets_it_was_interrupted_on(tmp_path):
-    """The checkpoint pickles the family's groups mid-episode: a resumed run steps on the same markets."""
+@pytest.mark.parametrize("context", [False, True])
+def test_a_family_run_resumes_on_the_markets_it_was_interrupted_on(context, tmp_path):
+    """The checkpoint pickles the family's groups mid-episode (with the context wrapper, if on): a
+    resumed run steps on the same markets."""
     cfg = tiny(
         config_path("ppo_generalist"),
         **SHORT_EPISODES["ppo_generalist"],
         **{"training.total_timesteps": 512, "evaluation.every": 0, "evaluation.baselines": ["delta"]},
+        **({"env.market_context": True, "training.paired_paths": True} if context else {}),
     )
     run_dir = tmp_path / "run"
     before = Markets()
