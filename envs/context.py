@@ -83,3 +83,16 @@ def market_context(config) -> np.ndarray:
         100.0 * jumps.mean if jumps.enabled else 0.0,
     )
     return np.asarray(values, dtype=np.float32)
+
+
+def with_context(obs: np.ndarray, context: np.ndarray, state: bool = True) -> np.ndarray:
+    """Observations ``obs[..., d]`` float32 with ``context[CONTEXT_DIM]`` appended to each (or, with
+    ``state=False``, the context alone, one row per observation): what a policy trained with the
+    context observes (the training wrapper and the evaluation both build it here).
+
+    >>> with_context(np.zeros((2, 3)), np.arange(CONTEXT_DIM), state=False).shape
+    (2, 7)
+    """
+    obs = np.asarray(obs, dtype=np.float32)
+    context = np.broadcast_to(np.asarray(context, dtype=np.float32), (*obs.shape[:-1], CONTEXT_DIM))
+    return np.concatenate([obs, context], axis=-1) if state else np.array(context)

@@ -38,7 +38,7 @@ from stable_baselines3.common.vec_env.base_vec_env import (
 )
 
 from hedgegym.envs.config import ScenarioConfig
-from hedgegym.envs.context import CONTEXT_DIM, market_context
+from hedgegym.envs.context import CONTEXT_DIM, market_context, with_context
 from hedgegym.envs.hedging_env import SECOND_ORDER_INFO, STEP_INFO_FLAGS, STEP_INFO_FLOATS, check_bool, check_int
 from hedgegym.envs.layout import OBS_BOUND
 from hedgegym.envs.vector_env import HedgingVectorEnv
@@ -349,9 +349,7 @@ class MarketContextVecEnv(VecEnvWrapper):
         return market_context(self._vector_env.market.config)
 
     def _with(self, obs: np.ndarray, context: np.ndarray) -> np.ndarray:
-        obs = np.asarray(obs, dtype=np.float32)
-        context = np.broadcast_to(context, (*obs.shape[:-1], CONTEXT_DIM))
-        return np.concatenate([obs, context], axis=-1) if self.state else np.array(context)
+        return with_context(obs, context, self.state)
 
     def reset(self) -> VecEnvObs:
         return self._with(self.venv.reset(), self._context())

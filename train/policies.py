@@ -48,7 +48,7 @@ import numpy as np
 
 from hedgegym.agents.baselines import BASELINES, Baseline, make_baseline
 from hedgegym.envs.config import ScenarioConfig, apply_overrides, validate_config
-from hedgegym.envs.context import CONTEXT_DIM, CONTEXT_NAMES, market_context
+from hedgegym.envs.context import CONTEXT_NAMES, market_context, with_context
 from hedgegym.envs.layout import OBS_DIM, OBS_NAMES
 
 
@@ -81,9 +81,7 @@ def observe(layout: str, obs: np.ndarray, market) -> np.ndarray:
     """The observation of layout ``layout`` from the state ``obs[N, OBS_DIM]`` of ``market``."""
     if layout == "state":
         return obs
-    obs = np.asarray(obs, dtype=np.float32)
-    context = np.broadcast_to(market_context(market.config), (*obs.shape[:-1], CONTEXT_DIM))
-    return np.array(context) if layout == "context" else np.concatenate([obs, context], axis=-1)
+    return with_context(obs, market_context(market.config), state=layout == "state+context")
 
 
 INTERFACE_MEMBER = "hedgegym_interface.json"
