@@ -19,16 +19,15 @@ Example:
 
 from __future__ import annotations
 
-import inspect
-
 import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.vec_env import VecEnvWrapper
 
 from hedgegym.agents.residual import BandControl, Residual, make_control
+from hedgegym.envs.sb3_vec_env import PicklableVecEnvWrapper
 
 
-class ResidualVecEnv(VecEnvWrapper):
+class ResidualVecEnv(PicklableVecEnvWrapper):
     """SB3 ``VecEnvWrapper`` over a :class:`~hedgegym.envs.sb3_vec_env.HedgingSB3VecEnv`: the
     policy's actions are corrections on ``residual.baseline``.
 
@@ -47,16 +46,6 @@ class ResidualVecEnv(VecEnvWrapper):
 
     def reset(self):
         return self.venv.reset()
-
-    def __getstate__(self):
-        # A checkpoint pickles the env mid-episode; the wrapper's cached class members do not pickle.
-        state = self.__dict__.copy()
-        state.pop("class_attributes", None)
-        return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self.class_attributes = dict(inspect.getmembers(self.__class__))
 
     def step_async(self, actions: np.ndarray) -> None:
         market = self.venv.venv.market

@@ -305,7 +305,22 @@ class ConcatVecEnv(VecEnv):
         return [img for part in self.parts for img in part.get_images()]
 
 
-class MarketContextVecEnv(VecEnvWrapper):
+class PicklableVecEnvWrapper(VecEnvWrapper):
+    """A ``VecEnvWrapper`` that pickles: a checkpoint pickles the env mid-episode, and SB3's wrapper
+    caches its class members (``class_attributes``, a mappingproxy that does not pickle); they are
+    dropped on pickling and rebuilt on unpickling."""
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("class_attributes", None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.class_attributes = dict(inspect.getmembers(self.__class__))
+
+
+class MarketContextVecEnv(PicklableVecEnvWrapper):
     """SB3 ``VecEnvWrapper``: every observation gets the market's context appended
     (:func:`hedgegym.envs.context.market_context`, :data:`~hedgegym.envs.context.CONTEXT_NAMES`).
 
@@ -334,16 +349,6 @@ class MarketContextVecEnv(VecEnvWrapper):
         space = gym.spaces.Box(-OBS_BOUND, OBS_BOUND, ((dim if self.state else 0) + CONTEXT_DIM,), np.float32)
         super().__init__(venv, observation_space=space)
         self._stepped_on = None
-
-    def __getstate__(self):
-        # A checkpoint pickles the env mid-episode; the wrapper's cached class members do not pickle.
-        state = self.__dict__.copy()
-        state.pop("class_attributes", None)
-        return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self.class_attributes = dict(inspect.getmembers(self.__class__))
 
     def _context(self) -> np.ndarray:
         return market_context(self._vector_env.market.config)

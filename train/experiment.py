@@ -471,12 +471,13 @@ class ExperimentConfig(StrictModel):
                     f"algorithm.hyperparameters.buffer_size={buffer}: must be >= env.n_envs = "
                     f"{self.env.n_envs} (SB3 keeps buffer_size // n_envs transitions per env)"
                 )
-        if self.training.paired_paths:
-            if algo.name not in sb3.ON_POLICY:
+        for flag in ("paired_paths", "per_market_advantages"):  # both rewrite the rollout's advantages
+            if getattr(self.training, flag) and algo.name not in sb3.ON_POLICY:
                 raise ValueError(
-                    f"training.paired_paths=true: only for on-policy algorithms ({', '.join(sorted(sb3.ON_POLICY))}), "
+                    f"training.{flag}=true: only for on-policy algorithms ({', '.join(sorted(sb3.ON_POLICY))}), "
                     f"got algorithm.name={algo.name!r}"
                 )
+        if self.training.paired_paths:
             if self.env.n_envs % 2:
                 raise ValueError(f"training.paired_paths=true needs an even env.n_envs (got {self.env.n_envs})")
             family = self.scenario.randomize
@@ -485,14 +486,8 @@ class ExperimentConfig(StrictModel):
                     f"training.paired_paths=true with scenario.randomize needs an even number of envs per market "
                     f"(env.n_envs={self.env.n_envs} / scenario.randomize.markets={family.markets})"
                 )
-        if self.training.per_market_advantages:
-            if algo.name not in sb3.ON_POLICY:
-                raise ValueError(
-                    "training.per_market_advantages=true: only for on-policy algorithms "
-                    f"({', '.join(sorted(sb3.ON_POLICY))}), got algorithm.name={algo.name!r}"
-                )
-            if self.scenario.randomize is None:
-                raise ValueError("training.per_market_advantages=true needs scenario.randomize (a family of markets)")
+        if self.training.per_market_advantages and self.scenario.randomize is None:
+            raise ValueError("training.per_market_advantages=true needs scenario.randomize (a family of markets)")
         train_seeds = range(self.training.seed, self.training.seed + self.env.n_envs)
         held_out = range(
             self.evaluation.seed, self.evaluation.seed + max(self.evaluation.final_episodes, self.evaluation.episodes)
