@@ -8,14 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from docs_script import load_docs_script
+from docs_script import constant_band_run, load_docs_script
 
-from hedgegym.agents import sb3
 from hedgegym.envs.config import load_scenario
 from hedgegym.train.evaluate import objective, run_policy
-from hedgegym.train.experiment import load_experiment
-from hedgegym.train.policies import embed_interface, read_interface
-from hedgegym.train.training import train
 from hedgegym.train.warm_start import constant_policy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,30 +25,7 @@ def script():
 
 @pytest.fixture(scope="module")
 def constant_model(tmp_path_factory):
-    """A tiny band-control run whose model is then set to act (0.3, 0.2) in every state."""
-    cfg = load_experiment(
-        ROOT / "configs" / "ppo_vault_epoch.yaml",
-        {
-            "env.n_envs": 4,
-            "training.total_timesteps": 64,
-            "evaluation.every": 0,
-            "evaluation.final_episodes": 4,
-            "evaluation.baselines": [],
-            "algorithm.hyperparameters.n_steps": 16,
-            "algorithm.hyperparameters.batch_size": 32,
-            "algorithm.hyperparameters.n_epochs": 1,
-            "scenario.overrides.episode.horizon_days": 0.25,
-            "scenario.overrides.episode.dt_hours": 1.0,
-        },
-    )
-    run = train(cfg, out=tmp_path_factory.mktemp("abl") / "run")
-    path = run.model_path
-    interface = read_interface(path)
-    model = sb3.load_model("ppo", path)
-    sb3.set_mean_action(model, [0.3, 0.2])
-    fixed = path.with_name("fixed.zip")
-    model.save(fixed)
-    fixed.write_bytes(embed_interface(fixed.read_bytes(), interface))
+    run_dir, fixed, interface = constant_band_run(tmp_path_factory.mktemp("abl"))
     return fixed, interface
 
 
