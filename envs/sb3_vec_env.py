@@ -351,7 +351,10 @@ class MarketContextVecEnv(PicklableVecEnvWrapper):
         self._stepped_on = None
 
     def _context(self) -> np.ndarray:
-        return market_context(self._vector_env.market.config)
+        config = self._vector_env.market.config
+        if getattr(self, "_context_of", None) is not config:  # a new market: once per draw, not per step
+            self._context_of, self._context_value = config, market_context(config)
+        return self._context_value
 
     def _with(self, obs: np.ndarray, context: np.ndarray) -> np.ndarray:
         return with_context(obs, context, self.state)
