@@ -20,6 +20,17 @@ Monte-Carlo (Glasserman 2003, §4.2) and of evolution strategies (Salimans et al
 
 PPO normalises advantages per minibatch, so their scale is immaterial; the value function is
 fitted to the returns as before (they are untouched).
+
+**Antithetic exploration** (``training.antithetic_exploration``, with gSDE drawn once a rollout):
+env ``2k + 1`` explores with the negative of env ``2k``'s noise matrix, so with a policy whose
+latent features are the same in both (the same path; exactly so for a policy that observes only
+the market's context) the pair acts ``mu + eps`` and ``mu - eps``. Each env's noise keeps its
+distribution, so each term of the gradient keeps its expectation; the partner's advantage is now a
+function of ``-eps``, and ``E[grad log pi(mu + eps) A(mu - eps)] = -E[grad log pi(mu + eps) A(mu +
+eps)]``, so subtracting it doubles the gradient instead of leaving it (PPO's normalisation removes
+the factor): the pair's term is the central finite difference ``eps (F(mu + eps) - F(mu - eps))`` of
+antithetic evolution strategies on common random numbers (Salimans et al. 2017, §2.2), whose
+first-order noise from the path and from ``F``'s curvature cancels.
 """
 
 from __future__ import annotations
@@ -56,3 +67,30 @@ class PairedAdvantage(BaseCallback):
     def _on_rollout_end(self) -> None:
         buffer = self.model.rollout_buffer
         buffer.advantages[...] = paired_advantages(buffer.advantages)
+
+
+def antithetic(matrices):
+    """The exploration matrices ``[n_envs, ...]`` with env ``2k + 1``'s replaced by minus env ``2k``'s.
+
+    Example:
+        >>> import torch as th
+        >>> antithetic(th.tensor([[1.0, 2.0], [5.0, 6.0], [-3.0, 0.5], [9.0, 9.0]])).tolist()
+        [[1.0, 2.0], [-1.0, -2.0], [-3.0, 0.5], [3.0, -0.5]]
+    """
+    if matrices.shape[0] % 2:
+        raise ValueError(f"antithetic exploration needs an even number of envs (got {matrices.shape[0]})")
+    out = matrices.detach().clone()
+    out[1::2] = -out[0::2]
+    return out
+
+
+class AntitheticExploration(BaseCallback):
+    """At every rollout's start, after SB3 drew the rollout's gSDE noise matrices (``reset_noise``
+    comes just before ``on_rollout_start``), makes them antithetic in pairs (:func:`antithetic`)."""
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_start(self) -> None:
+        dist = self.model.policy.action_dist
+        dist.exploration_matrices = antithetic(dist.exploration_matrices)

@@ -384,6 +384,11 @@ class TrainingConfig(StrictModel):
         description="ppo: envs 2k and 2k+1 share each episode's exogenous path (seed + k), and each advantage "
         "becomes its difference with its partner's (hedgegym.agents.paired): common random numbers.",
     )
+    antithetic_exploration: bool = Field(
+        False,
+        description="With paired_paths and gSDE drawn once a rollout: env 2k+1 explores with minus env 2k's noise "
+        "matrix, so each pair's paired advantage is a central finite difference (hedgegym.agents.paired).",
+    )
     per_market_advantages: bool = Field(
         False,
         description="Standardise each drawn market's advantages on their own after every rollout, so every "
@@ -416,6 +421,26 @@ class EvaluationConfig(StrictModel):
             " whose paired 95 % bootstrap interval against the incumbent's on the same episodes lies above 0."
         ),
     )
+
+    markets: int = Field(
+        0,
+        ge=0,
+        le=4096,
+        description=(
+            "Periodic evaluations on this many held-out markets drawn from scenario.randomize, episodes split"
+            " evenly among them; best_model.zip is then chosen by the scale-free family score (each market's"
+            " objective relative to the delta hedger's; hedgegym.train.selection). 0: on the scenario itself."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _markets_split(self) -> EvaluationConfig:
+        if self.markets and (self.episodes % self.markets or self.episodes // self.markets < 2):
+            raise ValueError(
+                f"evaluation.episodes={self.episodes} must be a multiple of evaluation.markets={self.markets} "
+                "with at least 2 episodes a market"
+            )
+        return self
 
     @field_validator("baselines")
     @classmethod
@@ -486,11 +511,26 @@ class ExperimentConfig(StrictModel):
                     f"training.paired_paths=true with scenario.randomize needs an even number of envs per market "
                     f"(env.n_envs={self.env.n_envs} / scenario.randomize.markets={family.markets})"
                 )
+        if self.training.antithetic_exploration:
+            if not self.training.paired_paths:
+                raise ValueError("training.antithetic_exploration=true needs training.paired_paths=true (its pairs)")
+            if not algo.hyperparameter("use_sde") or algo.hyperparameter("sde_sample_freq") > 0:
+                raise ValueError(
+                    "training.antithetic_exploration=true needs algorithm.hyperparameters.use_sde=true and "
+                    f"sde_sample_freq <= 0, one noise draw a rollout (got use_sde={algo.hyperparameter('use_sde')}, "
+                    f"sde_sample_freq={algo.hyperparameter('sde_sample_freq')})"
+                )
         if self.training.per_market_advantages and self.scenario.randomize is None:
             raise ValueError("training.per_market_advantages=true needs scenario.randomize (a family of markets)")
+        if self.evaluation.markets and self.scenario.randomize is None:
+            raise ValueError(
+                f"evaluation.markets={self.evaluation.markets} needs scenario.randomize (the family its markets "
+                "are drawn from); set 0 to evaluate on the scenario itself"
+            )
         train_seeds = range(self.training.seed, self.training.seed + self.env.n_envs)
+        # The final evaluation's seeds, then the periodic evaluations' block.
         held_out = range(
-            self.evaluation.seed, self.evaluation.seed + max(self.evaluation.final_episodes, self.evaluation.episodes)
+            self.evaluation.seed, self.evaluation.seed + self.evaluation.final_episodes + self.evaluation.episodes
         )
         if held_out.stop > SEED_LIMIT:
             raise ValueError(

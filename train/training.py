@@ -39,7 +39,9 @@ and can be resumed. :func:`run_status` tells a live run (its lock is held) from 
 Held-out seeds: the final evaluation's episode j uses seed ``evaluation.seed + j``; the periodic
 evaluations that pick the best model use the next block, ``evaluation.seed + final_episodes + j``,
 so choosing the best model does not bias the final report. Training env i uses ``training.seed + i``.
-Both pick by :func:`hedgegym.train.evaluate.objective`.
+Both pick by :func:`hedgegym.train.evaluate.objective`; with ``evaluation.markets``, the periodic
+evaluations run on held-out markets of the family and pick by its scale-free score instead
+(:mod:`hedgegym.train.selection`).
 """
 
 from __future__ import annotations
@@ -213,14 +215,17 @@ def build_env_and_model(config: ExperimentConfig, tensorboard_log: str | None = 
 
 
 def _paired(config: ExperimentConfig) -> list:
-    """The advantage callback: per-market when ``training.per_market_advantages``, paired when
+    """The advantage callbacks: per-market when ``training.per_market_advantages``, paired when
     ``training.paired_paths`` (first: the recorder's rollout statistics and checkpoints then see the
-    advantages PPO trains on); with both, the pairing first."""
+    advantages PPO trains on); with both, the pairing first. With ``training.antithetic_exploration``,
+    the callback that makes each pair's exploration noise antithetic."""
     callbacks = []
     if config.training.paired_paths:
-        from hedgegym.agents.paired import PairedAdvantage
+        from hedgegym.agents.paired import AntitheticExploration, PairedAdvantage
 
         callbacks.append(PairedAdvantage())
+        if config.training.antithetic_exploration:
+            callbacks.append(AntitheticExploration())
     if config.training.per_market_advantages:  # after the pairing: it standardises the paired differences
         from hedgegym.agents.per_market import PerMarketAdvantage
 
@@ -351,6 +356,7 @@ class _Recorder(BaseCallback):
         self.episode_rewards: list[float] = []
         self.last_progress = 0.0
         self.last_heartbeat = time.monotonic()
+        self.selection = None  # the FamilySelection of evaluation.markets, built at the first evaluation
 
     def _on_training_start(self) -> None:
         self.next_checkpoint = _next_multiple(self.num_timesteps, self.config.training.checkpoint_every)
@@ -406,18 +412,26 @@ class _Recorder(BaseCallback):
     def evaluate(self) -> None:
         """Held-out evaluation of the current policy; a new best is saved as best_model.zip."""
         vecnorm = sb3.find_vecnormalize(self.model.get_env())
-        result = held_out_evaluation(self.model, vecnorm, self.config)
+        if self.config.evaluation.markets and self.selection is None:
+            from hedgegym.train.selection import FamilySelection
+
+            self.selection = FamilySelection.from_experiment(self.config)
+            self.history["selection"] = self.selection.record()
+        result = held_out_evaluation(self.model, vecnorm, self.config, self.selection)
         pnl = result.pop("pnl")
         result["timesteps"] = int(self.num_timesteps)
         self.history["evaluations"].append(result)
-        for key in ("objective", "mean_pnl", "std_pnl"):
-            self.logger.record(f"eval/{key}", result[key])
+        for key in ("objective", "family_score", "mean_pnl", "std_pnl"):
+            if key in result:
+                self.logger.record(f"eval/{key}", result[key])
         best = self.history["best"]
-        better, interval = _replaces_best(pnl, best, self.run_dir, self.config)
+        better, interval = _replaces_best(pnl, best, self.run_dir, self.config, self.selection)
         if interval is not None:
             result["paired_vs_best"] = interval
         if better:
             self.history["best"] = {"objective": result["objective"], "timesteps": int(self.num_timesteps)}
+            if "family_score" in result:
+                self.history["best"]["family_score"] = result["family_score"]
             _save_model(self.model, vecnorm, self.run_dir / BEST_MODEL_FILE, self.config)
             write_bytes_atomic(self.run_dir / BEST_PNL_FILE, _npy_bytes(pnl))
             write_json_atomic(self.run_dir / "best.json", self.history["best"])
@@ -571,17 +585,43 @@ def _control(config: ExperimentConfig):
     return None if control is None else make_control(control, config.scenario.resolved)
 
 
-def held_out_evaluation(model, vecnorm, config: ExperimentConfig) -> dict[str, float]:
+def held_out_evaluation(model, vecnorm, config: ExperimentConfig, selection=None) -> dict[str, float]:
     """The current policy on the periodic evaluation's held-out seeds: objective, mean and std of P&L (USD).
 
     Runs through :func:`hedgegym.train.evaluate.run_policy`, the final evaluation's own loop, with the
     training normaliser's current observation statistics (read, not updated). The objective is
     :func:`hedgegym.train.evaluate.objective`, the one the final report ranks policies by.
+
+    With a :class:`hedgegym.train.selection.FamilySelection` (``evaluation.markets``), on its markets
+    instead (the control rebuilt on each): ``objective`` is then the markets' mean objective (USD),
+    ``family_score`` the scale-free score the selection uses, ``market_objectives`` each market's, and
+    ``pnl`` is ``[markets, episodes a market]``.
     """
+    from hedgegym.agents.residual import make_control
     from hedgegym.train.evaluate import objective, run_policy
     from hedgegym.train.policies import SB3Policy
+    from hedgegym.train.selection import market_objectives
 
     ev, scenario = config.evaluation, config.scenario.resolved
+    if selection is not None:
+        record = config.algorithm.control
+
+        def policy_for(market):
+            control = None if record is None else make_control(record, market)
+            return SB3Policy(
+                model, vecnorm, name=config.algorithm.name, control=control, observation=config.env.observation
+            )
+
+        pnl = selection.evaluate(policy_for, name=config.algorithm.name)
+        objectives = market_objectives(pnl, selection.markets)
+        return {
+            "objective": float(objectives.mean()),
+            "family_score": selection.score(pnl),
+            "market_objectives": [float(x) for x in objectives],
+            "mean_pnl": float(pnl.mean()),
+            "std_pnl": float(pnl.std()),
+            "pnl": pnl,
+        }
     seeds = np.arange(ev.seed + ev.final_episodes, ev.seed + ev.final_episodes + ev.episodes)
     per_episode, _ = run_policy(
         SB3Policy(
@@ -632,28 +672,41 @@ def paired_objective_interval(
     return point, min(lo, point), max(hi, point)
 
 
-def _replaces_best(pnl: np.ndarray, best: dict, run_dir: Path, config: ExperimentConfig):
+def _replaces_best(pnl: np.ndarray, best: dict, run_dir: Path, config: ExperimentConfig, selection=None):
     """``(better, interval)``: whether an evaluation with episode P&Ls ``pnl`` becomes best_model.zip
     under ``evaluation.select``, and (``paired``) its paired interval against the incumbent, or None.
 
     ``best``: a higher objective than the incumbent's. ``paired``: an interval that lies above 0 — a
     checkpoint that only looks better on these episodes by chance (the maximum of many noisy
     evaluations) does not replace the incumbent, so the run's best is one that holds on new paths.
+    With a family ``selection``, the same rules on its scale-free family score.
     """
     from hedgegym.train.evaluate import objective
 
     if not best:
         return True, None
+    if selection is not None:
+
+        def higher() -> bool:
+            return "family_score" not in best or selection.score(pnl) > best["family_score"]
+    else:
+
+        def higher() -> bool:
+            return objective({"pnl": pnl}, config.scenario.resolved) > best["objective"]
+
     if config.evaluation.select == "best":
-        return objective({"pnl": pnl}, config.scenario.resolved) > best["objective"], None
+        return higher(), None
     try:
         incumbent = np.load(run_dir / BEST_PNL_FILE, allow_pickle=False)
     except (OSError, ValueError):
         incumbent = None
     if incumbent is None or incumbent.shape != pnl.shape:
         # A best model from before this rule (or another episode count): judged by the objective alone.
-        return objective({"pnl": pnl}, config.scenario.resolved) > best["objective"], None
-    point, lo, hi = paired_objective_interval(pnl, incumbent, config.scenario.resolved)
+        return higher(), None
+    if selection is not None:
+        point, lo, hi = selection.interval(pnl, incumbent)
+    else:
+        point, lo, hi = paired_objective_interval(pnl, incumbent, config.scenario.resolved)
     return lo > 0.0, [point, lo, hi]
 
 

@@ -7,7 +7,7 @@ import pytest
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 
 from hedgegym.agents import sb3
-from hedgegym.agents.paired import PairedAdvantage, paired_advantages
+from hedgegym.agents.paired import AntitheticExploration, PairedAdvantage, paired_advantages
 from hedgegym.envs.config import ConfigError, load_scenario
 from hedgegym.envs.hedging_env import HedgingEnv
 from hedgegym.envs.sb3_vec_env import make_sb3_vec_env
@@ -80,6 +80,70 @@ def test_ppo_trains_on_antisymmetric_pair_advantages():
     for adv in seen.advantages:
         np.testing.assert_array_equal(adv[:, 0::2], -adv[:, 1::2])
         assert np.abs(adv).max() > 0.0
+
+
+class _FirstActions(BaseCallback):
+    """Each rollout's first actions and the policy's mean action in those observations."""
+
+    def __init__(self):
+        super().__init__()
+        self.first = []
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        import torch as th
+
+        buffer = self.model.rollout_buffer
+        with th.no_grad():
+            obs = th.as_tensor(buffer.observations[0])
+            mean = self.model.policy.get_distribution(obs).distribution.mean.numpy()
+        self.first.append((buffer.actions[0].copy(), mean))
+
+
+@pytest.mark.parametrize("antithetic", [True, False])
+def test_antithetic_exploration_mirrors_each_pairs_noise(antithetic):
+    """At a rollout's first step both envs of a pair see the same observation (the same path from
+    the same reset), so with antithetic noise their actions are mean + eps and mean - eps."""
+    config = load_scenario("default", {"episode.horizon_days": 8 / 24, "episode.dt_hours": 1.0})
+    env = sb3.make_vec_env(config, 4, seed=0, paired=True)
+    hyper = {"n_steps": 8, "batch_size": 16, "n_epochs": 1, "use_sde": True, "sde_sample_freq": -1}
+    model = sb3.build_model("ppo", env, hyper, {"log_std_init": -1.0}, seed=0)
+    seen = _FirstActions()
+    model.learn(128, callback=CallbackList([PairedAdvantage(), *([AntitheticExploration()] * antithetic), seen]))
+    assert len(seen.first) == 4
+    for actions, mean in seen.first:
+        np.testing.assert_allclose(mean[0::2], mean[1::2], rtol=1e-6)
+        eps = actions[0::2] - mean[0::2]
+        assert np.abs(eps).min() > 1e-4  # it explores
+        mirrored = np.allclose(actions[1::2] - mean[1::2], -eps, rtol=1e-5, atol=1e-7)
+        assert mirrored == antithetic
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            {"training": {"total_timesteps": 1000, "antithetic_exploration": True}},
+            "antithetic_exploration=true needs training.paired_paths=true",
+        ),
+        (
+            {"training": {"total_timesteps": 1000, "paired_paths": True, "antithetic_exploration": True}},
+            r"needs algorithm.hyperparameters.use_sde=true and sde_sample_freq <= 0.*\(got use_sde=False",
+        ),
+        (
+            {
+                "algorithm": {"name": "ppo", "hyperparameters": {"use_sde": True, "sde_sample_freq": 4}},
+                "training": {"total_timesteps": 1000, "paired_paths": True, "antithetic_exploration": True},
+            },
+            r"sde_sample_freq=4\)",
+        ),
+    ],
+)
+def test_antithetic_exploration_config_errors(change, expected):
+    with pytest.raises(ConfigError, match=expected):
+        validate_experiment({"algorithm": {"name": "ppo"}, **change})
 
 
 @pytest.mark.parametrize(

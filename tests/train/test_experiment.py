@@ -311,8 +311,10 @@ def test_cli_override_of_a_hyperparameter_is_range_checked(tmp_path):
 
 def test_seed_and_episode_limits():
     assert "training.seed" in error_of(with_(training={"total_timesteps": 10, "seed": 2**32}))
+    # The final evaluation's 2000 seeds and the periodic evaluations' 200 after them must all fit.
     msg = error_of(with_(evaluation={"seed": 2**63 - 100, "final_episodes": 2000}))
-    assert "evaluation.seed" in msg and "2**63 - 2000" in msg
+    assert "evaluation.seed" in msg and "2**63 - 2200" in msg
+    assert "evaluation.seed" in error_of(with_(evaluation={"seed": 2**63 - 2100, "final_episodes": 2000}))
     msg = error_of(with_(evaluation={"final_episodes": 10**9}))
     assert "evaluation.final_episodes" in msg and "1000000" in msg
 
